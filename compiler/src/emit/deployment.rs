@@ -1,0 +1,70 @@
+//! The deployment description: boxes, the agents each runs, and the routes, as JSON. The
+//! controller loads it; operators read it; tests snapshot it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::expand::{Expanded, LattNode, Runs};
+use crate::place::BoxPlan;
+
+/// A whole deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployment {
+    /// The system's name.
+    pub system: String,
+    /// Boxes, each with the agents it runs.
+    pub boxes: Vec<BoxPlan>,
+    /// Every physical agent.
+    pub agents: Vec<AgentPlan>,
+    /// Agent routing tables: physical agent → (identifier → physical agent).
+    pub routes: BTreeMap<String, BTreeMap<String, String>>,
+    /// The LATT.
+    pub latt: LattNode,
+}
+
+/// One physical agent of a deployment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentPlan {
+    /// Its identifier.
+    pub id: String,
+    /// The box it runs in.
+    #[serde(rename = "box")]
+    pub in_box: String,
+    /// What it runs: `{"kind": "agent", "agent": "Client"}` or a proxy with its config.
+    pub runs: serde_json::Value,
+    /// `uses` name → identifier.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub bindings: BTreeMap<String, String>,
+}
+
+/// Builds the deployment of an expanded, placed system.
+pub fn deployment(expanded: &Expanded, boxes: &[BoxPlan]) -> Deployment {
+    let box_of: BTreeMap<&str, &str> =
+        boxes.iter().flat_map(|b| b.agents.iter().map(move |a| (a.as_str(), b.name.as_str()))).collect();
+    let agents = expanded
+        .agents
+        .iter()
+        .map(|a| AgentPlan {
+            id: a.id.clone(),
+            in_box: box_of.get(a.id.as_str()).map(|b| b.to_string()).unwrap_or_default(),
+            runs: serde_json::to_value(&a.runs).unwrap_or_default(),
+            bindings: a.bindings.clone(),
+        })
+        .collect();
+    Deployment {
+        system: expanded.system.clone(),
+        boxes: boxes.to_vec(),
+        agents,
+        routes: expanded.routes.clone(),
+        latt: expanded.latt.clone(),
+    }
+}
+
+/// Whether an agent of the deployment runs a declared agent's code (not a proxy).
+pub fn runs_agent(runs: &Runs) -> Option<&str> {
+    match runs {
+        Runs::Agent { agent } => Some(agent),
+        Runs::Proxy { .. } => None,
+    }
+}

@@ -1,0 +1,382 @@
+//! Expansion: the checked model → the LATT (Logical Agent Transformation Tree), the physical
+//! agents at its leaves and the agent routing tables between them.
+//!
+//! The root is the system; its children are the agents as written (one per instance element)
+//! and the transformed channels. Each transformation of a pipeline replaces a node by the
+//! physical children its standard-library rule names; later transformations apply to each
+//! copy of the agent. An agent without transformations is its own physical agent.
+//!
+//! Order matters only in one place: which physical agents send to a node decides its ingress
+//! proxies, so the copies that run each agent's code are found first (they do not depend on
+//! who sends to them), then transformed channels, then agents.
+
+use std::collections::BTreeMap;
+
+use ovid_stdlib::expansion::{Args, Request, Role, Value};
+use serde::Serialize;
+
+use crate::check::model::{Model, PipelineTargetInfo, TransformInfo};
+use crate::syntax::ast::ArgValue;
+
+/// One node of the LATT.
+#[derive(Debug, Clone, Serialize)]
+pub struct LattNode {
+    /// Its identifier (`KVS`, `KVS/Shard1`); the system's name at the root.
+    pub id: String,
+    /// What the node is.
+    #[serde(flatten)]
+    pub kind: NodeKind,
+    /// Its children: the agents that together implement it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<LattNode>,
+}
+
+/// The kinds of LATT node.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NodeKind {
+    /// The root.
+    System,
+    /// A copy of a declared agent, run as it is (a leaf).
+    Agent {
+        /// Its agent type.
+        agent: String,
+    },
+    /// A virtual agent replaced by its children through a transformation.
+    Transformed {
+        /// Its agent type.
+        agent: String,
+        /// The transformation and its arguments, e.g. `shard(by: key, n: 2)`.
+        transform: String,
+    },
+    /// A transformed channel: its proxies sit between a sender and a receiver.
+    Channel {
+        /// The transformation and its arguments.
+        transform: String,
+    },
+    /// A proxy agent of a transformation (a leaf).
+    Proxy {
+        /// Its kind.
+        proxy: String,
+    },
+}
+
+/// What a physical agent runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Runs {
+    /// A copy of a declared agent.
+    Agent {
+        /// The agent type.
+        agent: String,
+    },
+    /// A proxy of a transformation.
+    Proxy {
+        /// Its kind (`ShardIngressProxy`).
+        proxy: String,
+        /// Its configuration.
+        config: Args,
+    },
+}
+
+/// A physical agent: a leaf of the LATT, something that runs in a box.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhysicalAgent {
+    /// Its identifier.
+    pub id: String,
+    /// What it runs.
+    pub runs: Runs,
+    /// `uses` name → the identifier it sends to (agents only).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub bindings: BTreeMap<String, String>,
+}
+
+/// The result of expansion.
+#[derive(Debug, Clone, Serialize)]
+pub struct Expanded {
+    /// The system's name.
+    pub system: String,
+    /// The tree, rooted at the system.
+    pub latt: LattNode,
+    /// The leaves.
+    pub agents: Vec<PhysicalAgent>,
+    /// The agent routing tables: physical agent → (identifier it uses → physical identifier).
+    /// Every key is a prefix of its value.
+    pub routes: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Why a model cannot be expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpandError {
+    /// The program declares no system.
+    NoSystem,
+}
+
+impl std::fmt::Display for ExpandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpandError::NoSystem => write!(f, "the program declares no system; add `system Name {{ instance .. }}`"),
+        }
+    }
+}
+
+impl std::error::Error for ExpandError {}
+
+/// The expansion of one node: its subtree and how to reach it.
+struct Node {
+    latt: LattNode,
+    leaves: Vec<PhysicalAgent>,
+    /// Physical sender → the physical agent that receives for this node from it.
+    entry: BTreeMap<String, String>,
+    /// Leaves that run the agent's code.
+    copies: Vec<String>,
+    /// Proxy leaf → (identifier → physical), for its targets.
+    routes: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+fn value(v: &ArgValue) -> Value {
+    match v {
+        ArgValue::Int(n) => Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)),
+        ArgValue::DurationMs(ms) => Value::Int(i64::try_from(*ms).unwrap_or(i64::MAX)),
+        ArgValue::String(s) | ArgValue::Name(s) => Value::Str(s.clone()),
+        ArgValue::Bool(b) => Value::Str(b.to_string()),
+    }
+}
+
+fn describe(t: &TransformInfo) -> String {
+    let args: Vec<String> = t
+        .args
+        .iter()
+        .map(|(k, v)| match v {
+            ArgValue::Int(n) => format!("{k}: {n}"),
+            ArgValue::DurationMs(ms) => format!("{k}: {ms}ms"),
+            ArgValue::String(s) => format!("{k}: {s:?}"),
+            ArgValue::Name(s) => format!("{k}: {s}"),
+            ArgValue::Bool(b) => format!("{k}: {b}"),
+        })
+        .collect();
+    if args.is_empty() { t.name.clone() } else { format!("{}({})", t.name, args.join(", ")) }
+}
+
+/// What the bottom of a chain of transformations is.
+#[derive(Clone, Copy)]
+enum Bottom<'a> {
+    /// The agent's code, of this type.
+    Agent(&'a str),
+    /// A channel: what reaches the bottom goes on to the receiving agent.
+    Forward,
+}
+
+/// Expands node `id` by `transforms` for `senders`.
+fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], bottom: Bottom) -> Node {
+    let Some((first, rest)) = transforms.split_first() else {
+        return match bottom {
+            Bottom::Agent(agent) => Node {
+                latt: LattNode { id: id.to_string(), kind: NodeKind::Agent { agent: agent.to_string() }, children: Vec::new() },
+                leaves: vec![PhysicalAgent { id: id.to_string(), runs: Runs::Agent { agent: agent.to_string() }, bindings: BTreeMap::new() }],
+                entry: senders.iter().map(|s| (s.clone(), id.to_string())).collect(),
+                copies: vec![id.to_string()],
+                routes: BTreeMap::new(),
+            },
+            // The senders of a forwarded bottom are the last proxies of the channel; the
+            // caller routes them to the receiving agent.
+            Bottom::Forward => Node {
+                latt: LattNode { id: id.to_string(), kind: NodeKind::Channel { transform: String::new() }, children: Vec::new() },
+                leaves: Vec::new(),
+                entry: BTreeMap::new(),
+                copies: senders.to_vec(),
+                routes: BTreeMap::new(),
+            },
+        };
+    };
+    let spec = ovid_stdlib::lookup(&first.name).expect("the checker admits only known transformations");
+    let args: Args = first.args.iter().map(|(k, v)| (k.clone(), value(v))).collect();
+    let exp = (spec.expand)(&Request { id, senders, args: &args });
+
+    let copy_ids: Vec<&str> = exp.children.iter().filter(|c| c.role == Role::Copy).map(|c| c.id.as_str()).collect();
+    let mut node = Node {
+        latt: LattNode {
+            id: id.to_string(),
+            kind: match bottom {
+                Bottom::Agent(agent) => NodeKind::Transformed { agent: agent.to_string(), transform: describe(first) },
+                Bottom::Forward => NodeKind::Channel { transform: describe(first) },
+            },
+            children: Vec::new(),
+        },
+        leaves: Vec::new(),
+        entry: BTreeMap::new(),
+        copies: Vec::new(),
+        routes: BTreeMap::new(),
+    };
+    let mut sub_entries: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for child in &exp.children {
+        match &child.role {
+            Role::Proxy { proxy, config } => {
+                node.latt.children.push(LattNode { id: child.id.clone(), kind: NodeKind::Proxy { proxy: proxy.to_string() }, children: Vec::new() });
+                node.leaves.push(PhysicalAgent {
+                    id: child.id.clone(),
+                    runs: Runs::Proxy { proxy: proxy.to_string(), config: config.clone() },
+                    bindings: BTreeMap::new(),
+                });
+            }
+            Role::Copy => {
+                let child_senders: Vec<String> =
+                    exp.sends.iter().filter(|(_, targets)| targets.contains(&child.id)).map(|(p, _)| p.clone()).collect();
+                let sub = expand_node(&child.id, rest, &child_senders, bottom);
+                // A forwarded bottom is no node of its own: the chain ends there.
+                if matches!(bottom, Bottom::Agent(_)) || !rest.is_empty() {
+                    node.latt.children.push(sub.latt);
+                }
+                node.leaves.extend(sub.leaves);
+                node.copies.extend(sub.copies);
+                node.routes.extend(sub.routes);
+                sub_entries.insert(child.id.clone(), sub.entry);
+            }
+        }
+    }
+    for (proxy, targets) in &exp.sends {
+        let table = node.routes.entry(proxy.clone()).or_default();
+        for t in targets {
+            let physical = if copy_ids.contains(&t.as_str()) {
+                match sub_entries.get(t).and_then(|e| e.get(proxy)) {
+                    Some(p) => p.clone(),
+                    // The end of a channel: the caller routes it to the receiver.
+                    None if matches!(bottom, Bottom::Forward) => continue,
+                    None => t.clone(),
+                }
+            } else {
+                t.clone()
+            };
+            table.insert(t.clone(), physical);
+        }
+    }
+    for (sender, child) in &exp.entry {
+        let physical = match sub_entries.get(child) {
+            Some(e) => e.get(sender).cloned().unwrap_or_else(|| child.clone()),
+            None => child.clone(),
+        };
+        node.entry.insert(sender.clone(), physical);
+    }
+    node
+}
+
+/// A transformed channel from one sender element to one receiver element.
+struct ChannelPlan {
+    from: String,
+    to: String,
+    node: Node,
+    /// The proxies at the receiving end of the chain (they send to the receiver).
+    last: Vec<String>,
+}
+
+/// Expands a checked model.
+pub fn expand(model: &Model) -> Result<Expanded, ExpandError> {
+    let system = model.system.as_ref().ok_or(ExpandError::NoSystem)?;
+    // Agent pipelines by element id (a pipeline on an array applies to every element).
+    let mut agent_pipes: BTreeMap<String, &[TransformInfo]> = BTreeMap::new();
+    let mut channel_pipes: Vec<(&str, &str, &[TransformInfo])> = Vec::new();
+    for p in &system.pipelines {
+        match &p.target {
+            PipelineTargetInfo::Agent(a) => {
+                for inst in &system.instances {
+                    for id in inst.identifiers() {
+                        if id == *a || inst.name == *a {
+                            agent_pipes.insert(id, &p.transforms);
+                        }
+                    }
+                }
+            }
+            PipelineTargetInfo::Channel(f, t) => channel_pipes.push((f, t, &p.transforms)),
+        }
+    }
+    let elements: Vec<(String, &str, &BTreeMap<String, String>)> = system
+        .instances
+        .iter()
+        .flat_map(|i| i.identifiers().into_iter().map(move |id| (id, i.agent.as_str(), &i.bindings)))
+        .collect();
+    let transforms_of = |id: &str| agent_pipes.get(id).copied().unwrap_or(&[]);
+
+    // 1. The copies that run each element's code.
+    let copies: BTreeMap<String, Vec<String>> =
+        elements.iter().map(|(id, agent, _)| (id.clone(), expand_node(id, transforms_of(id), &[], Bottom::Agent(agent)).copies)).collect();
+
+    // 2. Transformed channels, for every sender element bound to a receiver element.
+    let in_channel = |element: &str, name: &str| element == name || element.strip_prefix(name).is_some_and(|r| r.starts_with('['));
+    let mut channels: Vec<ChannelPlan> = Vec::new();
+    for (from_id, _, bindings) in &elements {
+        for to_id in bindings.values() {
+            let Some((_, _, transforms)) = channel_pipes.iter().find(|(f, t, _)| in_channel(from_id, f) && in_channel(to_id, t)) else {
+                continue;
+            };
+            if channels.iter().any(|c| c.from == *from_id && c.to == *to_id) {
+                continue;
+            }
+            let node = expand_node(&format!("{to_id}/{from_id}"), transforms, &copies[from_id], Bottom::Forward);
+            let last = node.copies.clone();
+            channels.push(ChannelPlan { from: from_id.clone(), to: to_id.clone(), node, last });
+        }
+    }
+
+    // 3. Agents, with the physical agents that send to each.
+    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    for (id, agent, _) in &elements {
+        let mut senders: Vec<String> = Vec::new();
+        for (from_id, _, bindings) in &elements {
+            if bindings.values().any(|t| t == id) {
+                match channels.iter().find(|c| c.from == *from_id && c.to == *id) {
+                    Some(c) => senders.extend(c.last.iter().cloned()),
+                    None => senders.extend(copies[from_id].iter().cloned()),
+                }
+            }
+        }
+        senders.sort();
+        senders.dedup();
+        nodes.insert(id.clone(), expand_node(id, transforms_of(id), &senders, Bottom::Agent(agent)));
+    }
+
+    // 4. Routing tables: a sender reaches an element through the physical agent that the
+    // element's expansion put there for it (its ingress proxy, or the element itself).
+    let entry_of: BTreeMap<String, BTreeMap<String, String>> = nodes.iter().map(|(id, n)| (id.clone(), n.entry.clone())).collect();
+    let reach = |target: &str, sender: &str| entry_of.get(target).and_then(|e| e.get(sender)).cloned().unwrap_or_else(|| target.to_string());
+    let mut routes: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut agents: Vec<PhysicalAgent> = Vec::new();
+    let mut children: Vec<LattNode> = Vec::new();
+    for (id, _, bindings) in &elements {
+        let node = nodes.remove(id).expect("every element was expanded");
+        for mut leaf in node.leaves {
+            if matches!(leaf.runs, Runs::Agent { .. }) {
+                leaf.bindings = (*bindings).clone();
+                let table = routes.entry(leaf.id.clone()).or_default();
+                for target in bindings.values() {
+                    let physical = match channels.iter().find(|c| c.from == *id && c.to == *target) {
+                        Some(c) => c.node.entry.get(&leaf.id).cloned().unwrap_or_else(|| target.clone()),
+                        None => reach(target, &leaf.id),
+                    };
+                    table.insert(target.clone(), physical);
+                }
+            }
+            agents.push(leaf);
+        }
+        for (proxy, table) in node.routes {
+            routes.entry(proxy).or_default().extend(table);
+        }
+        children.push(node.latt);
+    }
+    for c in channels {
+        for (proxy, table) in c.node.routes {
+            routes.entry(proxy).or_default().extend(table);
+        }
+        for l in &c.last {
+            routes.entry(l.clone()).or_default().insert(c.to.clone(), reach(&c.to, l));
+        }
+        agents.extend(c.node.leaves);
+        children.push(c.node.latt);
+    }
+    routes.retain(|_, t| !t.is_empty());
+    Ok(Expanded {
+        system: system.name.clone(),
+        latt: LattNode { id: system.name.clone(), kind: NodeKind::System, children },
+        agents,
+        routes,
+    })
+}

@@ -1,0 +1,228 @@
+//! Syntax: `.ovid` text → [`ast::File`], and loading a program with its imports.
+
+pub mod ast;
+mod lower;
+
+use std::path::{Path, PathBuf};
+
+use pest::Parser as _;
+use pest::error::{ErrorVariant, InputLocation};
+
+use crate::diagnostic::{Code, Diagnostic};
+use crate::source::Sources;
+use ast::{File, FileId, Span};
+
+mod grammar {
+    //! The pest parser generated from `ovid.pest`; its rule names are the grammar's.
+    #![allow(missing_docs)]
+
+    #[derive(pest_derive::Parser)]
+    #[grammar = "syntax/ovid.pest"]
+    pub struct OvidParser;
+}
+
+use grammar::{OvidParser, Rule};
+
+/// The deepest bracket nesting accepted; deeper input is refused before parsing, so that no
+/// input can exhaust the stack of the recursive-descent parser.
+pub const MAX_NESTING: usize = 64;
+
+/// A program: every loaded file and its syntax tree, in load order (the root file first).
+#[derive(Debug, Default)]
+pub struct Program {
+    /// The text of every file.
+    pub sources: Sources,
+    /// The parsed files, index = [`FileId`].
+    pub files: Vec<File>,
+}
+
+/// Parses one file's text.
+pub fn parse(file: FileId, text: &str) -> Result<File, Diagnostic> {
+    check_nesting(file, text)?;
+    let mut pairs = OvidParser::parse(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
+    let root = pairs.next().expect("the `file` rule always yields one pair");
+    Ok(lower::file(file, root))
+}
+
+/// Loads `path` and, transitively, the files it imports (each once), and parses them all.
+/// Diagnostics of every file are collected rather than stopping at the first.
+pub fn load(path: &Path) -> Result<(Program, Vec<Diagnostic>), std::io::Error> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(load_source(path, text, &|p| std::fs::read_to_string(p)))
+}
+
+/// Like [`load`], with the root file's text given and imports read through `read`.
+pub fn load_source(
+    path: &Path,
+    text: String,
+    read: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> (Program, Vec<Diagnostic>) {
+    let mut program = Program::default();
+    let mut diagnostics = Vec::new();
+    let mut queue: Vec<(PathBuf, String)> = vec![(path.to_path_buf(), text)];
+    while let Some((path, text)) = queue.pop() {
+        let id = program.sources.add(path.clone(), text);
+        let parsed = parse(id, &program.sources.get(id).text);
+        let file = parsed.unwrap_or_else(|d| {
+            diagnostics.push(d);
+            File::default()
+        });
+        for import in &file.imports {
+            let target = path.parent().unwrap_or(Path::new("")).join(&import.path);
+            let queued = queue.iter().any(|(p, _)| *p == target);
+            if queued || program.sources.find(&target).is_some() {
+                continue;
+            }
+            match read(&target) {
+                Ok(text) => queue.push((target, text)),
+                Err(e) => diagnostics.push(
+                    Diagnostic::new(
+                        Code::ImportNotFound,
+                        format!("cannot read imported file `{}`", target.display()),
+                        import.span,
+                        format!("{e}"),
+                    )
+                    .help("import paths are relative to the importing file"),
+                ),
+            }
+        }
+        program.files.push(file);
+    }
+    (program, diagnostics)
+}
+
+fn check_nesting(file: FileId, text: &str) -> Result<(), Diagnostic> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' | '\n' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '(' | '[' | '{' | '<' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(Diagnostic::new(
+                        Code::TooDeep,
+                        format!("brackets nested more than {MAX_NESTING} deep"),
+                        Span { file, start: i, end: i + 1 },
+                        "this bracket is too deep",
+                    )
+                    .help("split the expression with `let` bindings, or flatten the type"));
+                }
+            }
+            ')' | ']' | '}' | '>' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn syntax_error(file: FileId, text: &str, error: pest::error::Error<Rule>) -> Diagnostic {
+    let (start, end) = match error.location {
+        InputLocation::Pos(p) => (p, (p + 1).min(text.len()).max(p)),
+        InputLocation::Span((s, e)) => (s, e),
+    };
+    let label = match &error.variant {
+        ErrorVariant::ParsingError { positives, .. } if !positives.is_empty() => {
+            let mut names: Vec<&str> = positives.iter().map(|r| describe(*r)).collect();
+            names.sort_unstable();
+            names.dedup();
+            format!("expected {}", join_or(&names))
+        }
+        ErrorVariant::ParsingError { .. } => "unexpected text".to_string(),
+        ErrorVariant::CustomError { message } => message.clone(),
+    };
+    let found = text[start.min(text.len())..].chars().next();
+    let message = match found {
+        Some(c) if !c.is_whitespace() => format!("unexpected `{}`", c.escape_debug()),
+        Some(_) => "unexpected text".to_string(),
+        None => "unexpected end of file".to_string(),
+    };
+    Diagnostic::new(Code::Syntax, message, Span { file, start, end }, label)
+        .help("docs/language.md shows the syntax of every construct")
+}
+
+fn join_or(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {}", init.join(", "), last),
+    }
+}
+
+/// A reader's name for a grammar rule, used in "expected ..." labels.
+fn describe(rule: Rule) -> &'static str {
+    match rule {
+        Rule::EOI => "end of file",
+        Rule::item | Rule::file => "`import`, `message`, `agent` or `system`",
+        Rule::agent_item => "`accepts`, `uses`, `state`, `impl`, `on` or `}`",
+        Rule::system_item => "`instance`, a pipeline, `box` or `}`",
+        Rule::stmt => "a statement",
+        Rule::primary | Rule::cond_primary | Rule::literal => "an expression",
+        Rule::arg_value => "an argument",
+        Rule::import => "`import`",
+        Rule::message => "`message`",
+        Rule::agent => "`agent`",
+        Rule::system => "`system`",
+        Rule::ident | Rule::keyword => "a name",
+        Rule::string | Rule::string_body => "a string",
+        Rule::int => "an integer",
+        Rule::duration => "a duration such as `5ms`",
+        Rule::ty | Rule::type_args => "a type",
+        Rule::field => "a field",
+        Rule::accepts => "`accepts`",
+        Rule::uses | Rule::use_decl => "`uses`",
+        Rule::state => "`state`",
+        Rule::key_annotation => "`by`",
+        Rule::impl_rust | Rule::impl_process => "`impl`",
+        Rule::determinism | Rule::deterministic_kw => "`deterministic`",
+        Rule::handler => "`on`",
+        Rule::start_trigger | Rule::message_trigger => "`start` or a message name",
+        Rule::block => "a block `{ .. }`",
+        Rule::let_stmt
+        | Rule::assign_stmt
+        | Rule::expr_stmt
+        | Rule::if_stmt
+        | Rule::match_stmt
+        | Rule::for_stmt
+        | Rule::send_stmt
+        | Rule::reply_stmt
+        | Rule::finish_stmt
+        | Rule::print_stmt => "a statement",
+        Rule::match_arm => "a match arm",
+        Rule::pattern | Rule::some_pattern | Rule::wildcard => "a pattern",
+        Rule::binop => "an operator",
+        Rule::method_call | Rule::field_access => "`.`",
+        Rule::expr
+        | Rule::cond
+        | Rule::unary
+        | Rule::postfix
+        | Rule::cond_postfix
+        | Rule::bool_lit
+        | Rule::none_lit
+        | Rule::some_lit
+        | Rule::record_lit
+        | Rule::list_lit
+        | Rule::call
+        | Rule::paren => "an expression",
+        Rule::field_init => "a field initializer",
+        Rule::instance => "`instance`",
+        Rule::array_len => "`[`",
+        Rule::wiring | Rule::binding => "a binding `name = instance`",
+        Rule::instance_ref => "an instance",
+        Rule::pipeline | Rule::channel => "a pipeline",
+        Rule::transform => "a transformation",
+        Rule::arg | Rule::arg_name => "an argument",
+        Rule::box_decl | Rule::box_address => "`box`",
+        _ => "more input",
+    }
+}

@@ -1,0 +1,129 @@
+//! No input makes the front end panic: generated inputs (random bytes, truncated and mutated
+//! examples, deep nesting) all end in a model or in diagnostics. Over 10,000 inputs in all.
+
+use std::path::Path;
+
+use proptest::prelude::*;
+
+/// Parses and checks `text` as a file with no readable imports; returns the number of
+/// diagnostics (the point is that it returns at all).
+fn front_end(text: &str) -> usize {
+    let no_imports = |_: &Path| Err(std::io::Error::other("imports are not read in this test"));
+    let (program, diagnostics) = ovidc::syntax::load_source(Path::new("input.ovid"), text.to_string(), &no_imports);
+    let diagnostics = if diagnostics.is_empty() { ovidc::check::check(&program).err().unwrap_or_default() } else { diagnostics };
+    for d in &diagnostics {
+        // Rendering must not panic either, whatever the span.
+        let _ = ovidc::diagnostic::render(&program.sources, d, ovidc::diagnostic::Style::Plain);
+        let _ = ovidc::diagnostic::to_json(&program.sources, d);
+    }
+    diagnostics.len()
+}
+
+fn corpus() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut texts = Vec::new();
+    for dir in ["examples", "tests/ui/fail"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|e| e == "ovid") {
+                    texts.push(std::fs::read_to_string(&p).expect("readable"));
+                }
+            }
+        }
+    }
+    texts.sort();
+    texts
+}
+
+/// Pieces of the language to splice into inputs, so mutations reach deep into the grammar.
+const TOKENS: &[&str] = &[
+    "message", "agent", "system", "accepts", "uses", "state", "on", "start", "impl", "rust", "process",
+    "let", "if", "else", "match", "for", "in", "send", "reply", "finish", "print", "instance", "box", "at",
+    "by", "some", "none", "true", "false", "deterministic", "{", "}", "(", ")", "<", ">", "[", "]", ";",
+    ":", ",", ".", "->", "|>", "=>", "=", "==", "+", "-", "*", "/", "%", "!", "&&", "||", "\"", "\"x\"",
+    "0", "99999999999999999999999999999999999999999", "5ms", "_", "KVS", "key", "Map<String, Int>",
+    "Option<", "List<", "shard(2, by: key)", "replicate(3)", "/*", "*/", "//", "\n", "é", "\u{0}",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        front_end(&String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn truncated_examples_never_panic(pick in any::<prop::sample::Index>(), cut in any::<prop::sample::Index>()) {
+        let corpus = corpus();
+        let text = pick.get(&corpus);
+        let mut at = cut.index(text.len() + 1);
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        front_end(&text[..at]);
+    }
+
+    #[test]
+    fn mutated_examples_never_panic(
+        pick in any::<prop::sample::Index>(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), 0..3u8), 1..6),
+    ) {
+        let corpus = corpus();
+        let mut text = pick.get(&corpus).clone();
+        for (at, token, kind) in edits {
+            let mut i = at.index(text.len() + 1);
+            while !text.is_char_boundary(i) {
+                i -= 1;
+            }
+            let token = token.get(TOKENS);
+            match kind {
+                0 => text.insert_str(i, token),
+                1 => {
+                    let mut end = (i + token.len()).min(text.len());
+                    while !text.is_char_boundary(end) {
+                        end += 1;
+                    }
+                    text.replace_range(i..end, "");
+                }
+                _ => text.replace_range(i..i, &format!(" {token} ")),
+            }
+        }
+        front_end(&text);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn deep_nesting_never_panics(depth in 0usize..200, shape in 0..4u8) {
+        let (open, close, wrap) = match shape {
+            0 => ("(", ")", ("agent A { on start { let x = ", "1; } }")),
+            1 => ("List<", ">", ("message M { f: ", "Int }")),
+            2 => ("some(", ")", ("agent A { on start { let x = ", "1; } }")),
+            _ => ("if true { ", " }", ("agent A { on start { ", " } }")),
+        };
+        let text = format!("{}{}{}{}", wrap.0, open.repeat(depth), close.repeat(depth), wrap.1);
+        front_end(&text);
+    }
+}
+
+#[test]
+fn nesting_at_the_limit_is_accepted_and_beyond_it_reported() {
+    let limit = ovidc::syntax::MAX_NESTING - 2; // two levels are taken by the agent and handler braces
+    let ok = format!("agent A {{ on start {{ let x = {}1{}; }} }}", "(".repeat(limit), ")".repeat(limit));
+    assert_eq!(front_end(&ok), 0);
+    let deep = format!("agent A {{ on start {{ let x = {}1{}; }} }}", "(".repeat(limit + 1), ")".repeat(limit + 1));
+    assert_eq!(front_end(&deep), 1);
+}
+
+#[test]
+fn long_else_if_chains_are_fine() {
+    let chain = "if true { } else ".repeat(2000);
+    front_end(&format!("agent A {{ on start {{ {chain} {{ }} }} }}"));
+}

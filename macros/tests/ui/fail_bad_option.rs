@@ -1,0 +1,19 @@
+#![allow(unused_imports, dead_code)]
+use ovid::{Context, Message};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Message)]
+struct Ping;
+
+#[derive(Serialize, Deserialize, Message)]
+struct Pong;
+
+#[derive(Default, Serialize, Deserialize)]
+struct Echo;
+
+#[ovid::agent(snapshot = false)]
+impl Echo {
+    fn on_ping(&mut self, _ctx: &mut Context, _ping: Ping) {}
+}
+
+fn main() {}

@@ -1,0 +1,21 @@
+#![allow(unused_imports, dead_code)]
+use ovid::{Context, Message};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Message)]
+struct Ping;
+
+#[derive(Serialize, Deserialize, Message)]
+struct Pong;
+
+#[derive(Default, Serialize, Deserialize)]
+struct Echo;
+
+struct NotAMessage;
+
+#[ovid::agent]
+impl Echo {
+    fn on_thing(&mut self, _ctx: &mut Context, _thing: NotAMessage) {}
+}
+
+fn main() {}

@@ -1,0 +1,17 @@
+#![allow(unused_imports, dead_code)]
+use ovid::{Context, Message};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Message)]
+struct Ping;
+
+#[derive(Serialize, Deserialize, Message)]
+struct Pong;
+
+#[derive(Default, Serialize, Deserialize)]
+struct Echo;
+
+#[ovid::agent]
+fn on_ping(_ping: Ping) {}
+
+fn main() {}

@@ -1,0 +1,226 @@
+//! The context: an agent's only window on the world.
+//!
+//! An agent never touches a socket or a clock. Everything it wants done — send a message,
+//! reply, set a timer, print a line, stop — it asks of its [`Context`], which records the
+//! request as an [`Effect`]. The box carries the effects out after the handler returns. That
+//! is what makes an agent a pure state machine: a test or a simulator can build a `Context`,
+//! call a handler and look at [`Context::take_effects`], with no box at all.
+
+use rustc_hash::FxHashSet;
+use std::time::Duration;
+
+use crate::message::{Id, Message, Payload};
+
+/// How the box's clock reads for agents: milliseconds since the epoch, advanced by tokio time
+/// (so a test that pauses tokio time controls it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    epoch_millis: u64,
+    start: tokio::time::Instant,
+}
+
+impl Clock {
+    /// A clock reading the system time now.
+    pub(crate) fn new() -> Self {
+        let epoch_millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Clock { epoch_millis, start: tokio::time::Instant::now() }
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub(crate) fn now_millis(&self) -> u64 {
+        self.epoch_millis + self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// Something an agent asked for during one handler call.
+#[derive(Debug)]
+pub enum Effect {
+    /// Send to an identifier the agent uses; the agent's routing table (ART) resolves it.
+    Send {
+        /// The identifier as the agent knows it (`KVS`).
+        to: Id,
+        /// The message.
+        payload: Payload,
+    },
+    /// Send to a physical identifier, bypassing the ART; replies are sent this way.
+    SendPhysical {
+        /// The physical identifier (`KVS/Shard1`).
+        to: Id,
+        /// The message.
+        payload: Payload,
+    },
+    /// Arm (or re-arm) the timer with this name.
+    SetTimer {
+        /// The timer's name, given back to `on_timer`.
+        name: String,
+        /// How long from now.
+        after: Duration,
+    },
+    /// Disarm the timer with this name, if armed.
+    CancelTimer {
+        /// The timer's name.
+        name: String,
+    },
+    /// Print a line on the box's standard output.
+    Print(String),
+}
+
+/// What an agent's handlers get to act on the world; see the module docs.
+#[derive(Debug)]
+pub struct Context {
+    /// This agent's physical identifier.
+    me: Id,
+    /// The physical identifier of the sender of the message being handled, if any.
+    sender: Option<Id>,
+    /// Milliseconds since the Unix epoch, if given by whoever called `begin`...
+    now_millis: Option<u64>,
+    /// ...else read from the box's clock when the agent asks (most handlers never do).
+    clock: Option<Clock>,
+    /// State of a xorshift generator, seeded from the identifier: deterministic on replay.
+    rng: u64,
+    /// Identifiers seen before, so that sending to the same name twice allocates once.
+    interned: FxHashSet<Id>,
+    effects: Vec<Effect>,
+    finished: bool,
+}
+
+impl Context {
+    /// A context for the agent `me`, as a box or a test creates it.
+    pub fn new(me: impl Into<Id>) -> Self {
+        let me = me.into();
+        // FNV-1a of the identifier: a different, repeatable random stream per agent.
+        let seed = me.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        Context {
+            me,
+            sender: None,
+            now_millis: None,
+            clock: None,
+            rng: seed | 1,
+            interned: FxHashSet::default(),
+            effects: Vec::new(),
+            finished: false,
+        }
+    }
+
+    /// Prepares the context for the next handler call (the box does this).
+    pub fn begin(&mut self, sender: Option<Id>, now_millis: u64) {
+        self.sender = sender;
+        self.now_millis = Some(now_millis);
+    }
+
+    /// Prepares the context for a handler call that reads the box's clock only if asked.
+    pub(crate) fn begin_with_clock(&mut self, sender: Option<Id>, clock: Clock) {
+        self.sender = sender;
+        self.now_millis = None;
+        self.clock = Some(clock);
+    }
+
+    /// This agent's physical identifier.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The physical identifier of whoever sent the message being handled (`""` if none).
+    pub fn sender(&self) -> &str {
+        self.sender.as_deref().unwrap_or("")
+    }
+
+    /// Sends `message` to the identifier `to`, as this agent knows it (resolved by its ART).
+    pub fn send<M: Message>(&mut self, to: &str, message: M) {
+        self.send_payload(to, Payload::new(message));
+    }
+
+    /// Sends an already wrapped payload to the identifier `to`.
+    pub fn send_payload(&mut self, to: &str, payload: Payload) {
+        let to = self.intern(to);
+        self.effects.push(Effect::Send { to, payload });
+    }
+
+    /// Sends `message` straight to a physical identifier, bypassing the ART.
+    pub fn send_physical<M: Message>(&mut self, to: &str, message: M) {
+        let to = self.intern(to);
+        self.effects.push(Effect::SendPhysical { to, payload: Payload::new(message) });
+    }
+
+    /// Replies to the sender of the message being handled (at its physical identifier).
+    ///
+    /// Outside a message handler there is nobody to reply to; the reply is dropped with a
+    /// warning.
+    pub fn reply<M: Message>(&mut self, message: M) {
+        match self.sender.clone() {
+            Some(to) => self.effects.push(Effect::SendPhysical { to, payload: Payload::new(message) }),
+            None => tracing::warn!(agent = %self.me, message = M::NAME, "reply outside a message handler dropped"),
+        }
+    }
+
+    /// Arms the timer `name` to fire `after` from now, replacing an armed timer of that name.
+    pub fn set_timer(&mut self, name: impl Into<String>, after: Duration) {
+        self.effects.push(Effect::SetTimer { name: name.into(), after });
+    }
+
+    /// Disarms the timer `name`; nothing happens if it is not armed.
+    pub fn cancel_timer(&mut self, name: impl Into<String>) {
+        self.effects.push(Effect::CancelTimer { name: name.into() });
+    }
+
+    /// Prints a line on the box's standard output.
+    pub fn print(&mut self, line: impl Into<String>) {
+        self.effects.push(Effect::Print(line.into()));
+    }
+
+    /// Declares the agent done: the box stops it after this handler.
+    pub fn finish(&mut self) {
+        self.finished = true;
+    }
+
+    /// Whether the agent called [`Context::finish`].
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Milliseconds since the Unix epoch when the handler was called (from the box's clock,
+    /// which a test can pause).
+    pub fn now_millis(&self) -> u64 {
+        match (self.now_millis, self.clock) {
+            (Some(now), _) => now,
+            (None, Some(clock)) => clock.now_millis(),
+            (None, None) => 0,
+        }
+    }
+
+    /// A pseudo-random number in `0..n` (`0` if `n <= 0`), repeatable for a given agent.
+    pub fn random(&mut self, n: i64) -> i64 {
+        // xorshift64*: tiny, fast, and good enough for picking replicas or jitter.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        if n <= 0 { 0 } else { (r % n as u64) as i64 }
+    }
+
+    /// Takes the effects recorded so far, leaving none.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Moves the recorded effects into `out` (keeps both allocations for reuse).
+    pub fn drain_effects_into(&mut self, out: &mut Vec<Effect>) {
+        out.append(&mut self.effects);
+    }
+
+    fn intern(&mut self, id: &str) -> Id {
+        if let Some(found) = self.interned.get(id) {
+            return found.clone();
+        }
+        let id: Id = id.into();
+        // Bound the cache: an agent that sends to ever new names should not grow without end.
+        if self.interned.len() > 4096 {
+            self.interned.clear();
+        }
+        self.interned.insert(id.clone());
+        id
+    }
+}

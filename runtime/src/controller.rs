@@ -1,0 +1,383 @@
+//! The controller: the agent `controller`, which knows the whole system.
+//!
+//! It holds the LATT (what each agent was transformed into) and the placement (which box runs
+//! which physical agent, what kind of agent it is, and the ART entries it starts with). Boxes
+//! register with it when they start; it then starts, through each box's manager, the agents
+//! placed there. It answers the routing questions of every box: ART misses (which physical agent
+//! does this agent reach by that identifier?) and BRT misses (which box runs that physical
+//! agent?). Routing tables are caches, so it can also invalidate their entries.
+//!
+//! It is an ordinary agent: it handles one message at a time, through its context, and can
+//! itself run in any box. Other boxes reach it at a configured address.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::Agent;
+use crate::context::Context;
+use crate::error::Error;
+use crate::manager::{AgentStarted, AgentStopped, StartAgent, StartFailed, UpdateBrt};
+use crate::message::{Message, Payload};
+use crate::routing::{ArtAnswer, BrtAnswer, CONTROLLER, ResolveArt, ResolveBrt, RouteUpdate, is_refinement, manager_id, system_messages};
+
+/// A node of the Logical Agent Transformation Tree: an agent and what it was transformed into.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LattNode {
+    /// The agent's identifier.
+    pub id: String,
+    /// The agents that replace it (empty for a physical agent, a leaf).
+    #[serde(default)]
+    pub children: Vec<LattNode>,
+}
+
+impl LattNode {
+    /// A leaf.
+    pub fn leaf(id: impl Into<String>) -> Self {
+        LattNode { id: id.into(), children: Vec::new() }
+    }
+
+    /// A node with children.
+    pub fn node(id: impl Into<String>, children: Vec<LattNode>) -> Self {
+        LattNode { id: id.into(), children }
+    }
+
+    /// The node with identifier `id`, in this subtree.
+    pub fn find(&self, id: &str) -> Option<&LattNode> {
+        if self.id == id {
+            return Some(self);
+        }
+        self.children.iter().find_map(|c| c.find(id))
+    }
+
+    /// The leaves (physical agents) of this subtree, left to right.
+    pub fn leaves(&self) -> Vec<&str> {
+        if self.children.is_empty() {
+            return vec![&self.id];
+        }
+        self.children.iter().flat_map(|c| c.leaves()).collect()
+    }
+}
+
+/// Where one physical agent runs and how to make it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentPlan {
+    /// The box's name.
+    #[serde(rename = "box")]
+    pub in_box: String,
+    /// The kind the box's factory knows it by.
+    pub kind: String,
+    /// Given to the factory.
+    #[serde(default)]
+    pub config: Vec<u8>,
+}
+
+/// The placement of a system: physical agents, their initial ARTs, and the LATT.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Physical identifier → where and what.
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentPlan>,
+    /// Physical agent → (identifier it uses → physical identifier).
+    #[serde(default)]
+    pub routes: BTreeMap<String, BTreeMap<String, String>>,
+    /// The LATT, if the system was transformed.
+    #[serde(default)]
+    pub latt: Option<LattNode>,
+}
+
+impl Placement {
+    /// An empty placement.
+    pub fn new() -> Self {
+        Placement::default()
+    }
+
+    /// Places the physical agent `id`, of `kind`, in the box `in_box`.
+    pub fn agent(mut self, id: impl Into<String>, in_box: impl Into<String>, kind: impl Into<String>) -> Self {
+        self.agents.insert(id.into(), AgentPlan { in_box: in_box.into(), kind: kind.into(), config: Vec::new() });
+        self
+    }
+
+    /// Adds the ART entry `agent: ident → physical`.
+    pub fn route(mut self, agent: impl Into<String>, ident: impl Into<String>, physical: impl Into<String>) -> Self {
+        self.routes.entry(agent.into()).or_default().insert(ident.into(), physical.into());
+        self
+    }
+
+    /// Sets the LATT.
+    pub fn latt(mut self, root: LattNode) -> Self {
+        self.latt = Some(root);
+        self
+    }
+}
+
+/// Box manager → controller: this box is up, at `addr`, and can make these kinds of agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterBox {
+    /// Correlates the answer.
+    pub req: u64,
+    /// The box's name.
+    pub name: String,
+    /// The address it listens on.
+    pub addr: String,
+    /// The kinds of agent it can start.
+    pub kinds: Vec<String>,
+    /// Whether the controller runs in this box.
+    pub hosts_controller: bool,
+}
+
+/// Controller → box manager: registered; the agents placed on the box have been started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    /// From the question.
+    pub req: u64,
+}
+
+/// Anyone → controller: are you there? Everything sent to the controller before this has
+/// been handled when the [`Pong`] arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Copied into the answer.
+    pub req: u64,
+}
+
+/// Controller → asker: the answer to [`Ping`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// From the question.
+    pub req: u64,
+}
+
+/// Operator → controller: place (and start, if its box is up) a physical agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Place {
+    /// Its physical identifier.
+    pub id: String,
+    /// Where and what.
+    pub plan: AgentPlan,
+    /// A snapshot to start from.
+    pub state: Option<Vec<u8>>,
+}
+
+/// Operator → controller: set (or, with `None`, remove) an ART entry of a running agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetRoute {
+    /// The physical agent whose ART changes.
+    pub agent: String,
+    /// The identifier it uses.
+    pub ident: String,
+    /// The physical identifier it should reach.
+    pub physical: Option<String>,
+}
+
+/// Operator → controller: every box forgets where `id` runs (it moved or stopped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalidate {
+    /// The physical identifier.
+    pub id: String,
+}
+
+/// Anyone → controller: describe the live system; answered with [`Picture`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Describe {
+    /// Copied into the answer.
+    pub req: u64,
+}
+
+/// Controller → asker: the live picture of the system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Picture {
+    /// From the question.
+    pub req: u64,
+    /// Box name → address, for every registered box.
+    pub boxes: BTreeMap<String, String>,
+    /// Physical agent → box name, for every running agent.
+    pub running: BTreeMap<String, String>,
+    /// The placement.
+    pub placement: Placement,
+}
+
+system_messages!(RegisterBox, Registered, Ping, Pong, Place, SetRoute, Invalidate, Describe, Picture);
+
+/// Where the controller thinks an identifier runs.
+enum Location {
+    /// At this box address.
+    At(String),
+    /// Placed, but its box has not registered or the agent has not started yet.
+    NotYet,
+    /// Unknown.
+    Unknown,
+}
+
+/// The controller agent (see the module docs).
+#[derive(Debug, Default)]
+pub struct Controller {
+    placement: Placement,
+    /// Registered boxes: name → address.
+    boxes: BTreeMap<String, String>,
+    /// Running physical agents: identifier → box name.
+    running: BTreeMap<String, String>,
+    /// BRT questions about agents that will run but do not yet: (asker, req, id).
+    waiting: Vec<(String, u64, String)>,
+}
+
+impl Controller {
+    /// A controller for a placement.
+    pub fn new(placement: Placement) -> Self {
+        Controller { placement, ..Controller::default() }
+    }
+
+    /// The placement it holds.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// Which physical agent `agent` reaches by `ident`.
+    pub fn resolve_art(&self, agent: &str, ident: &str) -> Option<String> {
+        if let Some(p) = self.placement.routes.get(agent).and_then(|r| r.get(ident)) {
+            return Some(p.clone());
+        }
+        if ident == CONTROLLER || ident.starts_with("$box/") || self.placement.agents.contains_key(ident) || self.running.contains_key(ident) {
+            return Some(ident.to_string());
+        }
+        // A virtual agent: the first of its physical agents that is placed.
+        let node = self.placement.latt.as_ref()?.find(ident)?;
+        node.leaves()
+            .into_iter()
+            .find(|leaf| is_refinement(ident, leaf) && (self.placement.agents.contains_key(*leaf) || self.running.contains_key(*leaf)))
+            .map(str::to_string)
+    }
+
+    fn locate(&self, id: &str) -> Location {
+        let in_box = if let Some(name) = id.strip_prefix("$box/") {
+            Some(name)
+        } else {
+            self.running.get(id).map(String::as_str)
+        };
+        match in_box.and_then(|b| self.boxes.get(b)) {
+            Some(addr) => Location::At(addr.clone()),
+            None if self.placement.agents.contains_key(id) => Location::NotYet,
+            None => Location::Unknown,
+        }
+    }
+
+    /// Answers the BRT questions that were waiting, where it now can.
+    fn retry_waiting(&mut self, ctx: &mut Context) {
+        let waiting = std::mem::take(&mut self.waiting);
+        for (asker, req, id) in waiting {
+            match self.locate(&id) {
+                Location::At(addr) => ctx.send_physical(&asker, BrtAnswer { req, id, addr: Some(addr) }),
+                Location::NotYet => self.waiting.push((asker, req, id)),
+                Location::Unknown => ctx.send_physical(&asker, BrtAnswer { req, id, addr: None }),
+            }
+        }
+    }
+
+    fn start(&self, ctx: &mut Context, id: &str, plan: &AgentPlan, state: Option<Vec<u8>>) {
+        let art = self.placement.routes.get(id).map(|r| r.clone().into_iter().collect()).unwrap_or_default();
+        let start = StartAgent { id: id.to_string(), kind: plan.kind.clone(), config: plan.config.clone(), art, state };
+        ctx.send_physical(&manager_id(&plan.in_box), start);
+    }
+
+    fn broadcast_brt(&self, ctx: &mut Context, entries: Vec<(String, Option<String>)>) {
+        for name in self.boxes.keys() {
+            ctx.send_physical(&manager_id(name), UpdateBrt { entries: entries.clone() });
+        }
+    }
+}
+
+/// Dispatch helper: whether `payload` holds an `M`.
+fn is<M: Message>(payload: &Payload) -> bool {
+    payload.is::<M>()
+}
+
+impl Agent for Controller {
+    fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
+        if is::<ResolveArt>(&message) {
+            let q = message.decode::<ResolveArt>()?;
+            let physical = self.resolve_art(&q.agent, &q.ident);
+            if physical.is_none() {
+                tracing::warn!(agent = %q.agent, ident = %q.ident, "ART miss for an unknown identifier");
+            }
+            ctx.reply(ArtAnswer { req: q.req, ident: q.ident, physical });
+        } else if is::<ResolveBrt>(&message) {
+            let q = message.decode::<ResolveBrt>()?;
+            match self.locate(&q.id) {
+                Location::At(addr) => ctx.reply(BrtAnswer { req: q.req, id: q.id, addr: Some(addr) }),
+                Location::NotYet => self.waiting.push((ctx.sender().to_string(), q.req, q.id)),
+                Location::Unknown => {
+                    tracing::warn!(id = %q.id, "BRT miss for an unknown identifier");
+                    ctx.reply(BrtAnswer { req: q.req, id: q.id, addr: None });
+                }
+            }
+        } else if is::<RegisterBox>(&message) {
+            let r = message.decode::<RegisterBox>()?;
+            tracing::info!(box_name = %r.name, addr = %r.addr, "box registered");
+            self.boxes.insert(r.name.clone(), r.addr);
+            self.running.insert(manager_id(&r.name), r.name.clone());
+            if r.hosts_controller {
+                self.running.insert(CONTROLLER.to_string(), r.name.clone());
+            }
+            for (id, plan) in &self.placement.agents {
+                if plan.in_box == r.name && !self.running.contains_key(id) {
+                    if r.kinds.contains(&plan.kind) {
+                        self.start(ctx, id, plan, None);
+                    } else {
+                        tracing::warn!(box_name = %r.name, %id, kind = %plan.kind, "box cannot start this kind of agent");
+                    }
+                }
+            }
+            ctx.reply(Registered { req: r.req });
+            self.retry_waiting(ctx);
+        } else if is::<AgentStarted>(&message) {
+            let s = message.decode::<AgentStarted>()?;
+            self.running.insert(s.id, s.in_box);
+            self.retry_waiting(ctx);
+        } else if is::<AgentStopped>(&message) {
+            let s = message.decode::<AgentStopped>()?;
+            if self.running.get(&s.id) == Some(&s.in_box) {
+                self.running.remove(&s.id);
+            }
+            self.broadcast_brt(ctx, vec![(s.id, None)]);
+        } else if is::<StartFailed>(&message) {
+            let f = message.decode::<StartFailed>()?;
+            tracing::error!(id = %f.id, error = %f.error, "agent failed to start");
+        } else if is::<Ping>(&message) {
+            let p = message.decode::<Ping>()?;
+            ctx.reply(Pong { req: p.req });
+        } else if is::<Place>(&message) {
+            let p = message.decode::<Place>()?;
+            if self.boxes.contains_key(&p.plan.in_box) {
+                self.start(ctx, &p.id, &p.plan, p.state);
+            }
+            self.placement.agents.insert(p.id, p.plan);
+        } else if is::<SetRoute>(&message) {
+            let s = message.decode::<SetRoute>()?;
+            if let Some(p) = &s.physical {
+                if !is_refinement(&s.ident, p) {
+                    return Err(Error::UnknownIdentifier(format!("route `{}` → `{p}`: the key is not a prefix", s.ident)));
+                }
+            }
+            let routes = self.placement.routes.entry(s.agent.clone()).or_default();
+            match &s.physical {
+                Some(p) => routes.insert(s.ident.clone(), p.clone()),
+                None => routes.remove(&s.ident),
+            };
+            ctx.send_physical(&s.agent, RouteUpdate { ident: s.ident, physical: s.physical });
+        } else if is::<Invalidate>(&message) {
+            let i = message.decode::<Invalidate>()?;
+            self.broadcast_brt(ctx, vec![(i.id, None)]);
+        } else if is::<Describe>(&message) {
+            let d = message.decode::<Describe>()?;
+            ctx.reply(Picture {
+                req: d.req,
+                boxes: self.boxes.clone(),
+                running: self.running.clone(),
+                placement: self.placement.clone(),
+            });
+        } else {
+            return Err(Error::UnknownMessage { agent: CONTROLLER.to_string(), name: message.name().to_string() });
+        }
+        Ok(())
+    }
+}
