@@ -66,6 +66,20 @@ pub enum Effect {
     },
     /// Print a line on the box's standard output.
     Print(String),
+    /// Pass a message on as if another agent sent it (proxies do this, so that the agent
+    /// behind them sees, and replies to, the original sender).
+    Forward {
+        /// The identifier to send to; resolved by the ART unless `physical`.
+        to: Id,
+        /// Whether `to` is already a physical identifier.
+        physical: bool,
+        /// The sender the receiver sees (where its replies go).
+        from: Id,
+        /// The correlation tag the envelope carries.
+        tag: u64,
+        /// The message.
+        payload: Payload,
+    },
 }
 
 /// What an agent's handlers get to act on the world; see the module docs.
@@ -75,6 +89,8 @@ pub struct Context {
     me: Id,
     /// The physical identifier of the sender of the message being handled, if any.
     sender: Option<Id>,
+    /// The correlation tag of the message being handled (0 outside a message handler).
+    tag: u64,
     /// Milliseconds since the Unix epoch, if given by whoever called `begin`...
     now_millis: Option<u64>,
     /// ...else read from the box's clock when the agent asks (most handlers never do).
@@ -96,6 +112,7 @@ impl Context {
         Context {
             me,
             sender: None,
+            tag: 0,
             now_millis: None,
             clock: None,
             rng: seed | 1,
@@ -108,12 +125,14 @@ impl Context {
     /// Prepares the context for the next handler call (the box does this).
     pub fn begin(&mut self, sender: Option<Id>, now_millis: u64) {
         self.sender = sender;
+        self.tag = 0;
         self.now_millis = Some(now_millis);
     }
 
     /// Prepares the context for a handler call that reads the box's clock only if asked.
-    pub(crate) fn begin_with_clock(&mut self, sender: Option<Id>, clock: Clock) {
+    pub(crate) fn begin_with_clock(&mut self, sender: Option<Id>, tag: u64, clock: Clock) {
         self.sender = sender;
+        self.tag = tag;
         self.now_millis = None;
         self.clock = Some(clock);
     }
@@ -126,6 +145,35 @@ impl Context {
     /// The physical identifier of whoever sent the message being handled (`""` if none).
     pub fn sender(&self) -> &str {
         self.sender.as_deref().unwrap_or("")
+    }
+
+    /// Sets the correlation tag of the message being handled (a test or simulator driving an
+    /// agent without a box does this after [`Context::begin`]).
+    pub fn set_tag(&mut self, tag: u64) {
+        self.tag = tag;
+    }
+
+    /// The correlation tag of the message being handled; what the handler sends carries it.
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+
+    /// The physical identifier of the sender, shared (for proxies that remember it).
+    pub fn sender_id(&self) -> Option<Id> {
+        self.sender.clone()
+    }
+
+    /// Passes `payload` on to the identifier `to` (resolved by the ART) as if `from` sent it,
+    /// with correlation tag `tag`: the receiver's replies go to `from`, not to this agent.
+    pub fn forward(&mut self, to: &str, from: Id, tag: u64, payload: Payload) {
+        let to = self.intern(to);
+        self.effects.push(Effect::Forward { to, physical: false, from, tag, payload });
+    }
+
+    /// Like [`Context::forward`] to a physical identifier, bypassing the ART.
+    pub fn forward_physical(&mut self, to: &str, from: Id, tag: u64, payload: Payload) {
+        let to = self.intern(to);
+        self.effects.push(Effect::Forward { to, physical: true, from, tag, payload });
     }
 
     /// Sends `message` to the identifier `to`, as this agent knows it (resolved by its ART).

@@ -47,13 +47,13 @@ impl Endpoint {
     /// Sends `message` straight to a physical identifier.
     pub fn send_physical<M: Message>(&self, to: &str, message: M) {
         Metrics::inc(&self.router.metrics.messages_out);
-        self.router.route(Envelope { from: self.id.clone(), to: to.into(), payload: Payload::new(message) });
+        self.router.route(Envelope { from: self.id.clone(), to: to.into(), payload: Payload::new(message), tag: 0 });
     }
 
     /// Sends `message` straight to a physical identifier given as an [`Id`] (no allocation).
     pub fn send_to_id<M: Message>(&self, to: &Id, message: M) {
         Metrics::inc(&self.router.metrics.messages_out);
-        self.router.route(Envelope { from: self.id.clone(), to: to.clone(), payload: Payload::new(message) });
+        self.router.route(Envelope { from: self.id.clone(), to: to.clone(), payload: Payload::new(message), tag: 0 });
     }
 
     /// The next envelope for this endpoint (`None` once the box has shut down).

@@ -48,6 +48,8 @@ pub enum Header<'a> {
         to: &'a str,
         /// Message type name.
         name: &'a str,
+        /// The envelope's correlation tag.
+        tag: u64,
     },
     /// Cumulative acknowledgement: every `seq <= upto` has been delivered.
     Ack {
@@ -103,12 +105,12 @@ mod tests {
     fn data_frame_round_trips_and_payload_decodes() {
         let mut buf = BytesMut::new();
         let env = Envelope::new("a", "b", Ping(7));
-        encode(&mut buf, &Header::Data { seq: 3, from: "a", to: "b", name: "Ping" }, Some(&env)).unwrap();
+        encode(&mut buf, &Header::Data { seq: 3, from: "a", to: "b", name: "Ping", tag: 9 }, Some(&env)).unwrap();
         let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
         assert_eq!(len, buf.len() - 4);
         let body = buf.split_off(4).freeze();
         let (h, payload) = decode(&body).unwrap();
-        assert_eq!(h, Header::Data { seq: 3, from: "a", to: "b", name: "Ping" });
+        assert_eq!(h, Header::Data { seq: 3, from: "a", to: "b", name: "Ping", tag: 9 });
         let p = crate::Payload::Encoded { name: "Ping".into(), bytes: payload };
         assert_eq!(p.decode::<Ping>().unwrap(), Ping(7));
     }

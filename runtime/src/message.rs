@@ -46,6 +46,8 @@ pub trait AnyMessage: Send {
     fn encode_into(&self, out: &mut BytesMut) -> Result<(), Error>;
     /// Turns the box into `Box<dyn Any>` so that it can be downcast to the concrete type.
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+    /// The message as `&dyn Any`, to look at it without taking it.
+    fn as_any(&self) -> &dyn Any;
 }
 
 impl<M: Message> AnyMessage for M {
@@ -62,6 +64,10 @@ impl<M: Message> AnyMessage for M {
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+
+    fn as_any(&self) -> &dyn Any {
         self
     }
 }
@@ -117,6 +123,30 @@ impl Payload {
         }
     }
 
+    /// Looks at the message as an `M` without taking it: borrowed if it is a value of this box,
+    /// decoded if it came from another box; `None` if it is not an `M` (or does not decode).
+    pub fn peek<M: Message + Clone>(&self) -> Option<std::borrow::Cow<'_, M>> {
+        match self {
+            Payload::Local(m) => m.as_any().downcast_ref::<M>().map(std::borrow::Cow::Borrowed),
+            Payload::Encoded { name, bytes } if &**name == M::NAME => {
+                postcard::from_bytes(bytes).ok().map(std::borrow::Cow::Owned)
+            }
+            Payload::Encoded { .. } => None,
+        }
+    }
+
+    /// The postcard encoding of the message, as a new buffer (shared if already encoded).
+    pub fn to_bytes(&self) -> Result<Bytes, Error> {
+        match self {
+            Payload::Local(m) => {
+                let mut out = BytesMut::new();
+                m.encode_into(&mut out)?;
+                Ok(out.freeze())
+            }
+            Payload::Encoded { bytes, .. } => Ok(bytes.clone()),
+        }
+    }
+
     /// Appends the postcard encoding of the message to `out` (copies bytes if already encoded).
     pub fn encode_into(&self, out: &mut BytesMut) -> Result<(), Error> {
         match self {
@@ -148,11 +178,15 @@ pub struct Envelope {
     pub to: Id,
     /// The message.
     pub payload: Payload,
+    /// A correlation tag (0: none). Whatever an agent sends while handling a message carries
+    /// that message's tag, so a proxy that tags what it forwards recognises the replies
+    /// (replication matches replies to log entries this way).
+    pub tag: u64,
 }
 
 impl Envelope {
     /// An envelope for a message value.
     pub fn new<M: Message>(from: impl Into<Id>, to: impl Into<Id>, message: M) -> Self {
-        Envelope { from: from.into(), to: to.into(), payload: Payload::new(message) }
+        Envelope { from: from.into(), to: to.into(), payload: Payload::new(message), tag: 0 }
     }
 }

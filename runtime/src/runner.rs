@@ -43,6 +43,9 @@ pub(crate) enum Control {
     Unwedge,
 }
 
+/// A message waiting for the controller's answer to an ART miss: sender, tag, payload.
+type Parked = (Id, u64, Payload);
+
 type Resolving = Pin<Box<dyn Future<Output = (Id, Option<Id>)> + Send>>;
 
 /// Everything one agent's task owns.
@@ -69,11 +72,11 @@ impl Runner {
         let mut effects = Vec::new();
         let mut timers: DelayQueue<String> = DelayQueue::new();
         let mut timer_keys: HashMap<String, delay_queue::Key> = HashMap::new();
-        let mut parked: FxHashMap<Id, VecDeque<Payload>> = FxHashMap::default();
+        let mut parked: FxHashMap<Id, VecDeque<Parked>> = FxHashMap::default();
         let mut resolving: FuturesUnordered<Resolving> = FuturesUnordered::new();
         let mut wedged = false;
 
-        ctx.begin_with_clock(None, self.clock);
+        ctx.begin_with_clock(None, 0, self.clock);
         let mut alive = self.call(&mut ctx, |agent, ctx| {
             agent.on_start(ctx);
             Ok(())
@@ -102,7 +105,7 @@ impl Runner {
                 Some(expired) = timers.next(), if !wedged && !timers.is_empty() => {
                     let name = expired.into_inner();
                     timer_keys.remove(&name);
-                    ctx.begin_with_clock(None, self.clock);
+                    ctx.begin_with_clock(None, 0, self.clock);
                     alive = self.call(&mut ctx, |agent, ctx| {
                         agent.on_timer(ctx, &name);
                         Ok(())
@@ -133,7 +136,7 @@ impl Runner {
             }
             return true;
         }
-        ctx.begin_with_clock(Some(env.from), self.clock);
+        ctx.begin_with_clock(Some(env.from), env.tag, self.clock);
         let payload = env.payload;
         self.call(ctx, move |agent, ctx| agent.on_message(ctx, payload))
     }
@@ -163,30 +166,24 @@ impl Runner {
         effects: &mut Vec<Effect>,
         timers: &mut DelayQueue<String>,
         timer_keys: &mut HashMap<String, delay_queue::Key>,
-        parked: &mut FxHashMap<Id, VecDeque<Payload>>,
+        parked: &mut FxHashMap<Id, VecDeque<Parked>>,
         resolving: &mut FuturesUnordered<Resolving>,
     ) {
         ctx.drain_effects_into(effects);
+        let tag = ctx.tag();
         for effect in effects.drain(..) {
             match effect {
-                Effect::Send { to, payload } => {
+                Effect::Send { to, payload } => self.send(to, (self.id.clone(), tag, payload), parked, resolving),
+                Effect::Forward { to, physical: false, from, tag, payload } => {
+                    self.send(to, (from, tag, payload), parked, resolving)
+                }
+                Effect::Forward { to, physical: true, from, tag, payload } => {
                     Metrics::inc(&self.router.metrics.messages_out);
-                    if let Some(waiting) = parked.get_mut(&to) {
-                        // Behind earlier messages to the same identifier: keep the order.
-                        waiting.push_back(payload);
-                    } else if let Some(physical) = self.art.get(&to) {
-                        self.router.route(Envelope { from: self.id.clone(), to: physical.clone(), payload });
-                    } else {
-                        tracing::debug!(agent = %self.id, ident = %to, "ART miss: asking the controller");
-                        let answer = self.router.resolve_art(&self.id, &to);
-                        let ident = to.clone();
-                        resolving.push(Box::pin(async move { (ident, answer.await) }));
-                        parked.insert(to, VecDeque::from([payload]));
-                    }
+                    self.router.route(Envelope { from, to, payload, tag });
                 }
                 Effect::SendPhysical { to, payload } => {
                     Metrics::inc(&self.router.metrics.messages_out);
-                    self.router.route(Envelope { from: self.id.clone(), to, payload });
+                    self.router.route(Envelope { from: self.id.clone(), to, payload, tag });
                 }
                 Effect::SetTimer { name, after } => match timer_keys.get(&name) {
                     Some(key) => timers.reset(key, after),
@@ -205,8 +202,26 @@ impl Runner {
         }
     }
 
+    /// Sends through the ART, parking the message if the identifier is not cached yet.
+    fn send(&mut self, to: Id, message: Parked, parked: &mut FxHashMap<Id, VecDeque<Parked>>, resolving: &mut FuturesUnordered<Resolving>) {
+        Metrics::inc(&self.router.metrics.messages_out);
+        if let Some(waiting) = parked.get_mut(&to) {
+            // Behind earlier messages to the same identifier: keep the order.
+            waiting.push_back(message);
+        } else if let Some(physical) = self.art.get(&to) {
+            let (from, tag, payload) = message;
+            self.router.route(Envelope { from, to: physical.clone(), payload, tag });
+        } else {
+            tracing::debug!(agent = %self.id, ident = %to, "ART miss: asking the controller");
+            let answer = self.router.resolve_art(&self.id, &to);
+            let ident = to.clone();
+            resolving.push(Box::pin(async move { (ident, answer.await) }));
+            parked.insert(to, VecDeque::from([message]));
+        }
+    }
+
     /// The controller answered an ART miss: cache it and send what was parked.
-    fn resolved(&mut self, ident: Id, answer: Option<Id>, parked: &mut FxHashMap<Id, VecDeque<Payload>>) {
+    fn resolved(&mut self, ident: Id, answer: Option<Id>, parked: &mut FxHashMap<Id, VecDeque<Parked>>) {
         let waiting = parked.remove(&ident).unwrap_or_default();
         let physical = answer.filter(|p| match self.art.insert(ident.clone(), p.clone()) {
             Ok(()) => true,
@@ -215,8 +230,8 @@ impl Runner {
                 false
             }
         });
-        for payload in waiting {
-            let env = Envelope { from: self.id.clone(), to: physical.clone().unwrap_or_else(|| ident.clone()), payload };
+        for (from, tag, payload) in waiting {
+            let env = Envelope { from, to: physical.clone().unwrap_or_else(|| ident.clone()), payload, tag };
             match &physical {
                 Some(_) => self.router.route(env),
                 None => self.router.reject(&env, &Error::UnknownIdentifier(ident.to_string())),

@@ -310,7 +310,7 @@ impl Writer {
         self.buf.clear();
         let first = self.next_seq;
         for env in self.batch.drain(..) {
-            let header = Header::Data { seq: self.next_seq, from: &env.from, to: &env.to, name: env.payload.name() };
+            let header = Header::Data { seq: self.next_seq, from: &env.from, to: &env.to, name: env.payload.name(), tag: env.tag };
             match frame::encode(&mut self.buf, &header, Some(&env)) {
                 Ok(()) => self.next_seq += 1,
                 Err(e) => {
@@ -468,11 +468,11 @@ impl Receiver {
                 Some(Some(Ok(f))) => {
                     let f = f.freeze();
                     match frame::decode(&f) {
-                        Ok((Header::Data { seq, from, to, name }, payload)) => {
+                        Ok((Header::Data { seq, from, to, name, tag }, payload)) => {
                             let from = self.intern(from, Some(&listen));
                             let to = self.intern(to, None);
                             let name = self.intern(name, None);
-                            let env = Envelope { from, to, payload: Payload::Encoded { name, bytes: payload } };
+                            let env = Envelope { from, to, payload: Payload::Encoded { name, bytes: payload }, tag };
                             let mut inbound = peer.inbound.lock().expect("inbound poisoned");
                             if inbound.session != session {
                                 // The sender restarted and a newer connection took over.

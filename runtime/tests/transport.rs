@@ -78,7 +78,7 @@ impl RawBox {
 
     async fn data(&mut self, seq: u64, to: &str, msg: Seq) {
         let env = Envelope::new("raw-sender", to, msg);
-        self.frame(&Header::Data { seq, from: "raw-sender", to, name: "Seq" }, Some(&env)).await;
+        self.frame(&Header::Data { seq, from: "raw-sender", to, name: "Seq", tag: 0 }, Some(&env)).await;
     }
 
     async fn bytes(&mut self, raw: &[u8]) {
@@ -130,7 +130,7 @@ async fn bad_frames_are_rejected_and_the_box_keeps_going() {
     raw.bytes(&[0, 0, 0, 2, 0xde, 0xad]).await;
     raw.data(1, "nobody", Seq(1)).await;
     let env = Envelope::new("raw-sender", "KVS", Seq(5));
-    raw.frame(&Header::Data { seq: 2, from: "raw-sender", to: "KVS", name: "Put" }, Some(&env)).await;
+    raw.frame(&Header::Data { seq: 2, from: "raw-sender", to: "KVS", name: "Put", tag: 0 }, Some(&env)).await;
     raw.data(3, "sink", Seq(3)).await;
     assert_eq!(sink.recv_message::<Seq>().await.unwrap().1, Seq(3), "good frames after bad ones still arrive");
     raw.bytes(&[0x7f, 0xff, 0xff, 0xff]).await;
