@@ -18,3 +18,8 @@ pub fn expand(req: &Request) -> Expansion {
     let config = Args::from([("path".to_string(), Value::Str(string(req.args, "path", "audit.log")))]);
     pass_through(req, "Auditor", config)
 }
+
+/// The proxy agents of this transformation, by kind (filled in as they land).
+pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
+    Vec::new()
+}

@@ -25,3 +25,8 @@ pub fn expand(req: &Request) -> Expansion {
     ]);
     channel_pair(req, "BatchEncoder", "BatchDecoder", config)
 }
+
+/// The proxy agents of this transformation, by kind (filled in as they land).
+pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
+    Vec::new()
+}

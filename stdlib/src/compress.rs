@@ -24,3 +24,8 @@ pub fn expand(req: &Request) -> Expansion {
     let config = Args::from([("algo".to_string(), Value::Str(string(req.args, "algo", "lz4")))]);
     channel_pair(req, "Compressor", "Decompressor", config)
 }
+
+/// The proxy agents of this transformation, by kind (filled in as they land).
+pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
+    Vec::new()
+}

@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod expansion;
+pub mod proxy;
 pub mod spec;
 
 pub mod audit;

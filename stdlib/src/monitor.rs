@@ -17,3 +17,8 @@ pub const SPEC: Spec = Spec {
 pub fn expand(req: &Request) -> Expansion {
     pass_through(req, "Monitor", Args::new())
 }
+
+/// The proxy agents of this transformation, by kind (filled in as they land).
+pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
+    Vec::new()
+}

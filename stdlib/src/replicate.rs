@@ -43,3 +43,8 @@ pub fn expand(req: &Request) -> Expansion {
     }
     e
 }
+
+/// The proxy agents of this transformation, by kind (filled in as they land).
+pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
+    Vec::new()
+}
