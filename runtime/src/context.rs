@@ -101,6 +101,30 @@ pub struct Context {
     interned: FxHashSet<Id>,
     effects: Vec<Effect>,
     finished: bool,
+    /// A weak handle on this agent's own inbox, for [`Context::outside`].
+    inbox: Option<tokio::sync::mpsc::WeakUnboundedSender<crate::message::Envelope>>,
+}
+
+/// A handle through which the world outside the box (a socket, a child process, a thread)
+/// gives an agent input: as messages in its own inbox, handled one at a time like any other.
+///
+/// Gateways use it (an HTTP front end, the adapter of an external process); the agent stays a
+/// state machine, and its I/O runs in the task that holds the handle. It does not keep the
+/// agent alive: once the agent has stopped, [`Outside::deliver`] returns `false`.
+#[derive(Debug, Clone)]
+pub struct Outside {
+    me: Id,
+    inbox: tokio::sync::mpsc::WeakUnboundedSender<crate::message::Envelope>,
+}
+
+impl Outside {
+    /// Puts `message` in the agent's inbox with correlation tag `tag` (the sender it sees is
+    /// its own identifier); `false` if the agent has stopped.
+    pub fn deliver<M: Message>(&self, message: M, tag: u64) -> bool {
+        let Some(tx) = self.inbox.upgrade() else { return false };
+        let env = crate::message::Envelope { from: self.me.clone(), to: self.me.clone(), payload: Payload::new(message), tag };
+        tx.send(env).is_ok()
+    }
 }
 
 impl Context {
@@ -119,7 +143,19 @@ impl Context {
             interned: FxHashSet::default(),
             effects: Vec::new(),
             finished: false,
+            inbox: None,
         }
+    }
+
+    /// Connects the context to the agent's inbox, for [`Context::outside`] (the box does this).
+    pub(crate) fn set_inbox(&mut self, inbox: tokio::sync::mpsc::WeakUnboundedSender<crate::message::Envelope>) {
+        self.inbox = Some(inbox);
+    }
+
+    /// A handle for feeding this agent input from outside the box (see [`Outside`]); `None`
+    /// when the agent runs without a box (a test driving it by hand).
+    pub fn outside(&self) -> Option<Outside> {
+        self.inbox.clone().map(|inbox| Outside { me: self.me.clone(), inbox })
     }
 
     /// Prepares the context for the next handler call (the box does this).

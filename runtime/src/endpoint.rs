@@ -44,6 +44,19 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Sends an already wrapped payload to `to` (resolved by the ART) with a correlation tag.
+    pub async fn send_payload(&mut self, to: &str, payload: Payload, tag: u64) -> Result<(), Error> {
+        let physical = self.resolve(to).await?;
+        self.send_payload_physical(&physical, payload, tag);
+        Ok(())
+    }
+
+    /// Sends an already wrapped payload straight to a physical identifier, with a tag.
+    pub fn send_payload_physical(&self, to: &str, payload: Payload, tag: u64) {
+        Metrics::inc(&self.router.metrics.messages_out);
+        self.router.route(Envelope { from: self.id.clone(), to: to.into(), payload, tag });
+    }
+
     /// Sends `message` straight to a physical identifier.
     pub fn send_physical<M: Message>(&self, to: &str, message: M) {
         Metrics::inc(&self.router.metrics.messages_out);

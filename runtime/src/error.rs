@@ -62,6 +62,9 @@ pub enum Error {
     /// A timeout expired waiting for an answer.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// Bad input from outside the box: an external agent's line, a configuration, a deployment.
+    #[error("{0}")]
+    Invalid(String),
     /// A socket error.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -189,7 +189,12 @@ impl BoxCore {
             art.insert(CONTROLLER.into(), CONTROLLER.into())?;
         }
         let weak = Arc::downgrade(self);
+        let inbox_tx = {
+            let local = self.router.local.read().expect("routing table poisoned");
+            local.get(&id).map(|s| s.inbox.downgrade()).ok_or(Error::Closed)?
+        };
         let runner = Runner {
+            inbox_tx,
             id: id.clone(),
             agent,
             router: self.router.clone(),

@@ -109,10 +109,17 @@ impl Payload {
         match self {
             Payload::Local(m) => {
                 let found = m.name();
-                m.into_any()
-                    .downcast::<M>()
-                    .map(|b| *b)
-                    .map_err(|_| Error::WrongType { expected: M::NAME, found: found.to_string() })
+                if found != M::NAME {
+                    return Err(Error::WrongType { expected: M::NAME, found: found.to_string() });
+                }
+                if (*m).as_any().is::<M>() {
+                    return Ok(*m.into_any().downcast::<M>().expect("checked above"));
+                }
+                // Same name, another Rust type (an `impl rust` crate declares its own copy of a
+                // message): the messages are the same if their encodings are.
+                let mut bytes = BytesMut::new();
+                m.encode_into(&mut bytes)?;
+                postcard::from_bytes(&bytes).map_err(|e| Error::Decode { name: M::NAME.into(), source: e })
             }
             Payload::Encoded { name, bytes } => {
                 if &*name != M::NAME {
@@ -127,7 +134,15 @@ impl Payload {
     /// decoded if it came from another box; `None` if it is not an `M` (or does not decode).
     pub fn peek<M: Message + Clone>(&self) -> Option<std::borrow::Cow<'_, M>> {
         match self {
-            Payload::Local(m) => m.as_any().downcast_ref::<M>().map(std::borrow::Cow::Borrowed),
+            Payload::Local(m) if m.name() == M::NAME => match m.as_any().downcast_ref::<M>() {
+                Some(v) => Some(std::borrow::Cow::Borrowed(v)),
+                None => {
+                    let mut bytes = BytesMut::new();
+                    m.encode_into(&mut bytes).ok()?;
+                    postcard::from_bytes(&bytes).ok().map(std::borrow::Cow::Owned)
+                }
+            },
+            Payload::Local(_) => None,
             Payload::Encoded { name, bytes } if &**name == M::NAME => {
                 postcard::from_bytes(bytes).ok().map(std::borrow::Cow::Owned)
             }

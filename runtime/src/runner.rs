@@ -55,6 +55,8 @@ pub(crate) struct Runner {
     pub router: Arc<Router>,
     pub art: Art,
     pub clock: Clock,
+    /// A weak handle on the agent's own inbox, given to its context.
+    pub inbox_tx: mpsc::WeakUnboundedSender<Envelope>,
     /// Called when the task ends, with the identifier and whether the controller should be
     /// told (the agent finished, crashed or was stopped, rather than the box shutting down).
     pub on_exit: Box<dyn FnOnce(&Id, bool) + Send>,
@@ -69,6 +71,7 @@ impl Runner {
         _shutdown: Shutdown,
     ) {
         let mut ctx = Context::new(self.id.clone());
+        ctx.set_inbox(self.inbox_tx.clone());
         let mut effects = Vec::new();
         let mut timers: DelayQueue<String> = DelayQueue::new();
         let mut timer_keys: HashMap<String, delay_queue::Key> = HashMap::new();

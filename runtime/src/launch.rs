@@ -1,0 +1,207 @@
+//! The `main` of a generated system binary: one binary per system that starts the controller,
+//! one named box, or every box in one process.
+//!
+//! ```text
+//! store controller --listen 127.0.0.1:7070         # the controller, in a box of its own
+//! store box front --controller 127.0.0.1:7070      # the box `front` of the deployment
+//! store local                                      # every box in this process
+//! ```
+//!
+//! A box prints `ovid: finished <id>` on standard output when one of its agents finishes, so
+//! `ovidc run` can tell when the system's clients are done. Ctrl-C or SIGTERM shuts it down
+//! cleanly.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::controller::Controller;
+use crate::deployment::Deployment;
+use crate::error::Error;
+use crate::host::{BoxBuilder, BoxHandle};
+
+/// What the generated code supplies: teaches a box every kind of agent of the system.
+pub type Kinds = fn(BoxBuilder) -> BoxBuilder;
+
+#[derive(Parser)]
+#[command(about = "Runs boxes of an Ovid system")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the controller (in a box with no other agents) until stopped.
+    Controller {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: String,
+    },
+    /// Runs one box of the deployment until stopped.
+    Box {
+        /// The box's name in the deployment.
+        name: String,
+        /// Address of the controller's box.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        controller: String,
+        /// Address to listen on (default: the deployment's, or a free port).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Runs the controller and every box in this process; stops when the clients finish.
+    Local,
+    /// Prints the deployment description.
+    Deployment,
+}
+
+/// Parses the command line and runs what it asks for; the whole `main` of a system binary.
+pub fn main(deployment_json: &str, kinds: Kinds) -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let deployment = match Deployment::from_json(deployment_json) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Controller { listen } => run_controller(&deployment, &listen).await,
+            Command::Box { name, controller, listen } => run_box(&deployment, kinds, &name, &controller, listen).await,
+            Command::Local => run_local(&deployment, kinds).await,
+            Command::Deployment => {
+                println!("{deployment_json}");
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_controller(deployment: &Deployment, listen: &str) -> Result<(), Error> {
+    let b = BoxBuilder::new("controller")
+        .listen(listen)
+        .with_controller(Controller::new(deployment.placement()))
+        .start()
+        .await
+        .map_err(|e| bind_error(e, "the controller", listen))?;
+    println!("ovid: controller listening on {}", b.addr());
+    stopped().await;
+    b.shutdown().await;
+    Ok(())
+}
+
+async fn run_box(deployment: &Deployment, kinds: Kinds, name: &str, controller: &str, listen: Option<String>) -> Result<(), Error> {
+    let spec = deployment.find_box(name).ok_or_else(|| Error::UnknownIdentifier(format!("box `{name}` (not in the deployment)")))?;
+    let listen = listen.or_else(|| spec.address.clone()).unwrap_or_else(|| "127.0.0.1:0".to_string());
+    let b = kinds(BoxBuilder::new(name)).listen(&listen).controller_at(controller).start().await.map_err(|e| bind_error(e, name, &listen))?;
+    b.ready().await?;
+    println!("ovid: box {name} listening on {}", b.addr());
+    let watched = spec.agents.clone();
+    // The box keeps serving after its agents finish, until told to stop: other boxes may
+    // still need it.
+    tokio::select! {
+        _ = report_finished(&b, &watched) => {}
+        _ = stopped() => {}
+    }
+    b.shutdown().await;
+    Ok(())
+}
+
+async fn run_local(deployment: &Deployment, kinds: Kinds) -> Result<(), Error> {
+    let control = BoxBuilder::new("controller").with_controller(Controller::new(deployment.placement())).start().await?;
+    let mut boxes: Vec<BoxHandle> = Vec::new();
+    for spec in &deployment.boxes {
+        boxes.push(kinds(BoxBuilder::new(&spec.name)).controller_at(control.addr()).start().await?);
+    }
+    for b in &boxes {
+        b.ready().await?;
+    }
+    let clients: Vec<(usize, String)> = deployment
+        .clients
+        .iter()
+        .filter_map(|c| deployment.agents.iter().find(|a| &a.id == c).map(|a| (a.in_box.clone(), c.clone())))
+        .filter_map(|(in_box, c)| deployment.boxes.iter().position(|b| b.name == in_box).map(|i| (i, c)))
+        .collect();
+    if clients.is_empty() {
+        stopped().await;
+    } else {
+        let clients_done = async {
+            for (i, id) in &clients {
+                boxes[*i].wait_stopped(id).await;
+            }
+        };
+        tokio::select! {
+            _ = clients_done => {}
+            _ = stopped() => {}
+        }
+    }
+    for b in boxes {
+        b.shutdown().await;
+    }
+    control.shutdown().await;
+    Ok(())
+}
+
+/// Prints `ovid: finished <id>` as each agent of `ids` stops; returns when all have.
+async fn report_finished(b: &BoxHandle, ids: &[String]) {
+    let mut waits: futures::stream::FuturesUnordered<_> = ids
+        .iter()
+        .filter(|id| b.is_running(id))
+        .map(|id| async move {
+            b.wait_stopped(id).await;
+            id
+        })
+        .collect();
+    use futures::StreamExt;
+    while let Some(id) = waits.next().await {
+        println!("ovid: finished {id}");
+    }
+    std::future::pending::<()>().await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Names the cause when a listener cannot be bound (a port in use, most often).
+fn bind_error(e: Error, what: &str, addr: &str) -> Error {
+    match e {
+        Error::Io(io) if io.kind() == std::io::ErrorKind::AddrInUse => {
+            Error::Io(std::io::Error::new(io.kind(), format!("{what} cannot listen on {addr}: the port is in use")))
+        }
+        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), format!("{what} cannot listen on {addr}: {io}"))),
+        other => other,
+    }
+}
