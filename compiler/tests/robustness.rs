@@ -127,3 +127,51 @@ fn long_else_if_chains_are_fine() {
     let chain = "if true { } else ".repeat(2000);
     front_end(&format!("agent A {{ on start {{ {chain} {{ }} }} }}"));
 }
+
+/// The codes of the diagnostics `text` gets.
+fn codes(text: &str) -> Vec<&'static str> {
+    let no_imports = |_: &Path| Err(std::io::Error::other("imports are not read in this test"));
+    let (program, diagnostics) = ovidc::syntax::load_source(Path::new("input.ovid"), text.to_string(), &no_imports);
+    let diagnostics = if diagnostics.is_empty() { ovidc::check::check(&program).err().unwrap_or_default() } else { diagnostics };
+    diagnostics.iter().map(|d| d.code.as_str()).collect()
+}
+
+#[test]
+fn comparisons_do_not_count_as_nesting() {
+    // `<` is a bracket only in a type; a comparison opens nothing.
+    let ifs = "if a < b { print(a); } ".repeat(200);
+    let many = "a < b, ".repeat(100);
+    let text = format!("agent A {{ on start {{ let a = 1; let b = 2; {ifs} print({many} b > a); }} }}");
+    assert_eq!(codes(&text), Vec::<&str>::new());
+}
+
+#[test]
+fn brackets_in_strings_and_comments_do_not_count() {
+    let opens = "(".repeat(100);
+    let text = format!(
+        "// {opens}\n/* {opens} [[[ {{{{ */\nagent A {{ on start {{ print(\"{opens} \\\" {opens}\"); }} }}\n"
+    );
+    assert_eq!(codes(&text), Vec::<&str>::new());
+}
+
+#[test]
+fn deep_brackets_and_type_arguments_are_refused_before_parsing() {
+    let parens = format!("agent A {{ on start {{ let x = {}1{}; }} }}", "(".repeat(10_000), ")".repeat(10_000));
+    assert_eq!(codes(&parens), ["ovid::syntax::too_deep"]);
+    let unclosed = format!("agent A {{ on start {{ let x = {}", "[".repeat(10_000));
+    assert_eq!(codes(&unclosed), ["ovid::syntax::too_deep"]);
+    for (open, close) in [("message M { f: ", " }"), ("agent A { on start { let x: ", " = []; } }"), ("agent A { state s: ", "; }")] {
+        let text = format!("{open}{}Int{}{close}", "List<".repeat(10_000), ">".repeat(10_000));
+        assert_eq!(codes(&text), ["ovid::syntax::too_deep"], "{open}");
+    }
+}
+
+#[test]
+fn an_unclosed_block_comment_is_reported_at_its_start() {
+    let text = "message M {}\n/* never closed\nagent A {}\n";
+    let no_imports = |_: &Path| Err(std::io::Error::other("imports are not read in this test"));
+    let (_, diagnostics) = ovidc::syntax::load_source(Path::new("input.ovid"), text.to_string(), &no_imports);
+    assert_eq!(diagnostics.len(), 1);
+    assert_eq!(diagnostics[0].message, "unclosed block comment");
+    assert_eq!((diagnostics[0].span.start, diagnostics[0].span.end), (13, 15));
+}

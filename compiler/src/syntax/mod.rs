@@ -91,39 +91,122 @@ pub fn load_source(
     (program, diagnostics)
 }
 
+/// Refuses input that would nest the recursive-descent parser deeper than [`MAX_NESTING`],
+/// before it is parsed. What nests is what the parser recurses on: the brackets `(`, `[` and
+/// `{`, and the `<` of type arguments (`List<List<Int>>`), which only exist where a type is
+/// written: in a message body and after `let x:` or `state x:`. A `<` anywhere else is a
+/// comparison, which does not nest. Strings and comments are skipped as the grammar skips
+/// them, so brackets inside them do not count.
 fn check_nesting(file: FileId, text: &str) -> Result<(), Diagnostic> {
+    let bytes = text.as_bytes();
+    let too_deep = |at: usize| {
+        Diagnostic::new(
+            Code::TooDeep,
+            format!("brackets nested more than {MAX_NESTING} deep"),
+            Span { file, start: at, end: at + 1 },
+            "this bracket is too deep",
+        )
+        .help("split the expression with `let` bindings, or flatten the type")
+    };
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (i, c) in text.char_indices() {
-        if in_string {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' | '\n' => in_string = false,
-                _ => {}
+    // Unclosed `<` of the type being written, if one is.
+    let mut angles = 0usize;
+    let mut in_type = false;
+    // The bracket depth of the message body being read, if one is: all of it is types.
+    let mut message_body: Option<usize> = None;
+    // The last two words or punctuation marks, to recognise `let x :`, `state x :` and
+    // `message M {`.
+    let mut prev: [&str; 2] = ["", ""];
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let token: &str = match c {
+            b' ' | b'\t' | b'\r' | b'\n' => {
+                i += 1;
+                continue;
             }
-            continue;
-        }
-        match c {
-            '"' => in_string = true,
-            '(' | '[' | '{' | '<' => {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                i = text[i..].find('\n').map_or(bytes.len(), |n| i + n);
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                match text[i + 2..].find("*/") {
+                    Some(n) => i += 2 + n + 2,
+                    None => return Err(unclosed_comment(file, i)),
+                }
+                continue;
+            }
+            b'"' => {
+                // Up to the closing quote; a string ends at a newline too (a parse error).
+                let mut j = i + 1;
+                while j < bytes.len() && !matches!(bytes[j], b'"' | b'\n') {
+                    j += if bytes[j] == b'\\' { 2 } else { 1 };
+                }
+                i = (j + 1).min(bytes.len());
+                in_type = false;
+                prev = [prev[1], "\""];
+                continue;
+            }
+            c if c.is_ascii_alphanumeric() || c == b'_' => {
+                let end = bytes[i..].iter().position(|b| !(b.is_ascii_alphanumeric() || *b == b'_')).map_or(bytes.len(), |n| i + n);
+                &text[i..end]
+            }
+            _ => {
+                // One byte of punctuation; anything else (a multi-byte character) is a parse
+                // error, and ends a type as punctuation does.
+                let len = text[i..].chars().next().map_or(1, char::len_utf8);
+                &text[i..i + len]
+            }
+        };
+        let in_message = message_body.is_some_and(|d| d == depth);
+        match token {
+            "(" | "[" | "{" => {
+                if token == "{" && prev[0] == "message" {
+                    message_body = Some(depth + 1);
+                }
                 depth += 1;
+                in_type = false;
+                angles = 0;
                 if depth > MAX_NESTING {
-                    return Err(Diagnostic::new(
-                        Code::TooDeep,
-                        format!("brackets nested more than {MAX_NESTING} deep"),
-                        Span { file, start: i, end: i + 1 },
-                        "this bracket is too deep",
-                    )
-                    .help("split the expression with `let` bindings, or flatten the type"));
+                    return Err(too_deep(i));
                 }
             }
-            ')' | ']' | '}' | '>' => depth = depth.saturating_sub(1),
-            _ => {}
+            ")" | "]" | "}" => {
+                if message_body == Some(depth) {
+                    message_body = None;
+                }
+                depth = depth.saturating_sub(1);
+                in_type = false;
+                angles = 0;
+            }
+            ":" if in_message || matches!(prev[0], "let" | "state") => {
+                in_type = true;
+                angles = 0;
+            }
+            "<" if in_type => {
+                angles += 1;
+                if depth + angles > MAX_NESTING {
+                    return Err(too_deep(i));
+                }
+            }
+            ">" if in_type => angles = angles.saturating_sub(1),
+            // Type arguments are separated by commas; names are part of a type.
+            "," if in_type => {}
+            t if in_type && (t.as_bytes()[0].is_ascii_alphanumeric() || t.starts_with('_')) => {}
+            _ => {
+                in_type = false;
+                angles = 0;
+            }
         }
+        prev = [prev[1], token];
+        i += token.len();
     }
     Ok(())
+}
+
+fn unclosed_comment(file: FileId, at: usize) -> Diagnostic {
+    Diagnostic::new(Code::Syntax, "unclosed block comment", Span { file, start: at, end: at + 2 }, "this comment is never closed")
+        .help("end it with `*/`; block comments do not nest, so the first `*/` ends one")
 }
 
 fn syntax_error(file: FileId, text: &str, error: pest::error::Error<Rule>) -> Diagnostic {
