@@ -1,6 +1,9 @@
 //! `load_balance(n)`: n copies of a stateless agent behind a proxy that spreads messages.
 
+use ovid::{Context, Error, Payload};
+
 use crate::expansion::{Args, Expansion, Request, Value, int};
+use crate::proxy;
 use crate::spec::{Param, ParamKind, Precondition, Spec, Target};
 
 /// The signature of `load_balance`.
@@ -19,8 +22,8 @@ pub const SPEC: Spec = Spec {
     expand,
 };
 
-/// Runs `X/Worker0..n-1`; each sender gets a balancer `X/LoadBalancer{i}` that sends each
-/// request to the worker with the fewest outstanding requests.
+/// Runs `X/Worker0..n-1`; each sender gets a balancer `X/LoadBalancer{i}` that sends its
+/// messages to the workers in turn (round robin); workers reply straight to the sender.
 pub fn expand(req: &Request) -> Expansion {
     let n = int(req.args, "n", 1);
     let mut e = Expansion::default();
@@ -36,7 +39,37 @@ pub fn expand(req: &Request) -> Expansion {
     e
 }
 
-/// The proxy agents of this transformation, by kind (filled in as they land).
+/// The proxy agents of this transformation, by kind: `LoadBalancer`.
 pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
-    Vec::new()
+    vec![(
+        "LoadBalancer",
+        proxy::factory(|args| {
+            let targets = proxy::ids(args, "targets");
+            if targets.is_empty() {
+                return Err(proxy::bad_config("LoadBalancer", "no workers to send to"));
+            }
+            Ok(LoadBalancer { targets, next: None })
+        }),
+    )]
+}
+
+/// Stands in for the workers towards one sender: sends each message to the next worker, round
+/// robin, as if the sender had sent it there, so the worker replies straight to the sender.
+pub struct LoadBalancer {
+    targets: Vec<String>,
+    /// The worker for the next message; balancers of different senders start at different
+    /// workers (a hash of their identifier), so the first messages of many senders spread too.
+    next: Option<usize>,
+}
+
+impl ovid::Agent for LoadBalancer {
+    fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
+        let n = self.targets.len();
+        let j = *self.next.get_or_insert_with(|| (proxy::stable_hash(ctx.me()) % n as u64) as usize);
+        self.next = Some((j + 1) % n);
+        let from = ctx.sender_id().unwrap_or_else(|| ctx.me().into());
+        let tag = ctx.tag();
+        ctx.forward(&self.targets[j], from, tag, message);
+        Ok(())
+    }
 }

@@ -2,7 +2,14 @@
 //! whose key field hashes to it, behind ingress proxies (one per sender) and egress proxies
 //! (one per shard).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ovid::{Context, Error, Payload};
+use serde::Serialize;
+
 use crate::expansion::{Args, Expansion, Request, Value, int, string};
+use crate::proxy::{self, Hooks, stable_hash};
 use crate::spec::{Param, ParamKind, Precondition, Spec, Target};
 
 /// The signature of `shard`.
@@ -41,7 +48,131 @@ pub fn expand(req: &Request) -> Expansion {
     e
 }
 
-/// The proxy agents of this transformation, by kind (filled in as they land).
-pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
-    Vec::new()
+/// The proxy agents of this transformation, by kind: `ShardIngressProxy` (reads the key
+/// through `hooks`) and `ShardEgressProxy`.
+pub fn proxies(hooks: &Arc<dyn Hooks>) -> Vec<(&'static str, ovid::Factory)> {
+    let hooks = hooks.clone();
+    vec![
+        (
+            "ShardIngressProxy",
+            proxy::factory(move |args| {
+                let targets = proxy::ids(args, "targets");
+                if targets.is_empty() {
+                    return Err(proxy::bad_config("ShardIngressProxy", "no shards to send to"));
+                }
+                Ok(ShardIngressProxy { by: string(args, "by", "key"), targets, hooks: hooks.clone() })
+            }),
+        ),
+        (
+            "ShardEgressProxy",
+            proxy::factory(|args| Ok(ShardEgressProxy { target: proxy::one_target(args, "ShardEgressProxy")? })),
+        ),
+    ]
+}
+
+/// Stands in for the sharded agent towards one sender: sends each message to the shard its key
+/// hashes to (through that shard's egress proxy), as if the sender had sent it there, so the
+/// shard replies straight to the sender.
+pub struct ShardIngressProxy {
+    by: String,
+    targets: Vec<String>,
+    hooks: Arc<dyn Hooks>,
+}
+
+impl ovid::Agent for ShardIngressProxy {
+    fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
+        let Some(hash) = self.hooks.key_hash(&self.by, &message) else {
+            let why = format!("message `{}` has no key field `{}`", message.name(), self.by);
+            return Err(proxy::rejected("ShardIngressProxy", why));
+        };
+        let shard = pick(hash, self.targets.len());
+        let from = ctx.sender_id().unwrap_or_else(|| ctx.me().into());
+        let tag = ctx.tag();
+        ctx.forward(&self.targets[shard], from, tag, message);
+        Ok(())
+    }
+}
+
+/// Stands in for every sender towards one shard: passes each message on unchanged, keeping its
+/// original sender and tag.
+pub struct ShardEgressProxy {
+    target: String,
+}
+
+impl ovid::Agent for ShardEgressProxy {
+    fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
+        let from = ctx.sender_id().unwrap_or_else(|| ctx.me().into());
+        let tag = ctx.tag();
+        ctx.forward(&self.target, from, tag, message);
+        Ok(())
+    }
+}
+
+/// The shard (`0..n`) that a key hash goes to: what the ingress proxies and [`split`] agree on.
+pub fn pick(hash: u64, n: usize) -> usize {
+    if n == 0 { 0 } else { (hash % n as u64) as usize }
+}
+
+/// The shard (`0..n`) that holds `key`: [`pick`] of its [`stable_hash`]. A generated system's
+/// [`Hooks::key_hash`] must hash the key field with the same type as the state's map keys.
+pub fn shard_of<K: Serialize + ?Sized>(key: &K, n: usize) -> usize {
+    pick(stable_hash(key), n)
+}
+
+/// Refinement mapping, physical → virtual: the virtual agent's keyed map is the union of the
+/// shards' maps (they are disjoint, each key living in the shard it hashes to).
+pub fn merge<K: Ord, V>(shards: impl IntoIterator<Item = BTreeMap<K, V>>) -> BTreeMap<K, V> {
+    let mut all = BTreeMap::new();
+    for shard in shards {
+        all.extend(shard);
+    }
+    all
+}
+
+/// Refinement mapping, virtual → physical: splits the virtual agent's keyed map over `n`
+/// shards, each key going to [`shard_of`] it (what state transfer does when sharding a live
+/// agent).
+pub fn split<K: Serialize + Ord, V>(map: BTreeMap<K, V>, n: usize) -> Vec<BTreeMap<K, V>> {
+    let mut shards: Vec<BTreeMap<K, V>> = (0..n.max(1)).map(|_| BTreeMap::new()).collect();
+    for (k, v) in map {
+        let j = shard_of(&k, shards.len());
+        shards[j].insert(k, v);
+    }
+    shards
+}
+
+/// The keys held by a shard they do not hash to, as `(shard, key)`: empty when the physical
+/// state is a faithful partition (the invariant behind [`merge`]).
+pub fn misplaced<'a, K: Serialize + Ord, V>(shards: &'a [BTreeMap<K, V>]) -> Vec<(usize, &'a K)> {
+    let n = shards.len();
+    shards.iter().enumerate().flat_map(|(j, m)| m.keys().filter(move |k| shard_of(*k, n) != j).map(move |k| (j, k))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_then_merge_is_the_identity_and_keys_land_where_they_hash() {
+        let map: BTreeMap<String, u32> = (0..500).map(|i| (format!("key-{i}"), i)).collect();
+        for n in [1, 2, 3, 7] {
+            let shards = split(map.clone(), n);
+            assert_eq!(shards.len(), n);
+            assert!(misplaced(&shards).is_empty());
+            assert!(shards.iter().all(|s| !s.is_empty()), "500 keys reach every one of {n} shards");
+            assert_eq!(merge(shards), map);
+        }
+        // A key and the same text as a `&str` hash alike: the hooks may hash either.
+        assert_eq!(shard_of("key-3", 7), shard_of(&"key-3".to_string(), 7));
+    }
+
+    #[test]
+    fn a_misplaced_key_is_found() {
+        let mut shards = split(BTreeMap::from([(1u64, "a"), (2, "b"), (3, "c")]), 2);
+        let k = *shards[0].keys().next().or_else(|| shards[1].keys().next()).unwrap();
+        let from = shard_of(&k, 2);
+        let v = shards[from].remove(&k).unwrap();
+        shards[1 - from].insert(k, v);
+        assert_eq!(misplaced(&shards), vec![(1 - from, &k)]);
+    }
 }
