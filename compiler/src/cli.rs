@@ -137,3 +137,25 @@ pub fn graph(path: &Path, format: GraphFormat, output: Option<&Path>) -> ExitCod
         }
     }
 }
+
+/// `ovidc build FILE -o DIR`: writes the crate and deployment, then compiles it unless told not to.
+pub fn build(path: &Path, out: &Path, compile: bool) -> ExitCode {
+    let built = match crate::build::generate(path, out) {
+        Ok(b) => b,
+        Err(f) => {
+            report(&f, false);
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("wrote {} (crate `{}`, {} boxes)", out.display(), built.package, built.deployment.boxes.len());
+    if compile {
+        match crate::build::cargo_build(&built) {
+            Ok(binary) => eprintln!("built {}\n  run it: {} local", binary.display(), binary.display()),
+            Err(f) => {
+                report(&f, false);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

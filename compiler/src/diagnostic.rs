@@ -59,6 +59,7 @@ codes! {
     HandlerMissing => "ovid::handler::missing", "an accepted message has no handler";
     SendTarget => "ovid::send::unknown_target", "`send` names an identifier the agent does not declare in `uses`";
     ImplConflict => "ovid::agent::impl_conflict", "an agent has more than one implementation";
+    DeterminismConflict => "ovid::agent::determinism_conflict", "an agent is declared both `deterministic` and `nondeterministic`, or `deterministic` while calling `now()` or `random()`";
     NotAccepted => "ovid::wiring::not_accepted", "a sender sends a message its receiver does not accept";
     Unbound => "ovid::wiring::unbound", "an instance leaves one of its agent's `uses` unbound";
     UnknownBinding => "ovid::wiring::unknown_binding", "an instance binds a name its agent does not use";

@@ -1,7 +1,8 @@
-//! The Ovid compiler as a library: `.ovid` syntax → checked model → (later) expansion and
-//! code generation. `ovidc` and `#[ovid::agent]` share this one front end.
+//! The Ovid compiler as a library: `.ovid` syntax → checked model → expansion (the LATT) →
+//! placement → emission (a Rust crate and a deployment), plus the commands that drive them.
 #![deny(missing_docs)]
 
+pub mod build;
 pub mod check;
 pub mod cli;
 pub mod diagnostic;
@@ -9,5 +10,6 @@ pub mod emit;
 pub mod expand;
 pub mod graph;
 pub mod place;
+pub mod run;
 pub mod source;
 pub mod syntax;

@@ -23,6 +23,23 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// Generate the system's Rust crate and deployment into a directory, and compile it.
+    Build {
+        /// The .ovid file.
+        file: PathBuf,
+        /// The directory to write the crate into.
+        #[arg(short, long, default_value = "build")]
+        output: PathBuf,
+        /// Only write the files; do not run cargo.
+        #[arg(long)]
+        no_compile: bool,
+    },
+    /// Build the system and run its controller and every box on this machine until its clients
+    /// finish or Ctrl-C.
+    Run {
+        /// The .ovid file.
+        file: PathBuf,
+    },
     /// Draw the system: its LATT and its boxes with their agents and message edges.
     Graph {
         /// The .ovid file.
@@ -75,6 +92,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { file, format } => ovidc::cli::check(&file, matches!(format, Format::Json)),
+        Command::Build { file, output, no_compile } => ovidc::cli::build(&file, &output, !no_compile),
+        Command::Run { file } => ovidc::run::run(&file),
         Command::Graph { file, format, output } => {
             let format = match format {
                 GraphFormat::Text => ovidc::cli::GraphFormat::Text,

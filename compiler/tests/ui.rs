@@ -112,7 +112,7 @@ fn expansions_are_snapshotted() {
                 }
             }
             insta::assert_snapshot!("graph", ovidc::graph::text(&model, &expanded, &boxes));
-            let deployment = ovidc::emit::deployment::deployment(&expanded, &boxes);
+            let deployment = ovidc::emit::deployment::deployment(&model, &expanded, &boxes);
             insta::assert_json_snapshot!("deployment", deployment);
         });
     });

@@ -162,7 +162,9 @@ fn expand_agent(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStre
     if let Some(e) = errors {
         return Err(e);
     }
-    if !methods.iter().any(|m| matches!(m.role, Role::Handler { .. })) {
+    // An agent that only acts when it starts (or on timers) is fine; one that does nothing is
+    // a mistake.
+    if methods.is_empty() {
         return Err(syn::Error::new(
             imp.self_ty.span(),
             "this agent has no handlers\n\

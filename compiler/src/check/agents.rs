@@ -127,7 +127,8 @@ fn check_agent(a: &ast::Agent, messages: &BTreeMap<String, Vec<(String, Type)>>,
         }
     }
 
-    let nondeterminism = match (&a.determinism, &behaviour, &facts.nondeterminism) {
+    let declared = check_determinism(a, &facts, out);
+    let nondeterminism = match (&declared, &behaviour, &facts.nondeterminism) {
         (_, _, Some(why)) => Some(why.clone()),
         (Some((true, _)), _, None) => None,
         (Some((false, span)), _, None) => Some((*span, "declared `nondeterministic`".to_string())),
@@ -153,6 +154,40 @@ fn check_agent(a: &ast::Agent, messages: &BTreeMap<String, Vec<(String, Type)>>,
         nondeterminism,
         state_accesses: facts.state_accesses,
     }
+}
+
+/// The agent's one determinism declaration, reporting repeated and contradicting ones.
+fn check_determinism(a: &ast::Agent, facts: &Facts, out: &mut Vec<Diagnostic>) -> Option<(bool, Span)> {
+    let word = |d: bool| if d { "deterministic" } else { "nondeterministic" };
+    let (&(first, first_span), rest) = a.determinism.split_first()?;
+    for &(d, span) in rest {
+        if d == first {
+            out.push(
+                Diagnostic::new(Code::Duplicate, format!("`{}` is declared `{};` twice", a.name.name, word(d)), span, "declared again here")
+                    .related(first_span, "first declared here")
+                    .help("remove one of them"),
+            );
+        } else {
+            out.push(
+                Diagnostic::new(
+                    Code::DeterminismConflict,
+                    format!("`{}` is declared both `deterministic` and `nondeterministic`", a.name.name),
+                    span,
+                    format!("declared `{};` here", word(d)),
+                )
+                .related(first_span, format!("but `{};` here", word(first)))
+                .help("keep the one that is true: deterministic when copies fed the same messages reach the same state"),
+            );
+        }
+    }
+    if first && let Some((span, why)) = &facts.nondeterminism {
+        out.push(
+            Diagnostic::new(Code::DeterminismConflict, format!("`{}` is declared `deterministic;`, but {why}", a.name.name), *span, "nondeterministic")
+                .related(first_span, "declared deterministic here")
+                .help("remove `deterministic;`, or pass the time or random number in a message so that every copy sees the same one"),
+        );
+    }
+    Some((first, first_span))
 }
 
 fn behaviour(

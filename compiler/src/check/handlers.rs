@@ -79,6 +79,7 @@ pub fn check_handler(env: &Env, handler: &Handler, facts: &mut Facts, out: &mut 
     };
     let mut c = Checker { env, scopes: vec![scope], current, facts, out };
     c.block(&handler.body);
+    c.check_literals_in_block(&handler.body);
 }
 
 /// Type-checks a state field's initial value, which may use literals and builtins only.
@@ -86,6 +87,7 @@ pub fn check_init(env: &Env, expr: &Expr, ty: &Type, facts: &mut Facts, out: &mu
     let mut c = Checker { env, scopes: vec![HashMap::new()], current: None, facts, out };
     let got = c.expr(expr, Some(ty));
     c.expect(ty, &got, expr.span);
+    c.check_literals(expr);
 }
 
 impl Checker<'_, '_> {
@@ -289,9 +291,120 @@ impl Checker<'_, '_> {
                 let lt = literal_type(l);
                 if !lt.fits(t) {
                     self.pattern_mismatch(*span, &lt.to_string(), t);
+                } else if let (Literal::Int(v), Type::Int(it)) = (l, t) {
+                    let (lo, hi) = it.range();
+                    if !(lo..=hi).contains(v) {
+                        self.error(
+                            Diagnostic::new(Code::TypeMismatch, format!("{v} does not fit in `{}`", it.name()), *span, "no value matches")
+                                .help(format!("the value is a `{}`, which holds {lo} to {hi}", it.name())),
+                        );
+                    }
                 }
             }
         }
+    }
+
+    /// Checks every integer literal against the type it ended up with (recorded by `expr`
+    /// and `settle`): a literal without a context is an `Int`.
+    fn check_literals_in_block(&mut self, b: &Block) {
+        for s in &b.stmts {
+            match s {
+                Stmt::Let { value, .. } | Stmt::Assign { value, .. } | Stmt::Expr(value) => self.check_literals(value),
+                Stmt::If { cond, then, otherwise } => {
+                    self.check_literals(cond);
+                    self.check_literals_in_block(then);
+                    if let Some(o) = otherwise {
+                        self.check_literals_in_block(o);
+                    }
+                }
+                Stmt::Match { scrutinee, arms, .. } => {
+                    self.check_literals(scrutinee);
+                    for arm in arms {
+                        self.check_literals_in_block(&arm.body);
+                    }
+                }
+                Stmt::For { iter, body, .. } => {
+                    self.check_literals(iter);
+                    self.check_literals_in_block(body);
+                }
+                Stmt::Send { message, .. } | Stmt::Reply { message, .. } => self.check_literals(message),
+                Stmt::Finish(_) => {}
+                Stmt::Print(args) => {
+                    for a in args {
+                        self.check_literals(a);
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_literals(&mut self, e: &Expr) {
+        match &e.kind {
+            ExprKind::Literal(Literal::Int(v)) => {
+                self.check_literal(*v, e.span, e.span);
+            }
+            ExprKind::Unary(UnOp::Neg, _) if negated_literal(e).is_some() => {
+                // `-5` is the negation of the literal `5`: the literal must fit its type (the
+                // generated code spells it), and so must the negative value.
+                let (literal, negations) = negated_literal(e).expect("checked by the guard");
+                let ExprKind::Literal(Literal::Int(v)) = literal.kind else { unreachable!("negated_literal returns a literal") };
+                if self.check_literal(v, literal.span, literal.span) {
+                    let value = if negations % 2 == 1 { -v } else { v };
+                    self.check_literal(value, e.span, literal.span);
+                }
+            }
+            ExprKind::Literal(_) | ExprKind::None | ExprKind::Name(_) => {}
+            ExprKind::Some(inner) | ExprKind::Field(inner, _) | ExprKind::Unary(_, inner) => self.check_literals(inner),
+            ExprKind::Method(recv, _, args) => {
+                self.check_literals(recv);
+                for a in args {
+                    self.check_literals(a);
+                }
+            }
+            ExprKind::Call(_, args) | ExprKind::List(args) => {
+                for a in args {
+                    self.check_literals(a);
+                }
+            }
+            ExprKind::Record(_, fields) => {
+                for (_, v) in fields {
+                    self.check_literals(v);
+                }
+            }
+            ExprKind::Binary(_, l, r) => {
+                self.check_literals(l);
+                self.check_literals(r);
+            }
+        }
+    }
+
+    /// Reports `value` (written at `span`) if it does not fit the integer type recorded for
+    /// the expression at `typed`; whether it fits.
+    fn check_literal(&mut self, value: i128, span: Span, typed: Span) -> bool {
+        let Some(Type::Int(it)) = self.facts.expr_types.get(&typed).cloned() else { return true };
+        let (lo, hi) = it.range();
+        if (lo..=hi).contains(&value) {
+            return true;
+        }
+        let name = it.name();
+        let (message, label, help) = if value < 0 && lo == 0 {
+            (
+                format!("{value} does not fit in `{name}`"),
+                "negative".to_string(),
+                format!("`{name}` is unsigned: it holds 0 to {hi}"),
+            )
+        } else {
+            // The lexer saturates absurdly long literals at the largest i128.
+            let shown = if value.unsigned_abs() == i128::MAX.unsigned_abs() { "this literal".to_string() } else { value.to_string() };
+            let wider = if matches!(it, IntTy::Int | IntTy::I64) && (0..=i128::from(u64::MAX)).contains(&value) {
+                format!("; `U64` holds 0 to {}", u64::MAX)
+            } else {
+                String::new()
+            };
+            (format!("{shown} does not fit in `{name}`"), "out of range".to_string(), format!("`{name}` holds {lo} to {hi}{wider}"))
+        };
+        self.error(Diagnostic::new(Code::TypeMismatch, message, span, label).help(help));
+        false
     }
 
     fn pattern_mismatch(&mut self, span: Span, what: &str, t: &Type) {
@@ -324,30 +437,52 @@ impl Checker<'_, '_> {
 
     fn expr(&mut self, e: &Expr, expected: Option<&Type>) -> Type {
         let t = self.expr_kind(e, expected);
-        // A literal takes the type the context expects, so generated code can spell it.
-        let recorded = match (&t, expected) {
-            (Type::IntLiteral, Some(x @ Type::Int(_))) => x.clone(),
-            (Type::IntLiteral, _) => Type::Int(IntTy::Int),
-            _ => t.clone(),
-        };
-        self.facts.expr_types.insert(e.span, recorded);
+        // A literal takes the type the context expects, so generated code can spell it and
+        // its range can be checked; without one it is an `Int` unless a parent settles it.
+        match (&t, expected) {
+            (Type::IntLiteral, Some(x @ Type::Int(_))) => self.settle(e, x),
+            (Type::IntLiteral, _) => {
+                self.facts.expr_types.insert(e.span, Type::Int(IntTy::Int));
+            }
+            _ => {
+                self.facts.expr_types.insert(e.span, t.clone());
+            }
+        }
         t
+    }
+
+    /// Gives an integer-literal expression (`1`, `-1`, `2 * 3`, `min(1, 2)`) and its literal
+    /// parts the integer type `ty`, when the context decides it after the fact (`1 == m.u8`).
+    fn settle_if_literal(&mut self, e: &Expr, got: &Type, ty: &Type) {
+        if *got == Type::IntLiteral && matches!(ty, Type::Int(_)) {
+            self.settle(e, ty);
+        }
+    }
+
+    fn settle(&mut self, e: &Expr, ty: &Type) {
+        self.facts.expr_types.insert(e.span, ty.clone());
+        // Only parts that are themselves integer literals: an expression has the literal type
+        // only when all of these parts have it.
+        match &e.kind {
+            ExprKind::Unary(UnOp::Neg, inner) => self.settle(inner, ty),
+            ExprKind::Binary(BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem, l, r) => {
+                self.settle(l, ty);
+                self.settle(r, ty);
+            }
+            ExprKind::Method(recv, m, _) if m.name == "abs" => self.settle(recv, ty),
+            ExprKind::Call(f, args) if matches!(f.name.as_str(), "min" | "max") => {
+                for a in args {
+                    self.settle(a, ty);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn expr_kind(&mut self, e: &Expr, expected: Option<&Type>) -> Type {
         match &e.kind {
-            ExprKind::Literal(l) => {
-                if let (Literal::Int(v), Some(Type::Int(it))) = (l, expected) {
-                    let (lo, hi) = it.range();
-                    if *v < lo || *v > hi {
-                        self.error(
-                            Diagnostic::new(Code::TypeMismatch, format!("{v} does not fit in `{}`", it.name()), e.span, "out of range")
-                                .help(format!("`{}` holds {lo} to {hi}", it.name())),
-                        );
-                    }
-                }
-                literal_type(l)
-            }
+            // Range is checked by `check_literals`, once the literal's type is known.
+            ExprKind::Literal(l) => literal_type(l),
             ExprKind::None => match expected {
                 Some(t @ Type::Option(_)) => t.clone(),
                 _ => Type::Option(Box::new(Type::Unknown)),
@@ -403,8 +538,12 @@ impl Checker<'_, '_> {
                     Some(Type::List(t)) => t.as_ref().clone(),
                     _ => Type::Unknown,
                 };
+                let mut literals = Vec::new();
                 for item in items {
                     let t = self.expr(item, Some(&elem));
+                    if t == Type::IntLiteral {
+                        literals.push(item);
+                    }
                     if t.fits(&elem) {
                         elem = elem.join(&t);
                     } else {
@@ -413,6 +552,9 @@ impl Checker<'_, '_> {
                 }
                 if elem == Type::IntLiteral {
                     elem = Type::Int(IntTy::Int);
+                }
+                for item in literals {
+                    self.settle_if_literal(item, &Type::IntLiteral, &elem);
                 }
                 Type::List(Box::new(elem))
             }
@@ -446,6 +588,7 @@ impl Checker<'_, '_> {
             BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
                 let lt = self.expr(l, None);
                 let rt = self.expr(r, Some(&lt));
+                self.settle_if_literal(l, &lt, &rt);
                 if !lt.fits(&rt) {
                     self.error(
                         Diagnostic::new(Code::TypeMismatch, format!("cannot compare `{lt}` with `{rt}`"), e.span, format!("`{lt}` {} `{rt}`", op.symbol()))
@@ -462,6 +605,7 @@ impl Checker<'_, '_> {
             BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => {
                 let lt = self.expr(l, expected);
                 let rt = self.expr(r, Some(&lt));
+                self.settle_if_literal(l, &lt, &rt);
                 if op == BinOp::Add && lt == Type::String && rt == Type::String {
                     return Type::String;
                 }
@@ -588,6 +732,7 @@ impl Checker<'_, '_> {
         }
         for ((a, g), p) in args.iter().zip(got).zip(params) {
             self.expect(p, g, a.span);
+            self.settle_if_literal(a, g, p);
         }
     }
 
@@ -680,6 +825,17 @@ impl Checker<'_, '_> {
             _ => false,
         }
     }
+}
+
+/// `-5`, `--5`: the literal under a run of negations, and how many there are.
+fn negated_literal(e: &Expr) -> Option<(&Expr, usize)> {
+    let mut e = e;
+    let mut negations = 0;
+    while let ExprKind::Unary(UnOp::Neg, inner) = &e.kind {
+        negations += 1;
+        e = inner;
+    }
+    matches!(e.kind, ExprKind::Literal(Literal::Int(_))).then_some((e, negations))
 }
 
 fn literal_type(l: &Literal) -> Type {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::model::Model;
 use crate::expand::{Expanded, LattNode, Runs};
 use crate::place::BoxPlan;
 
@@ -21,6 +22,9 @@ pub struct Deployment {
     pub routes: BTreeMap<String, BTreeMap<String, String>>,
     /// The LATT.
     pub latt: LattNode,
+    /// The agents that drive the system: copies of agent types that accept no requests.
+    /// When all have finished, `ovidc run` stops the system.
+    pub clients: Vec<String>,
 }
 
 /// One physical agent of a deployment.
@@ -39,7 +43,13 @@ pub struct AgentPlan {
 }
 
 /// Builds the deployment of an expanded, placed system.
-pub fn deployment(expanded: &Expanded, boxes: &[BoxPlan]) -> Deployment {
+pub fn deployment(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> Deployment {
+    let clients = expanded
+        .agents
+        .iter()
+        .filter(|a| runs_agent(&a.runs).and_then(|t| model.agents.get(t)).is_some_and(|t| t.accepts.is_empty()))
+        .map(|a| a.id.clone())
+        .collect();
     let box_of: BTreeMap<&str, &str> =
         boxes.iter().flat_map(|b| b.agents.iter().map(move |a| (a.as_str(), b.name.as_str()))).collect();
     let agents = expanded
@@ -58,6 +68,7 @@ pub fn deployment(expanded: &Expanded, boxes: &[BoxPlan]) -> Deployment {
         agents,
         routes: expanded.routes.clone(),
         latt: expanded.latt.clone(),
+        clients,
     }
 }
 

@@ -7,7 +7,7 @@ use super::handlers::{HandlerCompiler, ident, rust_type};
 use crate::check::model::{AgentInfo, Model};
 use crate::syntax::ast::Trigger;
 
-/// `#[derive(..)] pub struct Put { pub key: String, .. }` for every message.
+/// `#[derive(.., Message)] pub struct Put { pub key: String, .. }` for every message.
 pub fn messages(model: &Model) -> TokenStream {
     let items = model.messages.iter().map(|(name, fields)| {
         let n = ident(name);
@@ -20,7 +20,7 @@ pub fn messages(model: &Model) -> TokenStream {
         });
         quote! {
             #[doc = #doc]
-            #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+            #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Message)]
             pub struct #n { #(#fs,)* }
         }
     });
@@ -102,7 +102,10 @@ pub fn inline_agent(name: &str, agent: &AgentInfo) -> TokenStream {
             pub fn new(#(#use_params),*) -> Self {
                 #n { #(#state_inits,)* #(#use_inits,)* }
             }
+        }
 
+        #[ovid::agent]
+        impl #n {
             #(#handlers)*
         }
     }

@@ -102,8 +102,9 @@ pub struct Agent {
     pub state: Vec<StateField>,
     /// `impl rust "..."` or `impl process "..."`.
     pub implementation: Vec<Implementation>,
-    /// `deterministic;` or `nondeterministic;`, if written.
-    pub determinism: Option<(bool, Span)>,
+    /// Every `deterministic;` (`true`) or `nondeterministic;` (`false`) line, in order; the
+    /// checker accepts at most one.
+    pub determinism: Vec<(bool, Span)>,
     /// `on Msg(m) { ... }` and `on start { ... }`.
     pub handlers: Vec<Handler>,
     /// The whole declaration.

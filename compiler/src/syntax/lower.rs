@@ -94,7 +94,7 @@ fn agent(file: FileId, pair: P) -> Agent {
         uses: Vec::new(),
         state: Vec::new(),
         implementation: Vec::new(),
-        determinism: None,
+        determinism: Vec::new(),
         handlers: Vec::new(),
         span: sp,
     };
@@ -136,7 +136,7 @@ fn agent(file: FileId, pair: P) -> Agent {
             }
             Rule::determinism => {
                 let word = item.into_inner().next().expect("determinism keyword");
-                agent.determinism = Some((word.as_str() == "deterministic", isp));
+                agent.determinism.push((word.as_str() == "deterministic", isp));
             }
             Rule::handler => agent.handlers.push(handler(file, item)),
             _ => {}

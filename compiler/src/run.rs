@@ -1,0 +1,210 @@
+//! `ovidc run`: build a system, then start its controller and every box as processes on
+//! loopback, stream their output prefixed with the box's name, and stop them all when the
+//! system's clients have finished, on Ctrl-C, or when a box dies.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::build::{self, Built};
+use crate::cli::{Failure, report};
+
+/// What a child process said or did, as the threads reading it report it.
+enum Event {
+    /// A line of its output.
+    Line { name: String, line: String, stderr: bool },
+    /// Its standard output closed (it exited).
+    Closed { name: String },
+    /// Ctrl-C.
+    Interrupted,
+}
+
+/// `ovidc run FILE`: see the module docs.
+pub fn run(file: &Path) -> ExitCode {
+    match build_and_run(file) {
+        Ok(code) => code,
+        Err(f) => {
+            report(&f, false);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_and_run(file: &Path) -> Result<ExitCode, Failure> {
+    let stem = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "system".into());
+    let out = build::target_dir().join("ovid").join(&stem);
+    let built = build::generate(file, &out)?;
+    let binary = build::cargo_build(&built)?;
+    let (tx, rx) = mpsc::channel();
+    let ctrlc_tx = tx.clone();
+    // A second Ctrl-C is not handled: the default action ends ovidc at once.
+    let _ = ctrlc::set_handler(move || {
+        let _ = ctrlc_tx.send(Event::Interrupted);
+    });
+    let mut system = System { children: Vec::new(), tx };
+    let result = system.run(&binary, &built, &rx);
+    system.stop();
+    result
+}
+
+/// The running processes.
+struct System {
+    children: Vec<(String, Child)>,
+    tx: mpsc::Sender<Event>,
+}
+
+impl System {
+    fn run(&mut self, binary: &Path, built: &Built, rx: &mpsc::Receiver<Event>) -> Result<ExitCode, Failure> {
+        let controller = free_loopback_addr().map_err(|e| Failure::Io(format!("cannot find a free port for the controller: {e}")))?;
+        self.spawn("controller", Command::new(binary).args(["controller", "--listen", &controller]))?;
+        self.wait_for("controller", "ovid: controller listening", rx)?;
+        for b in &built.deployment.boxes {
+            self.spawn(&b.name, Command::new(binary).args(["box", &b.name, "--controller", &controller]))?;
+        }
+        let mut waiting: Vec<&str> = built.deployment.clients.iter().map(String::as_str).collect();
+        if waiting.is_empty() {
+            eprintln!("ovidc: {} running; Ctrl-C stops it", built.deployment.system);
+        }
+        loop {
+            match rx.recv() {
+                Ok(Event::Line { name, line, stderr }) => {
+                    if let Some(id) = line.strip_prefix("ovid: finished ") {
+                        waiting.retain(|c| *c != id);
+                        if waiting.is_empty() && !built.deployment.clients.is_empty() {
+                            eprintln!("ovidc: every client has finished; stopping");
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                    } else {
+                        show(&name, &line, stderr);
+                    }
+                }
+                Ok(Event::Closed { name }) => {
+                    let status = self.status_of(&name);
+                    return Err(Failure::Io(format!("box `{name}` stopped unexpectedly ({status}); its last lines above say why")));
+                }
+                Ok(Event::Interrupted) | Err(_) => {
+                    eprintln!("ovidc: stopping");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, name: &str, command: &mut Command) -> Result<(), Failure> {
+        // A process group of its own: Ctrl-C reaches ovidc only, which stops the boxes in order.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(command, 0);
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Failure::Io(format!("cannot start box `{name}`: {e}")))?;
+        if let Some(out) = child.stdout.take() {
+            forward(name, out, false, self.tx.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            forward(name, err, true, self.tx.clone());
+        }
+        self.children.push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// Waits for `name` to print a line starting with `prefix` (showing what else it says).
+    fn wait_for(&mut self, name: &str, prefix: &str, rx: &mpsc::Receiver<Event>) -> Result<(), Failure> {
+        loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(Event::Line { name: n, line, .. }) if n == name && line.starts_with(prefix) => return Ok(()),
+                Ok(Event::Line { name, line, stderr }) => show(&name, &line, stderr),
+                Ok(Event::Closed { name: n }) if n == name => {
+                    return Err(Failure::Io(format!("`{name}` did not start ({}); its output above says why", self.status_of(name))));
+                }
+                Ok(Event::Closed { .. }) => {}
+                Ok(Event::Interrupted) => return Err(Failure::Io("interrupted".into())),
+                Err(_) => return Err(Failure::Io(format!("`{name}` did not start within 30 s"))),
+            }
+        }
+    }
+
+    fn status_of(&mut self, name: &str) -> String {
+        let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) else { return "unknown".into() };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.to_string();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        "still running".into()
+    }
+
+    /// Asks every process to stop (SIGTERM), boxes first and the controller last; kills what
+    /// has not stopped after a few seconds.
+    fn stop(&mut self) {
+        for (_, child) in self.children.iter_mut().rev() {
+            terminate(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (name, child) in self.children.iter_mut() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Ok(None) = child.try_wait() {
+                eprintln!("ovidc: `{name}` did not stop; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Prints one line of a child's output, prefixed with its name.
+fn show(name: &str, line: &str, stderr: bool) {
+    if stderr {
+        eprintln!("[{name}] {line}");
+    } else {
+        println!("[{name}] {line}");
+    }
+}
+
+/// Reads a child's output line by line on a thread of its own.
+fn forward(name: &str, stream: impl Read + Send + 'static, stderr: bool, tx: mpsc::Sender<Event>) {
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(Event::Line { name: name.clone(), line, stderr }).is_err() {
+                return;
+            }
+        }
+        if !stderr {
+            let _ = tx.send(Event::Closed { name });
+        }
+    });
+}
+
+#[cfg(unix)]
+fn terminate(child: &mut Child) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: sending a signal to a child we spawned and have not yet reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn terminate(child: &mut Child) {
+    let _ = child.kill();
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_loopback_addr() -> std::io::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.to_string())
+}
