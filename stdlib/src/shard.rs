@@ -143,7 +143,7 @@ pub fn split<K: Serialize + Ord, V>(map: BTreeMap<K, V>, n: usize) -> Vec<BTreeM
 
 /// The keys held by a shard they do not hash to, as `(shard, key)`: empty when the physical
 /// state is a faithful partition (the invariant behind [`merge`]).
-pub fn misplaced<'a, K: Serialize + Ord, V>(shards: &'a [BTreeMap<K, V>]) -> Vec<(usize, &'a K)> {
+pub fn misplaced<K: Serialize + Ord, V>(shards: &[BTreeMap<K, V>]) -> Vec<(usize, &K)> {
     let n = shards.len();
     shards.iter().enumerate().flat_map(|(j, m)| m.keys().filter(move |k| shard_of(*k, n) != j).map(move |k| (j, k))).collect()
 }
