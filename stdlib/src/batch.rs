@@ -43,11 +43,14 @@ pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'stati
                 if size < 1 || linger_ms < 0 {
                     return Err(proxy::bad_config("BatchEncoder", format!("size {size} and linger_ms {linger_ms} must be at least 1 and 0")));
                 }
+                let max_bytes = int(args, "max_bytes", MAX_BYTES as i64).clamp(1, MAX_BYTES as i64) as usize;
                 Ok(BatchEncoder {
                     target: proxy::one_target(args, "BatchEncoder")?,
                     size: size as usize,
+                    max_bytes,
                     linger: Duration::from_millis(linger_ms as u64),
                     pending: Vec::new(),
+                    pending_bytes: 0,
                 })
             }),
         ),
@@ -80,13 +83,19 @@ pub struct Batch {
 /// The timer that flushes a partial batch.
 const LINGER: &str = "linger";
 
+/// A batch leaves once its messages add up to this many bytes (1 MiB, or `max_bytes` in the
+/// configuration if smaller), whatever `size` says: boxes refuse frames over 16 MiB.
+pub const MAX_BYTES: usize = 1 << 20;
+
 /// Near a sender: packs up to `size` messages into one [`Batch`], sent to its decoder when full
-/// or when `linger` has passed since the first message of the batch.
+/// (or [`MAX_BYTES`] big) or when `linger` has passed since the first message of the batch.
 pub struct BatchEncoder {
     target: String,
     size: usize,
+    max_bytes: usize,
     linger: Duration,
     pending: Vec<Batched>,
+    pending_bytes: usize,
 }
 
 impl BatchEncoder {
@@ -95,6 +104,7 @@ impl BatchEncoder {
             return;
         }
         let items = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
         // Sent as if from the (usually only) original sender, so the decoder's box learns
         // where that sender runs and the agent's replies need no question to the controller.
         let from: Id = items[0].from.as_str().into();
@@ -105,14 +115,15 @@ impl BatchEncoder {
 impl ovid::Agent for BatchEncoder {
     fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
         let bytes = message.to_bytes()?;
+        self.pending_bytes += bytes.len();
         self.pending.push(Batched {
             name: message.name().to_string(),
             from: ctx.sender().to_string(),
             tag: ctx.tag(),
             bytes: bytes.to_vec(),
         });
-        if self.pending.len() >= self.size {
-            if self.size > 1 {
+        if self.pending.len() >= self.size || self.pending_bytes >= self.max_bytes {
+            if self.pending.len() > 1 {
                 ctx.cancel_timer(LINGER);
             }
             self.flush(ctx);

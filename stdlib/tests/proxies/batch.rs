@@ -80,6 +80,30 @@ fn the_encoder_holds_messages_until_full_or_lingered() {
     assert!(ctx.take_effects().is_empty());
 }
 
+/// However large `size`, a batch leaves once it holds `max_bytes` (at most 1 MiB).
+#[test]
+fn a_batch_leaves_when_it_is_big_enough() {
+    let config = serde_json::to_vec(&Args::from([
+        ("size".to_string(), Value::Int(1000)),
+        ("linger_ms".to_string(), Value::Int(5)),
+        ("max_bytes".to_string(), Value::Int(100)),
+        ("targets".to_string(), Value::List(vec!["KVS/BatchDecoder0".into()])),
+    ]))
+    .unwrap();
+    let make = batch::proxies(&(std::sync::Arc::new(proxy::NoHooks) as _)).into_iter().find(|(k, _)| *k == "BatchEncoder").unwrap().1;
+    let mut enc = make(&config).unwrap();
+    let mut ctx = Context::new("KVS/BatchEncoder0");
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        ctx.begin(Some("client0".into()), 0);
+        enc.on_message(&mut ctx, Payload::new(Put { key: format!("k{i}"), value: "x".repeat(30) })).unwrap();
+        sent.extend(ctx.take_effects().into_iter().filter(|e| matches!(e, Effect::Forward { .. })));
+    }
+    // Each message is 36 bytes: every third one fills a batch of 108 bytes.
+    assert_eq!(sent.len(), 3);
+    assert!(sent.into_iter().all(|e| sent_batch(vec![e]).items.len() == 3));
+}
+
 /// The one batch among `effects` (other effects: cancelling the timer).
 fn sent_batch(effects: Vec<Effect>) -> Batch {
     let mut batches = effects.into_iter().filter_map(|e| match e {
