@@ -52,10 +52,13 @@ codes! {
     UnknownInstance => "ovid::name::unknown_instance", "a system refers to an instance it does not declare";
     TypeMismatch => "ovid::type::mismatch", "a value has a different type than the one expected";
     TypeArity => "ovid::type::arity", "a type has the wrong number of type arguments";
+    NeedsAnnotation => "ovid::type::needs_annotation", "`let x = [];` or `let x = none;`: nothing says what the list or option holds";
     MissingField => "ovid::type::missing_field", "a record literal leaves a field without a value";
     NotAssignable => "ovid::type::not_assignable", "an assignment or mutation targets something that is not a local or state field";
     ReplyType => "ovid::reply::wrong_type", "a handler replies with a message other than the one its `accepts` declares";
     ReplyOutsideHandler => "ovid::reply::no_request", "`reply` is used where there is no request to reply to";
+    ReplyMissing => "ovid::reply::missing", "the handler of a request (`accepts M -> R`) has no `reply`";
+    SenderOutsideHandler => "ovid::sender::no_message", "`sender()` is used where no message is being handled";
     HandlerMissing => "ovid::handler::missing", "an accepted message has no handler";
     SendTarget => "ovid::send::unknown_target", "`send` names an identifier the agent does not declare in `uses`";
     ImplConflict => "ovid::agent::impl_conflict", "an agent has more than one implementation";
@@ -67,10 +70,13 @@ codes! {
     MultipleSystems => "ovid::system::multiple", "a program declares more than one system";
     BadAddress => "ovid::placement::bad_address", "a box address is not host:port";
     BadPattern => "ovid::placement::bad_pattern", "a placement pattern is not a valid identifier pattern";
+    DuplicateAddress => "ovid::placement::duplicate_address", "two boxes are given the same address";
     UnknownTransform => "ovid::transform::unknown", "a pipeline names a transformation the standard library does not have";
     TransformParams => "ovid::transform::params", "a transformation gets arguments it does not take";
     TransformTarget => "ovid::transform::target", "a transformation is applied to an agent where it needs a channel, or the reverse";
+    TransformOverlap => "ovid::transform::overlap", "two pipelines transform one agent or channel: a whole array and one of its elements";
     ShardMissingKey => "ovid::shard::missing_key", "`shard(by: f)` where an accepted message has no field `f`";
+    ShardKeyType => "ovid::shard::key_type", "`shard(by: f)` where `f` has different types in the accepted messages";
     ShardStateNotKeyed => "ovid::shard::state_not_keyed", "`shard(by: f)` where the state is not partitioned by `f`";
     LoadBalanceStateful => "ovid::load_balance::stateful", "`load_balance` on an agent that has state";
     ReplicateNondeterministic => "ovid::replicate::nondeterministic", "`replicate` or `primary_backup` on an agent that is not deterministic";
@@ -80,6 +86,11 @@ impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// `n` and the noun, plural unless `n` is one: `1 element`, `3 elements`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 /// One error, pointing at the source.

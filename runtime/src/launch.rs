@@ -59,7 +59,8 @@ enum Command {
 pub fn main(deployment_json: &str, kinds: Kinds) -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let deployment = match Deployment::from_json(deployment_json) {
         Ok(d) => d,
         Err(e) => {

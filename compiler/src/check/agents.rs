@@ -173,9 +173,9 @@ fn check_determinism(a: &ast::Agent, facts: &Facts, out: &mut Vec<Diagnostic>) -
                     Code::DeterminismConflict,
                     format!("`{}` is declared both `deterministic` and `nondeterministic`", a.name.name),
                     span,
-                    format!("declared `{};` here", word(d)),
+                    format!("contradicts the `{};` above", word(first)),
                 )
-                .related(first_span, format!("but `{};` here", word(first)))
+                .related(first_span, format!("declared `{};` here", word(first)))
                 .help("keep the one that is true: deterministic when copies fed the same messages reach the same state"),
             );
         }
@@ -233,6 +233,18 @@ fn behaviour(
                     out.push(Diagnostic::new(Code::Duplicate, format!("two handlers for `{}`", message.name), h.head_span, "second handler").help("merge them into one handler"));
                 } else {
                     handled.push(message.name.clone());
+                    // A reply can only be sent from this handler, so one without `reply` never
+                    // answers its requests.
+                    if let (Some(Some(reply)), Some(acc)) =
+                        (accepts.get(&message.name), a.accepts.iter().find(|acc| acc.message.name == message.name))
+                        && !handlers::replies(&h.body)
+                    {
+                        out.push(
+                            Diagnostic::new(Code::ReplyMissing, format!("`{}` never replies to `{}`", a.name.name, message.name), h.head_span, "this handler has no `reply`")
+                                .related(acc.span, format!("`{}` is answered with a `{reply}`", message.name))
+                                .help(format!("answer with `reply {reply} {{ .. }};` in this handler, or declare `accepts {};` if `{}` needs no answer", message.name, message.name)),
+                        );
+                    }
                 }
             }
         }

@@ -57,8 +57,11 @@ pub struct Env<'a> {
 struct Checker<'a, 'e> {
     env: &'e Env<'a>,
     scopes: Vec<HashMap<String, (Type, VarKind)>>,
-    /// The message being handled: (message type, binding), `None` in `on start`.
+    /// The message being handled: (message type, binding), `None` in `on start` and in
+    /// state initial values.
     current: Option<(String, String)>,
+    /// Whether this is a state field's initial value rather than a handler.
+    in_init: bool,
     facts: &'e mut Facts,
     out: &'e mut Vec<Diagnostic>,
 }
@@ -77,14 +80,14 @@ pub fn check_handler(env: &Env, handler: &Handler, facts: &mut Facts, out: &mut 
             Some((message.name.clone(), binding.name.clone()))
         }
     };
-    let mut c = Checker { env, scopes: vec![scope], current, facts, out };
+    let mut c = Checker { env, scopes: vec![scope], current, in_init: false, facts, out };
     c.block(&handler.body);
     c.check_literals_in_block(&handler.body);
 }
 
 /// Type-checks a state field's initial value, which may use literals and builtins only.
 pub fn check_init(env: &Env, expr: &Expr, ty: &Type, facts: &mut Facts, out: &mut Vec<Diagnostic>) {
-    let mut c = Checker { env, scopes: vec![HashMap::new()], current: None, facts, out };
+    let mut c = Checker { env, scopes: vec![HashMap::new()], current: None, in_init: true, facts, out };
     let got = c.expr(expr, Some(ty));
     c.expect(ty, &got, expr.span);
     c.check_literals(expr);
@@ -131,6 +134,17 @@ impl Checker<'_, '_> {
                         d
                     }
                     None if got == Type::IntLiteral => Type::Int(IntTy::Int),
+                    None if undetermined(value) => {
+                        // `[]` and `none` take their type from the context, and a `let` without
+                        // a type gives none.
+                        // `_` is how an unknown part displays; no type name contains it.
+                        let (shape, example) = (got.to_string().replace('_', "T"), got.to_string().replace('_', "String"));
+                        self.error(
+                            Diagnostic::new(Code::NeedsAnnotation, format!("the type of `{}` is unknown", name.name), value.span, format!("`{shape}` with `T` unknown"))
+                                .help(format!("write the type: `let {}: {example} = ..;`", name.name)),
+                        );
+                        Type::Unknown
+                    }
                     None => got,
                 };
                 self.facts.binding_types.insert(name.span, bound.clone());
@@ -704,7 +718,15 @@ impl Checker<'_, '_> {
             "me" => (vec![], Type::String),
             "sender" => {
                 if self.current.is_none() {
-                    self.error(Diagnostic::new(Code::ReplyOutsideHandler, "`sender()` in `on start`", f.span, "no message has arrived here").help("`sender()` names who sent the message being handled"));
+                    let (message, label) = if self.in_init {
+                        ("`sender()` in a state's initial value: no message is being handled", "evaluated when the agent starts, before any message")
+                    } else {
+                        ("`sender()` in `on start`: no message is being handled", "no message has arrived here")
+                    };
+                    self.error(
+                        Diagnostic::new(Code::SenderOutsideHandler, message, f.span, label)
+                            .help("`sender()` names who sent the message being handled, so it works in `on M(m)` handlers; `me()` names this agent"),
+                    );
                 }
                 (vec![], Type::String)
             }
@@ -725,7 +747,7 @@ impl Checker<'_, '_> {
     fn check_args(&mut self, f: &Ident, args: &[Expr], got: &[Type], params: &[Type]) {
         if got.len() != params.len() {
             self.error(
-                Diagnostic::new(Code::TypeMismatch, format!("`{}` takes {} argument(s), {} given", f.name, params.len(), got.len()), f.span, "wrong number of arguments")
+                Diagnostic::new(Code::TypeMismatch, format!("`{}` takes {}, {} given", f.name, crate::diagnostic::count(params.len(), "argument"), got.len()), f.span, "wrong number of arguments")
                     .help("see docs/language.md for the builtins and their arguments"),
             );
             return;
@@ -825,6 +847,28 @@ impl Checker<'_, '_> {
             _ => false,
         }
     }
+}
+
+/// `[]`, `none`, `some(none)`, `[[], []]`: a value whose type has a part only the context
+/// can give.
+fn undetermined(e: &Expr) -> bool {
+    match &e.kind {
+        ExprKind::None => true,
+        ExprKind::List(items) => items.iter().all(undetermined),
+        ExprKind::Some(inner) => undetermined(inner),
+        _ => false,
+    }
+}
+
+/// Whether a `reply` statement appears anywhere in the block.
+pub fn replies(b: &Block) -> bool {
+    b.stmts.iter().any(|s| match s {
+        Stmt::Reply { .. } => true,
+        Stmt::If { then, otherwise, .. } => replies(then) || otherwise.as_ref().is_some_and(replies),
+        Stmt::Match { arms, .. } => arms.iter().any(|a| replies(&a.body)),
+        Stmt::For { body, .. } => replies(body),
+        _ => false,
+    })
 }
 
 /// `-5`, `--5`: the literal under a run of negations, and how many there are.

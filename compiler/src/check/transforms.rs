@@ -12,24 +12,25 @@ use super::types::Type;
 use super::wiring::{CheckedSystem, resolve_ref};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::syntax::Program;
-use crate::syntax::ast::{self, ArgValue, PipelineTarget, Span};
+use crate::syntax::ast::{self, ArgValue, InstanceRef, PipelineTarget, Span};
 
 /// Checks every pipeline of the system and records the checked ones in its model.
 pub fn check_pipelines(
-    _program: &Program,
+    program: &Program,
     messages: &BTreeMap<String, Vec<(String, Type)>>,
     agents: &BTreeMap<String, Checked>,
     system: &mut CheckedSystem,
     out: &mut Vec<Diagnostic>,
 ) {
     let instances: BTreeMap<String, &ast::Instance> = system.ast.instances.iter().map(|i| (i.name.name.clone(), i)).collect();
-    let mut targets: BTreeMap<String, Span> = BTreeMap::new();
+    // What each checked pipeline transforms: (sender or agent, receiver for a channel), span.
+    let mut targets: Vec<(Covered, Span)> = Vec::new();
     let mut pipelines = Vec::new();
     for p in &system.ast.pipelines {
         let (target, agent, key) = match &p.target {
             PipelineTarget::Agent(r) => {
                 let Ok(inst) = resolve_ref(r, &instances, out) else { continue };
-                (PipelineTargetInfo::Agent(ref_id(r)), agents.get(&inst.agent.name), ref_id(r))
+                (PipelineTargetInfo::Agent(ref_id(r)), agents.get(&inst.agent.name), Covered::Agent(r.clone()))
             }
             PipelineTarget::Channel(from, to) => {
                 let (Ok(f), Ok(t)) = (resolve_ref(from, &instances, out), resolve_ref(to, &instances, out)) else { continue };
@@ -45,18 +46,14 @@ pub fn check_pipelines(
                     continue;
                 }
                 let _ = t;
-                (PipelineTargetInfo::Channel(from_id.clone(), to_id.clone()), None, format!("{from_id} -> {to_id}"))
+                (PipelineTargetInfo::Channel(from_id.clone(), to_id.clone()), None, Covered::Channel(from.clone(), to.clone()))
             }
         };
-        if let Some(first) = targets.get(&key) {
-            out.push(
-                Diagnostic::new(Code::Duplicate, format!("`{key}` is transformed twice"), p.span, "second pipeline")
-                    .related(*first, "first pipeline")
-                    .help("chain every transformation of one target in one pipeline: `X |> a |> b;`"),
-            );
+        if let Some((first, first_span)) = targets.iter().find(|(t, _)| t.overlaps(&key)) {
+            out.push(overlap(&key, p.span, first, *first_span));
             continue;
         }
-        targets.insert(key, p.span);
+        targets.push((key, p.span));
 
         let mut transforms = Vec::new();
         for t in &p.transforms {
@@ -78,7 +75,7 @@ pub fn check_pipelines(
             }
             let Some(args) = check_args(spec, t, out) else { continue };
             if let Some(agent) = agent {
-                check_preconditions(spec, t, &args, agent, messages, out);
+                check_preconditions(program, spec, t, &args, agent, messages, out);
             }
             transforms.push(TransformInfo { name: spec.name.to_string(), args });
         }
@@ -87,11 +84,81 @@ pub fn check_pipelines(
     system.info.pipelines = pipelines;
 }
 
+/// What a pipeline transforms, to find two pipelines transforming the same thing.
+enum Covered {
+    Agent(InstanceRef),
+    Channel(InstanceRef, InstanceRef),
+}
+
+/// Whether two references reach a common agent: the same one, or an array and its element.
+fn share(a: &InstanceRef, b: &InstanceRef) -> bool {
+    a.name.name == b.name.name && (a.index.is_none() || b.index.is_none() || a.index == b.index)
+}
+
+/// The narrower of two references that [`share`] an agent.
+fn narrower<'a>(a: &'a InstanceRef, b: &'a InstanceRef) -> &'a InstanceRef {
+    if a.index.is_some() { a } else { b }
+}
+
+impl Covered {
+    fn overlaps(&self, other: &Covered) -> bool {
+        match (self, other) {
+            (Covered::Agent(a), Covered::Agent(b)) => share(a, b),
+            (Covered::Channel(af, at), Covered::Channel(bf, bt)) => share(af, bf) && share(at, bt),
+            _ => false,
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Covered::Agent(a) => ref_id(a),
+            Covered::Channel(f, t) => format!("{} -> {}", ref_id(f), ref_id(t)),
+        }
+    }
+}
+
+/// Two pipelines for one target: the same target twice, or an array and one of its elements
+/// (expansion would apply only one of them).
+fn overlap(second: &Covered, span: Span, first: &Covered, first_span: Span) -> Diagnostic {
+    let (name, first_name) = (second.name(), first.name());
+    if name == first_name {
+        return Diagnostic::new(Code::Duplicate, format!("`{name}` is transformed twice"), span, "second pipeline")
+            .related(first_span, "first pipeline")
+            .help("chain every transformation of one target in one pipeline: `X |> a |> b;`");
+    }
+    let (common, help) = match (second, first) {
+        (Covered::Agent(a), Covered::Agent(b)) => {
+            let array = if a.index.is_none() { a } else { b };
+            (
+                ref_id(narrower(a, b)),
+                format!(
+                    "give each agent one pipeline: transform the whole array `{0} |> ..;`, or each element on its own `{0}[0] |> ..; {0}[1] |> ..;`",
+                    array.name.name
+                ),
+            )
+        }
+        (Covered::Channel(af, at), Covered::Channel(bf, bt)) => (
+            format!("{} -> {}", ref_id(narrower(af, bf)), ref_id(narrower(at, bt))),
+            "give each channel one pipeline: transform the channels of the whole array in one pipeline, or each element's channel on its own".to_string(),
+        ),
+        _ => unreachable!("only pipelines of the same kind overlap"),
+    };
+    Diagnostic::new(Code::TransformOverlap, format!("`{common}` is transformed by two pipelines"), span, format!("this pipeline transforms `{name}`"))
+        .related(first_span, format!("this one transforms `{first_name}`"))
+        .help(help)
+}
+
 fn ref_id(r: &ast::InstanceRef) -> String {
     match r.index {
         Some(i) => format!("{}[{i}]", r.name.name),
         None => r.name.name.clone(),
     }
+}
+
+/// Where the type of `message`'s field `field` is written.
+fn field_span(program: &Program, message: &str, field: &str) -> Option<Span> {
+    let m = program.files.iter().flat_map(|f| &f.messages).find(|m| m.name.name == message)?;
+    m.fields.iter().find(|f| f.name.name == field).map(|f| f.name.span.to(f.ty.span))
 }
 
 fn channel_receiver(t: &PipelineTarget) -> String {
@@ -191,6 +258,7 @@ fn value_fits(kind: ParamKind, v: &ArgValue) -> Result<(), String> {
 }
 
 fn check_preconditions(
+    program: &Program,
     spec: &Spec,
     t: &ast::Transform,
     args: &BTreeMap<String, ArgValue>,
@@ -204,12 +272,13 @@ fn check_preconditions(
             Precondition::KeyedBy(param) => {
                 let Some(ArgValue::Name(field)) = args.get(*param) else { continue };
                 let arg_span = t.args.iter().find(|x| x.value == ArgValue::Name(field.clone())).map_or(t.span, |x| x.span);
-                let mut key_types: BTreeSet<String> = BTreeSet::new();
+                // (message, key type, where the accepted message is declared) for each message.
+                let mut key_types: Vec<(&str, &Type, Span)> = Vec::new();
                 for acc in &a.accepts {
                     let Some(fields) = messages.get(&acc.message.name) else { continue };
                     match fields.iter().find(|(n, _)| n == field) {
                         Some((_, ty)) => {
-                            key_types.insert(ty.to_string());
+                            key_types.push((&acc.message.name, ty, acc.span));
                         }
                         None => out.push(
                             Diagnostic::new(
@@ -223,10 +292,25 @@ fn check_preconditions(
                         ),
                     }
                 }
-                if key_types.len() > 1 {
+                if let Some(&(first_msg, first_ty, first_span)) = key_types.first()
+                    && let Some(&(other_msg, other_ty, other_span)) = key_types.iter().find(|(_, t, _)| !t.fits(first_ty))
+                {
+                    let (first_at, other_at) =
+                        (field_span(program, first_msg, field).unwrap_or(first_span), field_span(program, other_msg, field).unwrap_or(other_span));
+                    let types: BTreeSet<String> = key_types.iter().map(|(_, t, _)| format!("`{t}`")).collect();
                     out.push(
-                        Diagnostic::new(Code::ShardMissingKey, format!("the field `{field}` has different types in the accepted messages"), arg_span, format!("`{field}` is {}", list(&key_types.iter().collect::<Vec<_>>())))
-                            .help("the shard key must have one type in every message, so equal keys reach the same shard"),
+                        Diagnostic::new(
+                            Code::ShardKeyType,
+                            format!("cannot shard `{}` by `{field}`: it is `{first_ty}` in `{first_msg}` but `{other_ty}` in `{other_msg}`", a.name.name),
+                            arg_span,
+                            format!("`{field}` has {} types", types.len()),
+                        )
+                        .related(first_at, format!("`{first_ty}` here"))
+                        .related(other_at, format!("`{other_ty}` here"))
+                        .help(format!(
+                            "give `{field}` one type in every accepted message (it is {}), so that equal keys reach the same shard",
+                            types.into_iter().collect::<Vec<_>>().join(", ")
+                        )),
                     );
                 }
                 for s in &a.state {

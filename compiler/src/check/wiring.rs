@@ -36,7 +36,7 @@ pub(super) fn resolve_ref<'a>(
         (Some(i), Some((n, _))) if i >= n => {
             out.push(
                 Diagnostic::new(Code::IndexOutOfRange, format!("`{}[{i}]` is past the end of `{}`", r.name.name, r.name.name), r.span, format!("index {i}"))
-                    .related(inst.span, format!("declared with {n} elements"))
+                    .related(inst.span, format!("declared with {}", crate::diagnostic::count(n as usize, "element")))
                     .help(format!("indices run from 0 to {}", n.saturating_sub(1))),
             );
             Err(())
@@ -186,19 +186,34 @@ fn ids(inst: &ast::Instance) -> Vec<String> {
 
 fn check_boxes(sys: &ast::System, out: &mut Vec<Diagnostic>) -> Vec<BoxInfo> {
     let mut names = BTreeSet::new();
+    // Box name and address span by the address, normalised.
+    let mut addresses: BTreeMap<String, (&str, ast::Span)> = BTreeMap::new();
     let mut boxes = Vec::new();
     for b in &sys.boxes {
         if !names.insert(b.name.name.clone()) {
             out.push(Diagnostic::new(Code::Duplicate, format!("box `{}` is declared twice", b.name.name), b.name.span, "declared again here").help("give each box its own name"));
             continue;
         }
-        if let Some((addr, span)) = &b.address
-            && !valid_address(addr)
-        {
-            out.push(
-                Diagnostic::new(Code::BadAddress, format!("`{addr}` is not a box address"), *span, "expected host:port")
-                    .help("write it as host:port, e.g. \"127.0.0.1:7000\" or \"kvs-0.local:7000\""),
-            );
+        if let Some((addr, span)) = &b.address {
+            if !valid_address(addr) {
+                out.push(
+                    Diagnostic::new(Code::BadAddress, format!("`{addr}` is not a box address"), *span, "expected host:port")
+                        .help("write it as host:port, e.g. \"127.0.0.1:7000\" or \"kvs-0.local:7000\""),
+                );
+            } else if let Some((first, first_span)) = addresses.get(&normal_address(addr)) {
+                out.push(
+                    Diagnostic::new(
+                        Code::DuplicateAddress,
+                        format!("boxes `{first}` and `{}` both listen on `{addr}`", b.name.name),
+                        *span,
+                        format!("`{}` listens here", b.name.name),
+                    )
+                    .related(*first_span, format!("and `{first}` here"))
+                    .help("each box listens on an address of its own: give one of them another port, or leave out `at` to have one chosen"),
+                );
+            } else {
+                addresses.insert(normal_address(addr), (&b.name.name, *span));
+            }
         }
         for (p, span) in &b.patterns {
             if let Err(why) = valid_pattern(p) {
@@ -223,6 +238,15 @@ fn valid_address(addr: &str) -> bool {
     port.parse::<u16>().is_ok()
         && !host.is_empty()
         && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+}
+
+/// One spelling per address: IP addresses as the standard library prints them
+/// (`[0:0::1]:7` is `[::1]:7`), host names in lower case.
+fn normal_address(addr: &str) -> String {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.to_string(),
+        Err(_) => addr.to_ascii_lowercase(),
+    }
 }
 
 fn valid_pattern(p: &str) -> Result<(), &'static str> {

@@ -369,7 +369,20 @@ pub fn expand(model: &Model) -> Result<Expanded, ExpandError> {
         for l in &c.last {
             routes.entry(l.clone()).or_default().insert(c.to.clone(), reach(&c.to, l));
         }
-        agents.extend(c.node.leaves);
+        // The last proxies of the chain send to the receiver: where the expansion named the
+        // end of the channel (a copy that is no agent), they name the receiver instead.
+        let real: Vec<String> = c.node.leaves.iter().map(|l| l.id.clone()).collect();
+        let mut leaves = c.node.leaves;
+        for leaf in leaves.iter_mut().filter(|l| c.last.contains(&l.id)) {
+            if let Runs::Proxy { config, .. } = &mut leaf.runs
+                && let Some(Value::List(targets)) = config.get_mut("targets")
+            {
+                for t in targets.iter_mut().filter(|t| !real.contains(t)) {
+                    *t = c.to.clone();
+                }
+            }
+        }
+        agents.extend(leaves);
         children.push(c.node.latt);
     }
     routes.retain(|_, t| !t.is_empty());
