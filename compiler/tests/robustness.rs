@@ -175,3 +175,65 @@ fn an_unclosed_block_comment_is_reported_at_its_start() {
     assert_eq!(diagnostics[0].message, "unclosed block comment");
     assert_eq!((diagnostics[0].span.start, diagnostics[0].span.end), (13, 15));
 }
+
+#[test]
+fn integer_literals_at_the_edges_of_their_types_are_accepted() {
+    let text = "message M { u: U32, b: U8 }
+agent A {
+    accepts M;
+    state top: U64 = 18446744073709551615;
+    state low: Int = -9223372036854775807;
+    state small: I32 = -2147483647;
+    on M(m) {
+        let back: U32 = - -5;
+        if 255 == m.b && m.u > 0 { print(top, low, small, back, m.u - 1, -m.u); }
+        let bytes = [0, m.b, 255];
+        print(bytes, min(255, m.b));
+    }
+}";
+    assert_eq!(codes(text), Vec::<&str>::new());
+    // `-2147483648` is the negation of a literal that does not fit in `I32`: generated code
+    // spells that literal, so it is refused (write `-2147483647 - 1`).
+    assert_eq!(codes("agent A { state small: I32 = -2147483648; }"), ["ovid::type::mismatch"]);
+}
+
+#[test]
+fn a_request_handler_that_replies_on_some_path_is_accepted() {
+    let text = "message Get { key: String }
+message Value { found: Bool }
+agent A {
+    accepts Get -> Value;
+    state data: Map<String, String>;
+    on Get(g) {
+        match data.get(g.key) {
+            some(v) => { reply Value { found: true }; }
+            none => { }
+        }
+    }
+}";
+    assert_eq!(codes(text), Vec::<&str>::new());
+}
+
+#[test]
+fn empty_lists_and_none_with_a_type_are_accepted() {
+    let text = "agent A { state s: List<Int> = []; on start { let e: List<String> = []; let o: Option<Int> = none; let p = some([1]); print(s, e, o, p); } }";
+    assert_eq!(codes(text), Vec::<&str>::new());
+}
+
+#[test]
+fn separate_elements_can_have_their_own_pipelines() {
+    let text = "message Job { n: Int }
+agent W { accepts Job; on Job(j) { print(j.n); } }
+agent B { uses pool; on start { send pool Job { n: 1 }; } }
+system S {
+    instance w[2]: W;
+    instance b[2]: B { pool = w[0] };
+    w[0] |> monitor;
+    w[1] |> audit;
+    b[0] -> w[0] |> compress;
+    b[1] -> w[0] |> batch(8);
+    box one at \"127.0.0.1:7000\" { \"w*\" }
+    box two at \"127.0.0.1:7001\" { \"b*\" }
+}";
+    assert_eq!(codes(text), Vec::<&str>::new());
+}
