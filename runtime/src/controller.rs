@@ -261,6 +261,24 @@ impl Controller {
         }
     }
 
+    /// The agents placed in box `name`, those that others in the box send to first: a box
+    /// starts agents in this order, so a client's first message finds its proxy running.
+    fn start_order(&self, name: &str) -> Vec<String> {
+        let mut left: Vec<&String> = self.placement.agents.iter().filter(|(_, p)| p.in_box == name).map(|(id, _)| id).collect();
+        let mut order: Vec<String> = Vec::with_capacity(left.len());
+        while !left.is_empty() {
+            let ready = |id: &&String| {
+                self.placement.routes.get(*id).is_none_or(|table| {
+                    table.values().all(|t| t == *id || order.contains(t) || !left.iter().any(|l| *l == t))
+                })
+            };
+            // A cycle of routes (rare): start the rest in identifier order.
+            let next = left.iter().position(ready).unwrap_or(0);
+            order.push(left.remove(next).clone());
+        }
+        order
+    }
+
     /// Answers the BRT questions that were waiting, where it now can.
     fn retry_waiting(&mut self, ctx: &mut Context) {
         let waiting = std::mem::take(&mut self.waiting);
@@ -318,10 +336,11 @@ impl Agent for Controller {
             if r.hosts_controller {
                 self.running.insert(CONTROLLER.to_string(), r.name.clone());
             }
-            for (id, plan) in &self.placement.agents {
-                if plan.in_box == r.name && !self.running.contains_key(id) {
+            for id in self.start_order(&r.name) {
+                let plan = &self.placement.agents[&id];
+                if !self.running.contains_key(&id) {
                     if r.kinds.contains(&plan.kind) {
-                        self.start(ctx, id, plan, None);
+                        self.start(ctx, &id, plan, None);
                     } else {
                         tracing::warn!(box_name = %r.name, %id, kind = %plan.kind, "box cannot start this kind of agent");
                     }
