@@ -28,13 +28,19 @@ pub struct Built {
 
 /// Checks, expands and places `file`, and writes its crate into `out`.
 pub fn generate(file: &Path, out: &Path) -> Result<Built, Failure> {
+    let (package, deployment, files) = crate_files(file)?;
+    write_files(out, &files).map_err(|e| Failure::Io(format!("cannot write the crate into `{}`: {e}", out.display())))?;
+    Ok(Built { dir: out.to_path_buf(), package, deployment })
+}
+
+/// Checks, expands and places `file`: its package name, deployment and crate files.
+pub fn crate_files(file: &Path) -> Result<(String, Deployment, Vec<GeneratedFile>), Failure> {
     let (program, model, expanded, boxes) = load_expanded(file)?;
     let deployment = deployment::deployment(&model, &expanded, &boxes);
     let mut paths = Paths::of_this_checkout();
     paths.rust_crates = rust_crates(&program, &model, file)?;
     let files = krate::generate(&model, &expanded, &deployment, &paths).map_err(Failure::Io)?;
-    write_files(out, &files).map_err(|e| Failure::Io(format!("cannot write the crate into `{}`: {e}", out.display())))?;
-    Ok(Built { dir: out.to_path_buf(), package: krate::package_name(&expanded.system), deployment })
+    Ok((krate::package_name(&expanded.system), deployment, files))
 }
 
 /// The target directory builds share: `$CARGO_TARGET_DIR`, else the Ovid checkout's.

@@ -1,0 +1,171 @@
+//! End to end: `ovidc run` on the examples, as a user runs it, checking what they print.
+//!
+//! The generated crates share one target directory (`target/e2e`), so their dependencies
+//! compile once; it is not the workspace's own, which the running `cargo test` holds locked.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("inside the workspace").to_path_buf()
+}
+
+/// webkvs's boxes listen on fixed ports: its tests take turns.
+static WEBKVS_PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn ovidc() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ovidc"));
+    c.current_dir(root()).env("CARGO_TARGET_DIR", root().join("target/e2e")).env_remove("RUST_LOG");
+    c
+}
+
+/// Runs `ovidc run FILE` to completion (the clients finish), within a generous time limit
+/// (the first run compiles the dependencies).
+fn run_to_end(file: &str) -> Output {
+    let child = ovidc().args(["run", file]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("ovidc starts");
+    wait_with_limit(child, Duration::from_secs(600))
+}
+
+fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    panic!("did not finish in time:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+/// No warning from compiling the generated crate (or anything else).
+fn assert_no_warnings(stderr: &str) {
+    assert!(!stderr.lines().any(|l| l.starts_with("warning")), "warnings while building:\n{stderr}");
+}
+
+#[test]
+fn kvs_prints_what_its_client_got() {
+    let out = run_to_end("examples/kvs/kvs.ovid");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for line in ["[front] apple = apple pie", "[front] banana = banana pie", "[front] cherry = cherry pie"] {
+        assert!(stdout.contains(line), "missing `{line}` in:\n{stdout}\n{stderr}");
+    }
+    assert!(stderr.contains("every client has finished"), "{stderr}");
+    assert_no_warnings(&stderr);
+}
+
+#[test]
+fn pipeline_adds_up_through_workers_batches_and_a_python_agent() {
+    let out = run_to_end("examples/pipeline/pipeline.ovid");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("[edge] sum of squares: 385 from 10 results; 10 recorded"), "{stdout}\n{stderr}");
+    assert_no_warnings(&stderr);
+}
+
+#[test]
+fn lockservice_clients_take_turns() {
+    let out = run_to_end("examples/lockservice/lockservice.ovid");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for c in 0..3 {
+        assert!(stdout.contains(&format!("client[{c}] holds printer")), "client[{c}] never held the lock:\n{stdout}\n{stderr}");
+        assert!(stdout.contains(&format!("client[{c}] released printer")), "client[{c}] never released it:\n{stdout}\n{stderr}");
+    }
+    assert_no_warnings(&stderr);
+}
+
+/// One HTTP/1.0 exchange: the status code and the body.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+    let mut response = String::new();
+    s.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_string();
+    Ok((status, body))
+}
+
+fn interrupt(child: &Child) {
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+}
+
+#[test]
+fn webkvs_answers_http_puts_and_gets() {
+    let _turn = WEBKVS_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = ovidc()
+        .args(["run", "examples/webkvs/webkvs.ovid"])
+        .env("WEBKVS_ADDR", &addr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ovidc starts");
+    // Wait for the front end (the first run compiles the generated crate).
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut seeded = false;
+    while Instant::now() < deadline {
+        if let Ok((200, body)) = http(&addr, "GET", "/index", "") {
+            assert_eq!(body, "<h1>index</h1>", "the seeder stored the home page");
+            seeded = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let result = std::panic::catch_unwind(|| {
+        assert!(seeded, "webkvs never served the seeded page on {addr}");
+        assert_eq!(http(&addr, "PUT", "/apple", "apple pie").unwrap(), (200, "stored apple".to_string()));
+        assert_eq!(http(&addr, "GET", "/apple", "").unwrap(), (200, "apple pie".to_string()));
+        assert_eq!(http(&addr, "GET", "/pear", "").unwrap().0, 404);
+        for i in 0..20 {
+            let key = format!("/k{i}");
+            assert_eq!(http(&addr, "PUT", &key, &format!("v{i}")).unwrap().0, 200);
+            assert_eq!(http(&addr, "GET", &key, "").unwrap(), (200, format!("v{i}")));
+        }
+    });
+    interrupt(&child);
+    let out = wait_with_limit(child, Duration::from_secs(30));
+    let (stdout, stderr) = text(&out);
+    if let Err(e) = result {
+        eprintln!("{stdout}\n{stderr}");
+        std::panic::resume_unwind(e);
+    }
+    assert!(out.status.success(), "Ctrl-C stops webkvs cleanly:\n{stdout}\n{stderr}");
+    assert!(stderr.contains("ovidc: stopping"), "{stderr}");
+    assert_no_warnings(&stderr);
+}
+
+#[test]
+fn a_port_in_use_is_named() {
+    // webkvs's box `front` listens on 127.0.0.1:7000; hold it. (The other examples choose
+    // free ports.)
+    let _turn = WEBKVS_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let _held = std::net::TcpListener::bind("127.0.0.1:7000").expect("port 7000 is free for the test");
+    let out = ovidc().args(["run", "examples/webkvs/webkvs.ovid"]).env("WEBKVS_ADDR", "127.0.0.1:0").output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("127.0.0.1:7000: the port is in use"), "{stderr}");
+    assert!(stderr.contains("box `front` stopped unexpectedly"), "{stderr}");
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let out = ovidc().args(["run", "examples/nope/nope.ovid"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read `examples/nope/nope.ovid`"), "{stderr}");
+}
