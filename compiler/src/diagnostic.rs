@@ -40,7 +40,7 @@ macro_rules! codes {
 
 codes! {
     Syntax => "ovid::syntax::parse", "the text is not valid .ovid syntax";
-    TooDeep => "ovid::syntax::too_deep", "brackets are nested deeper than the compiler accepts";
+    TooDeep => "ovid::syntax::too_deep", "brackets, an expression or an `else if` chain nest deeper than the compiler accepts";
     ImportNotFound => "ovid::import::not_found", "an imported file cannot be read";
     Duplicate => "ovid::name::duplicate", "a name is declared twice";
     UnknownType => "ovid::name::unknown_type", "a type name is not declared";
@@ -136,6 +136,20 @@ struct Rendered {
     source: NamedSource<String>,
 }
 
+/// The longest source line shown in a snippet. Longer ones are useless to read, and miette
+/// cannot pad a label past column 65535.
+const SNIPPET_LINE_MAX: usize = 2000;
+
+/// The length of the line(s) that `span` touches in `text`.
+fn line_length(text: &str, span: Span) -> usize {
+    let start = span.start.min(text.len());
+    let end = span.end.clamp(start, text.len());
+    let first = text.as_bytes()[..start].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let last = text.as_bytes()[end..].iter().position(|b| *b == b'\n').map_or(text.len(), |i| end + i);
+    // The longest single line within.
+    text[first..last].split('\n').map(str::len).max().unwrap_or(0)
+}
+
 impl fmt::Display for Rendered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.diagnostic.message)
@@ -189,18 +203,27 @@ pub enum Style {
 pub fn render(sources: &Sources, diagnostic: &Diagnostic, style: Style) -> String {
     let file = sources.get(diagnostic.span.file);
     let at = sources.line_col(diagnostic.span.file, diagnostic.span.start);
-    let rendered = Rendered {
-        diagnostic: diagnostic.clone(),
-        source: NamedSource::new(file.name.clone(), file.text.clone()),
-    };
+    let d = diagnostic;
+    let snippet = std::iter::once(&d.span)
+        .chain(d.related.iter().map(|(s, _)| s).filter(|s| s.file == d.span.file))
+        .all(|s| line_length(&file.text, *s) <= SNIPPET_LINE_MAX);
+    let rendered = Rendered { diagnostic: diagnostic.clone(), source: NamedSource::new(file.name.clone(), file.text.clone()) };
     let theme = match style {
         Style::Color => GraphicalTheme::unicode(),
         Style::Plain => GraphicalTheme::unicode_nocolor(),
     };
     let mut out = String::new();
-    let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
-    if handler.render_report(&mut out, &rendered).is_err() {
-        out = format!("error[{}]: {}\n", diagnostic.code, diagnostic.message);
+    if snippet {
+        let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
+        if handler.render_report(&mut out, &rendered).is_err() {
+            out = format!("error[{}]: {}\n", diagnostic.code, diagnostic.message);
+        }
+    } else {
+        // The label goes under the headline, since there is no snippet to carry it.
+        out = format!("{}\n\n  × {}\n  ╰── {} (the line is too long to show)\n", d.code, d.message, d.label);
+        if !d.help.is_empty() {
+            out.push_str(&format!("  help: {}\n", d.help));
+        }
     }
     // miette shows the file and line in the snippet header; say it once more up front so that
     // tools that only read the first line (and people grepping logs) get file:line:column.

@@ -237,3 +237,41 @@ system S {
 }";
     assert_eq!(codes(text), Vec::<&str>::new());
 }
+
+#[test]
+fn long_chains_without_brackets_are_refused_not_overflowing() {
+    let n = 100_000;
+    let chains = [
+        format!("agent A {{ on start {{ let x = {}1; }} }}", "-".repeat(n)),
+        format!("agent A {{ on start {{ let x = {}1; }} }}", "1 + ".repeat(n)),
+        format!("message M {{ a: Int }} agent A {{ accepts M; on M(m) {{ let x = m{}; }} }}", ".a".repeat(n)),
+        format!("agent A {{ on start {{ let x = \"\"{}; }} }}", ".trim()".repeat(n)),
+        format!("agent A {{ on start {{ {} {{ }} }} }}", "if true { } else ".repeat(n)),
+    ];
+    for text in chains {
+        assert_eq!(codes(&text), ["ovid::syntax::too_deep"], "{}", &text[..60]);
+        // Rendered too: the error sits past column 65535, further than miette can pad a label.
+        front_end(&text);
+    }
+}
+
+/// Everything at its limit at once, on a stack as small as a test thread's: 62 nested blocks,
+/// in them a chain of `else if` as long as accepted, in it an expression as deep as accepted.
+#[test]
+fn the_limits_together_fit_a_small_stack() {
+    let blocks = ovidc::syntax::MAX_NESTING - 2; // the agent's and the handler's braces
+    let chain = ovidc::syntax::MAX_ELSE_IF;
+    let expr = format!("{}1", "1 + ".repeat(ovidc::syntax::MAX_EXPR_DEPTH - 1));
+    let text = format!(
+        "agent A {{ on start {{ {} if true {{ }} {} {{ let x = {expr}; }} {} }} }}",
+        "if true { ".repeat(blocks - 1),
+        "else if true { } ".repeat(chain - 1) + "else if false { } else",
+        "}".repeat(blocks - 1),
+    );
+    let run = std::thread::Builder::new().stack_size(2 << 20).spawn(move || codes(&text)).expect("thread starts");
+    assert_eq!(run.join().expect("no stack overflow"), Vec::<&str>::new());
+    let one_more = format!("agent A {{ on start {{ if true {{ }} {} {{ }} }} }}", "else if true { } ".repeat(chain + 1) + "else");
+    assert_eq!(codes(&one_more), ["ovid::syntax::too_deep"]);
+    let deeper = format!("agent A {{ on start {{ let x = {}1; }} }}", "1 + ".repeat(ovidc::syntax::MAX_EXPR_DEPTH));
+    assert_eq!(codes(&deeper), ["ovid::syntax::too_deep"]);
+}

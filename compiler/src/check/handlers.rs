@@ -177,12 +177,14 @@ impl Checker<'_, '_> {
                 }
                 self.expr(e, None);
             }
-            Stmt::If { cond, then, otherwise } => {
-                let t = self.expr(cond, Some(&Type::Bool));
-                self.expect(&Type::Bool, &t, cond.span);
-                self.block(then);
-                if let Some(o) = otherwise {
-                    self.block(o);
+            Stmt::If { .. } => {
+                for (cond, then, last) in if_chain(s) {
+                    let t = self.expr(cond, Some(&Type::Bool));
+                    self.expect(&Type::Bool, &t, cond.span);
+                    self.block(then);
+                    if let Some(o) = last {
+                        self.block(o);
+                    }
                 }
             }
             Stmt::Match { scrutinee, arms, .. } => {
@@ -324,11 +326,13 @@ impl Checker<'_, '_> {
         for s in &b.stmts {
             match s {
                 Stmt::Let { value, .. } | Stmt::Assign { value, .. } | Stmt::Expr(value) => self.check_literals(value),
-                Stmt::If { cond, then, otherwise } => {
-                    self.check_literals(cond);
-                    self.check_literals_in_block(then);
-                    if let Some(o) = otherwise {
-                        self.check_literals_in_block(o);
+                Stmt::If { .. } => {
+                    for (cond, then, last) in if_chain(s) {
+                        self.check_literals(cond);
+                        self.check_literals_in_block(then);
+                        if let Some(o) = last {
+                            self.check_literals_in_block(o);
+                        }
                     }
                 }
                 Stmt::Match { scrutinee, arms, .. } => {
@@ -849,6 +853,24 @@ impl Checker<'_, '_> {
     }
 }
 
+/// The links of an `if` / `else if` chain, in order: condition, body, and for the last link
+/// its `else` block. Walking it this way instead of recursing keeps a long chain off the stack.
+fn if_chain(s: &Stmt) -> impl Iterator<Item = (&Expr, &Block, Option<&Block>)> {
+    let mut next = Some(s);
+    std::iter::from_fn(move || {
+        let Some(Stmt::If { cond, then, otherwise }) = next else { return None };
+        next = None;
+        match otherwise {
+            // `else if`: a block holding just another `if` (its scope binds nothing).
+            Some(b) if matches!(b.stmts.as_slice(), [Stmt::If { .. }]) => {
+                next = b.stmts.first();
+                Some((cond, then, None))
+            }
+            o => Some((cond, then, o.as_ref())),
+        }
+    })
+}
+
 /// `[]`, `none`, `some(none)`, `[[], []]`: a value whose type has a part only the context
 /// can give.
 fn undetermined(e: &Expr) -> bool {
@@ -864,7 +886,7 @@ fn undetermined(e: &Expr) -> bool {
 pub fn replies(b: &Block) -> bool {
     b.stmts.iter().any(|s| match s {
         Stmt::Reply { .. } => true,
-        Stmt::If { then, otherwise, .. } => replies(then) || otherwise.as_ref().is_some_and(replies),
+        Stmt::If { .. } => if_chain(s).any(|(_, then, last)| replies(then) || last.is_some_and(replies)),
         Stmt::Match { arms, .. } => arms.iter().any(|a| replies(&a.body)),
         Stmt::For { body, .. } => replies(body),
         _ => false,

@@ -5,6 +5,7 @@ use pest::iterators::Pair;
 
 use super::grammar::Rule;
 use super::ast::*;
+use crate::diagnostic::{Code, Diagnostic};
 
 type P<'a> = Pair<'a, Rule>;
 
@@ -45,8 +46,55 @@ fn int(pair: &P) -> i128 {
     pair.as_str().parse().unwrap_or(i128::MAX)
 }
 
-/// Lowers the `file` rule.
-pub fn file(file: FileId, pair: P) -> File {
+/// The deepest expression tree lowering builds. Operator chains (`a + b + ..`), prefix
+/// operators and `.method()` chains nest without brackets, so the bracket pre-check does not
+/// bound them, and every later phase walks expressions recursively.
+pub const MAX_EXPR_DEPTH: usize = 128;
+
+/// What lowering carries along: the file, and the first expression found too deep.
+struct Cx {
+    file: FileId,
+    too_deep: Option<Diagnostic>,
+}
+
+impl Cx {
+    /// Whether an expression `depth` deep is still accepted; reports it once if not.
+    fn within_limit(&mut self, depth: usize, at: Span) -> bool {
+        if depth <= MAX_EXPR_DEPTH {
+            return true;
+        }
+        if self.too_deep.is_none() {
+            self.too_deep = Some(
+                Diagnostic::new(Code::TooDeep, format!("expression nested more than {MAX_EXPR_DEPTH} deep"), at, "this operation is too deep")
+                    .help("split the expression with `let` bindings"),
+            );
+        }
+        false
+    }
+}
+
+/// How deep an expression tree is; lowering never builds one deeper than
+/// [`MAX_EXPR_DEPTH`] plus one level, so the recursion is bounded.
+fn depth(e: &Expr) -> usize {
+    1 + match &e.kind {
+        ExprKind::Literal(_) | ExprKind::None | ExprKind::Name(_) => 0,
+        ExprKind::Some(inner) | ExprKind::Field(inner, _) | ExprKind::Unary(_, inner) => depth(inner),
+        ExprKind::Method(recv, _, args) => args.iter().map(depth).max().unwrap_or(0).max(depth(recv)),
+        ExprKind::Call(_, args) | ExprKind::List(args) => args.iter().map(depth).max().unwrap_or(0),
+        ExprKind::Record(_, fields) => fields.iter().map(|(_, v)| depth(v)).max().unwrap_or(0),
+        ExprKind::Binary(_, l, r) => depth(l).max(depth(r)),
+    }
+}
+
+/// What stands in for an expression refused as too deep (the file is not used then).
+fn refused(at: Span) -> Expr {
+    Expr { kind: ExprKind::Literal(Literal::Int(0)), span: at }
+}
+
+/// Lowers the `file` rule; `Err` for an expression nested deeper than [`MAX_EXPR_DEPTH`].
+pub fn file(file: FileId, pair: P) -> Result<File, Diagnostic> {
+    let mut cx = Cx { file, too_deep: None };
+    let cx = &mut cx;
     let mut out = File::default();
     for item in pair.into_inner() {
         match item.as_rule() {
@@ -55,12 +103,15 @@ pub fn file(file: FileId, pair: P) -> File {
                 out.imports.push(Import { span: span(file, &s), path: string(s) });
             }
             Rule::message => out.messages.push(message(file, item)),
-            Rule::agent => out.agents.push(agent(file, item)),
+            Rule::agent => out.agents.push(agent(cx, item)),
             Rule::system => out.systems.push(system(file, item)),
             _ => {}
         }
     }
-    out
+    match cx.too_deep.take() {
+        Some(d) => Err(d),
+        None => Ok(out),
+    }
 }
 
 fn ty(file: FileId, pair: P) -> TypeExpr {
@@ -84,10 +135,10 @@ fn message(file: FileId, pair: P) -> Message {
     Message { name, fields, span: sp }
 }
 
-fn agent(file: FileId, pair: P) -> Agent {
-    let sp = span(file, &pair);
+fn agent(cx: &mut Cx, pair: P) -> Agent {
+    let sp = span(cx.file, &pair);
     let mut inner = pair.into_inner();
-    let name = ident(file, inner.next().expect("agent name"));
+    let name = ident(cx.file, inner.next().expect("agent name"));
     let mut agent = Agent {
         name,
         accepts: Vec::new(),
@@ -99,32 +150,32 @@ fn agent(file: FileId, pair: P) -> Agent {
         span: sp,
     };
     for item in inner {
-        let isp = span(file, &item);
+        let isp = span(cx.file, &item);
         match item.as_rule() {
             Rule::accepts => {
                 let mut i = item.into_inner();
-                let message = ident(file, i.next().expect("accepted message"));
-                let reply = i.next().map(|r| ident(file, r));
+                let message = ident(cx.file, i.next().expect("accepted message"));
+                let reply = i.next().map(|r| ident(cx.file, r));
                 agent.accepts.push(Accepts { message, reply, span: isp });
             }
             Rule::uses => agent.uses.extend(item.into_inner().map(|u| {
                 let mut i = u.into_inner();
-                let name = ident(file, i.next().expect("use name"));
-                let listed: Vec<Ident> = i.map(|m| ident(file, m)).collect();
+                let name = ident(cx.file, i.next().expect("use name"));
+                let listed: Vec<Ident> = i.map(|m| ident(cx.file, m)).collect();
                 Use { name, sends: (!listed.is_empty()).then_some(listed) }
             })),
             Rule::state => {
                 let mut i = item.into_inner();
-                let name = ident(file, i.next().expect("state name"));
-                let ty = ty(file, i.next().expect("state type"));
+                let name = ident(cx.file, i.next().expect("state name"));
+                let ty = ty(cx.file, i.next().expect("state type"));
                 let mut keyed_by = None;
                 let mut init = None;
                 for rest in i {
                     match rest.as_rule() {
                         Rule::key_annotation => {
-                            keyed_by = Some(ident(file, rest.into_inner().next().expect("key field")));
+                            keyed_by = Some(ident(cx.file, rest.into_inner().next().expect("key field")));
                         }
-                        _ => init = Some(expr(file, rest)),
+                        _ => init = Some(expr(cx, rest)),
                     }
                 }
                 agent.state.push(StateField { name, ty, keyed_by, init, span: isp });
@@ -138,90 +189,108 @@ fn agent(file: FileId, pair: P) -> Agent {
                 let word = item.into_inner().next().expect("determinism keyword");
                 agent.determinism.push((word.as_str() == "deterministic", isp));
             }
-            Rule::handler => agent.handlers.push(handler(file, item)),
+            Rule::handler => agent.handlers.push(handler(cx, item)),
             _ => {}
         }
     }
     agent
 }
 
-fn handler(file: FileId, pair: P) -> Handler {
+fn handler(cx: &mut Cx, pair: P) -> Handler {
     let mut inner = pair.into_inner();
     let trigger_pair = inner.next().expect("handler trigger");
-    let head_span = span(file, &trigger_pair);
+    let head_span = span(cx.file, &trigger_pair);
     let trigger = match trigger_pair.as_rule() {
         Rule::start_trigger => Trigger::Start,
         _ => {
             let mut t = trigger_pair.into_inner();
-            let message = ident(file, t.next().expect("handler message"));
-            let binding = ident(file, t.next().expect("handler binding"));
+            let message = ident(cx.file, t.next().expect("handler message"));
+            let binding = ident(cx.file, t.next().expect("handler binding"));
             Trigger::Message { message, binding }
         }
     };
-    let body = block(file, inner.next().expect("handler body"));
+    let body = block(cx, inner.next().expect("handler body"));
     Handler { trigger, body, head_span }
 }
 
-fn block(file: FileId, pair: P) -> Block {
-    let sp = span(file, &pair);
-    Block { stmts: pair.into_inner().map(|s| stmt(file, s)).collect(), span: sp }
+fn block(cx: &mut Cx, pair: P) -> Block {
+    let sp = span(cx.file, &pair);
+    Block { stmts: pair.into_inner().map(|s| stmt(cx, s)).collect(), span: sp }
 }
 
-fn stmt(file: FileId, pair: P) -> Stmt {
-    let sp = span(file, &pair);
+fn stmt(cx: &mut Cx, pair: P) -> Stmt {
+    let sp = span(cx.file, &pair);
     let rule = pair.as_rule();
     let mut inner = pair.into_inner();
     match rule {
         Rule::let_stmt => {
-            let name = ident(file, inner.next().expect("let name"));
+            let name = ident(cx.file, inner.next().expect("let name"));
             let next = inner.next().expect("let value");
             let (ty_ann, value) = if next.as_rule() == Rule::ty {
-                (Some(ty(file, next)), expr(file, inner.next().expect("let value")))
+                (Some(ty(cx.file, next)), expr(cx, inner.next().expect("let value")))
             } else {
-                (None, expr(file, next))
+                (None, expr(cx, next))
             };
             Stmt::Let { name, ty: ty_ann, value }
         }
         Rule::assign_stmt => {
-            let target = ident(file, inner.next().expect("assign target"));
-            Stmt::Assign { target, value: expr(file, inner.next().expect("assign value")) }
+            let target = ident(cx.file, inner.next().expect("assign target"));
+            Stmt::Assign { target, value: expr(cx, inner.next().expect("assign value")) }
         }
-        Rule::expr_stmt => Stmt::Expr(expr(file, inner.next().expect("expression"))),
+        Rule::expr_stmt => Stmt::Expr(expr(cx, inner.next().expect("expression"))),
         Rule::if_stmt => {
-            let cond = expr(file, inner.next().expect("if condition"));
-            let then = block(file, inner.next().expect("if body"));
-            let otherwise = inner.next().map(|e| match e.as_rule() {
-                Rule::block => block(file, e),
-                _ => {
-                    let esp = span(file, &e);
-                    Block { stmts: vec![stmt(file, e)], span: esp }
+            // `if .. else if .. else if ..` nests in the grammar; walk the chain in a loop, so
+            // that a long chain does not recurse here, then build it from its end.
+            let mut links: Vec<(Expr, Block, Span)> = Vec::new();
+            let mut link_span = sp;
+            let mut last = None;
+            loop {
+                let cond = expr(cx, inner.next().expect("if condition"));
+                let then = block(cx, inner.next().expect("if body"));
+                links.push((cond, then, link_span));
+                match inner.next() {
+                    Some(e) if e.as_rule() == Rule::if_stmt => {
+                        link_span = span(cx.file, &e);
+                        inner = e.into_inner();
+                    }
+                    Some(e) => {
+                        last = Some(block(cx, e));
+                        break;
+                    }
+                    None => break,
                 }
-            });
+            }
+            let (cond, then, _) = links.remove(0);
+            let mut otherwise = last;
+            // An `else if` is a block holding one `If`, spanning the inner `if` statement.
+            while let Some((c, t, link)) = links.pop() {
+                otherwise = Some(Block { stmts: vec![Stmt::If { cond: c, then: t, otherwise }], span: link });
+            }
             Stmt::If { cond, then, otherwise }
         }
         Rule::match_stmt => {
-            let scrutinee = expr(file, inner.next().expect("match scrutinee"));
+            let scrutinee = expr(cx, inner.next().expect("match scrutinee"));
             let arms = inner
                 .map(|arm| {
                     let mut a = arm.into_inner();
-                    let pattern = pattern(file, a.next().expect("arm pattern"));
-                    MatchArm { pattern, body: block(file, a.next().expect("arm body")) }
+                    let pattern = pattern(cx.file, a.next().expect("arm pattern"));
+                    MatchArm { pattern, body: block(cx, a.next().expect("arm body")) }
                 })
                 .collect();
             Stmt::Match { scrutinee, arms, span: sp }
         }
         Rule::for_stmt => {
-            let var = ident(file, inner.next().expect("for variable"));
-            let iter = expr(file, inner.next().expect("for iterable"));
-            Stmt::For { var, iter, body: block(file, inner.next().expect("for body")) }
+            let var = ident(cx.file, inner.next().expect("for variable"));
+            let iter = expr(cx, inner.next().expect("for iterable"));
+            Stmt::For { var, iter, body: block(cx, inner.next().expect("for body")) }
         }
         Rule::send_stmt => {
-            let target = ident(file, inner.next().expect("send target"));
-            Stmt::Send { target, message: primary(file, inner.next().expect("send message")), span: sp }
+            let target = ident(cx.file, inner.next().expect("send target"));
+            Stmt::Send { target, message: primary(cx, inner.next().expect("send message")), span: sp }
         }
-        Rule::reply_stmt => Stmt::Reply { message: primary(file, inner.next().expect("reply message")), span: sp },
+        Rule::reply_stmt => Stmt::Reply { message: primary(cx, inner.next().expect("reply message")), span: sp },
         Rule::finish_stmt => Stmt::Finish(sp),
-        Rule::print_stmt => Stmt::Print(inner.map(|e| expr(file, e)).collect()),
+        Rule::print_stmt => Stmt::Print(inner.map(|e| expr(cx, e)).collect()),
         other => unreachable!("not a statement rule: {other:?}"),
     }
 }
@@ -249,52 +318,67 @@ fn literal(pair: P) -> Literal {
 
 /// Lowers `expr` / `cond`: operands and operators are flat in the grammar; precedence is
 /// applied here by precedence climbing.
-fn expr(file: FileId, pair: P) -> Expr {
-    let mut operands: Vec<Expr> = Vec::new();
-    let mut operators: Vec<BinOp> = Vec::new();
+fn expr(cx: &mut Cx, pair: P) -> Expr {
+    let whole = span(cx.file, &pair);
+    // Operands with their depth, and operators with where they are written.
+    let mut operands: Vec<(Expr, usize)> = Vec::new();
+    let mut operators: Vec<(BinOp, Span)> = Vec::new();
     let mut prefix: Vec<(UnOp, Span)> = Vec::new();
     for part in pair.into_inner() {
         match part.as_rule() {
             Rule::unary => {
                 let op = if part.as_str() == "!" { UnOp::Not } else { UnOp::Neg };
-                prefix.push((op, span(file, &part)));
+                prefix.push((op, span(cx.file, &part)));
             }
-            Rule::binop => operators.push(binop(part.as_str())),
+            Rule::binop => operators.push((binop(part.as_str()), span(cx.file, &part))),
             _ => {
-                let mut e = postfix(file, part);
+                let mut e = postfix(cx, part);
+                let mut d = depth(&e);
                 while let Some((op, sp)) = prefix.pop() {
+                    d += 1;
+                    if !cx.within_limit(d, sp) {
+                        return refused(whole);
+                    }
                     e = Expr { span: sp.to(e.span), kind: ExprKind::Unary(op, Box::new(e)) };
                 }
-                operands.push(e);
+                operands.push((e, d));
             }
         }
     }
-    climb(operands, operators)
+    climb(cx, operands, operators).unwrap_or_else(|| refused(whole))
 }
 
-fn climb(operands: Vec<Expr>, operators: Vec<BinOp>) -> Expr {
+/// Applies precedence to a flat chain; `None` when the tree would be too deep (reported).
+fn climb(cx: &mut Cx, operands: Vec<(Expr, usize)>, operators: Vec<(BinOp, Span)>) -> Option<Expr> {
     // Shunting-yard: left-associative, by [`BinOp::precedence`].
-    let mut out: Vec<Expr> = Vec::new();
-    let mut ops: Vec<BinOp> = Vec::new();
-    let reduce = |out: &mut Vec<Expr>, op: BinOp| {
-        let rhs = out.pop().expect("right operand");
-        let lhs = out.pop().expect("left operand");
-        out.push(Expr { span: lhs.span.to(rhs.span), kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)) });
+    let mut out: Vec<(Expr, usize)> = Vec::new();
+    let mut ops: Vec<(BinOp, Span)> = Vec::new();
+    let reduce = |cx: &mut Cx, out: &mut Vec<(Expr, usize)>, (op, at): (BinOp, Span)| {
+        let (rhs, rd) = out.pop().expect("right operand");
+        let (lhs, ld) = out.pop().expect("left operand");
+        let d = ld.max(rd) + 1;
+        out.push((Expr { span: lhs.span.to(rhs.span), kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)) }, d));
+        cx.within_limit(d, at)
     };
     let mut operands = operands.into_iter();
     out.push(operands.next().expect("an expression has an operand"));
     for (op, operand) in operators.into_iter().zip(operands) {
-        while ops.last().is_some_and(|top| top.precedence() >= op.precedence()) {
+        while ops.last().is_some_and(|(top, _)| top.precedence() >= op.0.precedence()) {
             let top = ops.pop().expect("checked");
-            reduce(&mut out, top);
+            if !reduce(cx, &mut out, top) {
+                return None;
+            }
         }
         ops.push(op);
         out.push(operand);
     }
     while let Some(op) = ops.pop() {
-        reduce(&mut out, op);
+        if !reduce(cx, &mut out, op) {
+            return None;
+        }
     }
-    out.pop().expect("one expression remains")
+    let (e, d) = out.pop().expect("one expression remains");
+    cx.within_limit(d, e.span).then_some(e)
 }
 
 fn binop(s: &str) -> BinOp {
@@ -315,39 +399,47 @@ fn binop(s: &str) -> BinOp {
     }
 }
 
-fn postfix(file: FileId, pair: P) -> Expr {
+fn postfix(cx: &mut Cx, pair: P) -> Expr {
     let mut inner = pair.into_inner();
-    let mut e = primary(file, inner.next().expect("postfix operand"));
+    let mut e = primary(cx, inner.next().expect("postfix operand"));
+    let mut d = depth(&e);
     for op in inner {
-        let sp = e.span.to(span(file, &op));
+        let op_span = span(cx.file, &op);
+        let sp = e.span.to(op_span);
         let rule = op.as_rule();
         let mut o = op.into_inner();
-        let name = ident(file, o.next().expect("member name"));
+        let name = ident(cx.file, o.next().expect("member name"));
         e = match rule {
             Rule::method_call => {
-                Expr { span: sp, kind: ExprKind::Method(Box::new(e), name, o.map(|a| expr(file, a)).collect()) }
+                let args: Vec<Expr> = o.map(|a| expr(cx, a)).collect();
+                d = d.max(args.iter().map(depth).max().unwrap_or(0));
+                Expr { span: sp, kind: ExprKind::Method(Box::new(e), name, args) }
             }
             _ => Expr { span: sp, kind: ExprKind::Field(Box::new(e), name) },
         };
+        d += 1;
+        if !cx.within_limit(d, op_span) {
+            return refused(sp);
+        }
     }
     e
 }
 
-fn primary(file: FileId, pair: P) -> Expr {
-    let sp = span(file, &pair);
+fn primary(cx: &mut Cx, pair: P) -> Expr {
+    let sp = span(cx.file, &pair);
     let kind = match pair.as_rule() {
         Rule::string | Rule::int | Rule::bool_lit => ExprKind::Literal(literal(pair)),
         Rule::none_lit => ExprKind::None,
-        Rule::some_lit => ExprKind::Some(Box::new(expr(file, pair.into_inner().next().expect("some value")))),
+        Rule::some_lit => ExprKind::Some(Box::new(expr(cx, pair.into_inner().next().expect("some value")))),
         Rule::record_lit => {
             let mut inner = pair.into_inner();
-            let name = ident(file, inner.next().expect("record name"));
+            let name = ident(cx.file, inner.next().expect("record name"));
             let fields = inner
                 .map(|fi| {
                     let mut f = fi.into_inner();
-                    let field = ident(file, f.next().expect("field name"));
+                    let field = ident(cx.file, f.next().expect("field name"));
                     let value = match f.next() {
-                        Some(v) => expr(file, v),
+                        Some(v) => expr(cx, v),
                         // `Put { key }` is `Put { key: key }`.
                         None => Expr { span: field.span, kind: ExprKind::Name(field.clone()) },
                     };
@@ -356,14 +448,14 @@ fn primary(file: FileId, pair: P) -> Expr {
                 .collect();
             ExprKind::Record(name, fields)
         }
-        Rule::list_lit => ExprKind::List(pair.into_inner().map(|e| expr(file, e)).collect()),
+        Rule::list_lit => ExprKind::List(pair.into_inner().map(|e| expr(cx, e)).collect()),
         Rule::call => {
             let mut inner = pair.into_inner();
-            let name = ident(file, inner.next().expect("function name"));
-            ExprKind::Call(name, inner.map(|e| expr(file, e)).collect())
+            let name = ident(cx.file, inner.next().expect("function name"));
+            ExprKind::Call(name, inner.map(|e| expr(cx, e)).collect())
         }
-        Rule::ident => ExprKind::Name(ident(file, pair)),
-        Rule::paren => return expr(file, pair.into_inner().next().expect("parenthesized expression")),
+        Rule::ident => ExprKind::Name(ident(cx.file, pair)),
+        Rule::paren => return expr(cx, pair.into_inner().next().expect("parenthesized expression")),
         other => unreachable!("not a primary rule: {other:?}"),
     };
     Expr { kind, span: sp }

@@ -27,6 +27,13 @@ use grammar::{OvidParser, Rule};
 /// input can exhaust the stack of the recursive-descent parser.
 pub const MAX_NESTING: usize = 64;
 
+pub use lower::MAX_EXPR_DEPTH;
+
+/// The longest `if .. else if ..` chain accepted (links along one path, nested chains
+/// included): each `else if` is an `if` inside an `else`, so the syntax tree nests that deep
+/// and the phases after parsing walk it recursively.
+pub const MAX_ELSE_IF: usize = 256;
+
 /// A program: every loaded file and its syntax tree, in load order (the root file first).
 #[derive(Debug, Default)]
 pub struct Program {
@@ -41,7 +48,7 @@ pub fn parse(file: FileId, text: &str) -> Result<File, Diagnostic> {
     check_nesting(file, text)?;
     let mut pairs = OvidParser::parse(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
     let root = pairs.next().expect("the `file` rule always yields one pair");
-    Ok(lower::file(file, root))
+    lower::file(file, root)
 }
 
 /// Loads `path` and, transitively, the files it imports (each once), and parses them all.
@@ -95,8 +102,9 @@ pub fn load_source(
 /// before it is parsed. What nests is what the parser recurses on: the brackets `(`, `[` and
 /// `{`, and the `<` of type arguments (`List<List<Int>>`), which only exist where a type is
 /// written: in a message body and after `let x:` or `state x:`. A `<` anywhere else is a
-/// comparison, which does not nest. Strings and comments are skipped as the grammar skips
-/// them, so brackets inside them do not count.
+/// comparison, which does not nest. `else if` chains are bounded too ([`MAX_ELSE_IF`]).
+/// Strings and comments are skipped as the grammar skips them, so brackets inside them do not
+/// count.
 fn check_nesting(file: FileId, text: &str) -> Result<(), Diagnostic> {
     let bytes = text.as_bytes();
     let too_deep = |at: usize| {
@@ -109,6 +117,11 @@ fn check_nesting(file: FileId, text: &str) -> Result<(), Diagnostic> {
         .help("split the expression with `let` bindings, or flatten the type")
     };
     let mut depth = 0usize;
+    // The length of the `else if` chain being read at each depth (index = depth), their sum,
+    // and whether the last token closed a block (a chain goes on only with `else`).
+    let mut chains: Vec<usize> = vec![0];
+    let mut links = 0usize;
+    let mut after_close = false;
     // Unclosed `<` of the type being written, if one is.
     let mut angles = 0usize;
     let mut in_type = false;
@@ -158,6 +171,9 @@ fn check_nesting(file: FileId, text: &str) -> Result<(), Diagnostic> {
                 &text[i..i + len]
             }
         };
+        if std::mem::take(&mut after_close) && token != "else" {
+            links -= std::mem::take(&mut chains[depth]);
+        }
         let in_message = message_body.is_some_and(|d| d == depth);
         match token {
             "(" | "[" | "{" => {
@@ -165,6 +181,7 @@ fn check_nesting(file: FileId, text: &str) -> Result<(), Diagnostic> {
                     message_body = Some(depth + 1);
                 }
                 depth += 1;
+                chains.push(0);
                 in_type = false;
                 angles = 0;
                 if depth > MAX_NESTING {
@@ -175,7 +192,26 @@ fn check_nesting(file: FileId, text: &str) -> Result<(), Diagnostic> {
                 if message_body == Some(depth) {
                     message_body = None;
                 }
-                depth = depth.saturating_sub(1);
+                if depth > 0 {
+                    links -= chains.pop().unwrap_or(0);
+                    depth -= 1;
+                }
+                after_close = true;
+                in_type = false;
+                angles = 0;
+            }
+            "if" if prev[1] == "else" => {
+                chains[depth] += 1;
+                links += 1;
+                if links > MAX_ELSE_IF {
+                    return Err(Diagnostic::new(
+                        Code::TooDeep,
+                        format!("`else if` chain longer than {MAX_ELSE_IF}"),
+                        Span { file, start: i, end: i + 2 },
+                        "one `else if` too many",
+                    )
+                    .help("turn the chain into a `match`, or split it into several `if` statements"));
+                }
                 in_type = false;
                 angles = 0;
             }
