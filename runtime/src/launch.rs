@@ -23,6 +23,17 @@ use crate::host::{BoxBuilder, BoxHandle};
 /// What the generated code supplies: teaches a box every kind of agent of the system.
 pub type Kinds = fn(BoxBuilder) -> BoxBuilder;
 
+/// Everything a generated system binary knows about its system.
+#[derive(Clone, Copy)]
+pub struct System {
+    /// `deployment.json`.
+    pub deployment: &'static str,
+    /// Teaches a box every kind of agent of the system.
+    pub kinds: Kinds,
+    /// The transformed agents `test` checks.
+    pub targets: fn() -> Vec<crate::sim::Target>,
+}
+
 #[derive(Parser)]
 #[command(about = "Runs boxes of an Ovid system")]
 struct Cli {
@@ -56,7 +67,8 @@ enum Command {
 }
 
 /// Parses the command line and runs what it asks for; the whole `main` of a system binary.
-pub fn main(deployment_json: &str, kinds: Kinds) -> ExitCode {
+pub fn main(system: System) -> ExitCode {
+    let (deployment_json, kinds) = (system.deployment, system.kinds);
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -29,6 +29,7 @@ pub mod process;
 pub mod routing;
 mod runner;
 mod shutdown;
+pub mod sim;
 pub mod transport;
 
 pub use agent::Agent;
