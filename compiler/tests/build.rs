@@ -2,8 +2,16 @@
 
 use std::path::Path;
 
-/// The examples that declare a system (the others are imported by them).
-const SYSTEMS: &[&str] = &["kvs/kvs.ovid", "lockservice/lockservice.ovid", "pipeline/pipeline.ovid", "webkvs/webkvs.ovid"];
+/// The examples that declare a system (the others are imported by them), and the test systems
+/// that use every transformation and nest them.
+const SYSTEMS: &[&str] = &[
+    "examples/kvs/kvs.ovid",
+    "examples/lockservice/lockservice.ovid",
+    "examples/pipeline/pipeline.ovid",
+    "examples/webkvs/webkvs.ovid",
+    "tests/ui/every_transformation.ovid",
+    "tests/ui/nested_pipeline.ovid",
+];
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the compiler is inside the workspace")
@@ -17,7 +25,7 @@ fn generated_crates_are_snapshotted() {
     settings.set_prepend_module_to_snapshot(false);
     settings.bind(|| {
         for system in SYSTEMS {
-            let file = root.join("examples").join(system);
+            let file = root.join(system);
             let (package, deployment, files) = match ovidc::build::crate_files(&file) {
                 Ok(x) => x,
                 Err(f) => panic!("{system} does not build: {f:?}"),

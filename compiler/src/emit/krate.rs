@@ -8,6 +8,7 @@
 //! src/messages.rs    one struct per message
 //! src/agents.rs      one struct per inline-handler agent, its handlers under #[ovid::agent]
 //! src/system.rs      how a box makes each kind of agent; what proxies need to know of messages
+//! src/check.rs       what `ovidc test` checks: request generators and refinement mappings
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,6 +73,7 @@ pub fn generate(model: &Model, expanded: &Expanded, deployment: &Deployment, pat
         file("src/messages.rs", format_file(messages_rs(model))?),
         file("src/agents.rs", format_file(agents_rs(model))?),
         file("src/system.rs", format_file(system_rs(model, expanded))?),
+        file("src/check.rs", format_file(super::check::check_rs(model, expanded))?),
     ])
 }
 
@@ -107,11 +109,16 @@ fn main_rs(system: &str) -> TokenStream {
         #![doc = #doc]
 
         mod agents;
+        mod check;
         mod messages;
         mod system;
 
         fn main() -> std::process::ExitCode {
-            ovid::launch::main(system::DEPLOYMENT, system::kinds)
+            ovid::launch::main(ovid::launch::System {
+                deployment: system::DEPLOYMENT,
+                kinds: system::kinds,
+                targets: check::targets,
+            })
         }
     }
 }

@@ -2,6 +2,7 @@
 //! description. Rust is built with `quote!`, checked with `syn`, formatted with prettyplease,
 //! and given a do-not-edit header after formatting.
 
+pub mod check;
 pub mod deployment;
 pub mod handlers;
 pub mod krate;
