@@ -40,6 +40,27 @@ enum Command {
         /// The .ovid file.
         file: PathBuf,
     },
+    /// Check by deterministic simulation that each transformed agent still behaves like the
+    /// original: linearizable against its own code, and its refinement mapping holds.
+    Test {
+        /// The .ovid file.
+        file: PathBuf,
+        /// How many seeds to run.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// Run only this seed (to reproduce a failure).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Operations per seed.
+        #[arg(long)]
+        ops: Option<u64>,
+        /// Concurrent clients per target.
+        #[arg(long)]
+        clients: Option<u64>,
+        /// Faults to inject, comma-separated: delay, reorder, crash, partition.
+        #[arg(long)]
+        faults: Option<String>,
+    },
     /// Draw the system: its LATT and its boxes with their agents and message edges.
     Graph {
         /// The .ovid file.
@@ -94,6 +115,16 @@ fn run(cli: Cli) -> ExitCode {
         Command::Check { file, format } => ovidc::cli::check(&file, matches!(format, Format::Json)),
         Command::Build { file, output, no_compile } => ovidc::cli::build(&file, &output, !no_compile),
         Command::Run { file } => ovidc::run::run(&file),
+        Command::Test { file, seeds, seed, ops, clients, faults } => {
+            let mut args = vec!["--seeds".to_string(), seeds.to_string()];
+            let optional = [("--seed", seed.map(|s| s.to_string())), ("--ops", ops.map(|s| s.to_string())), ("--clients", clients.map(|s| s.to_string())), ("--faults", faults)];
+            for (flag, value) in optional {
+                if let Some(v) = value {
+                    args.extend([flag.to_string(), v]);
+                }
+            }
+            ovidc::run::test(&file, &args)
+        }
         Command::Graph { file, format, output } => {
             let format = match format {
                 GraphFormat::Text => ovidc::cli::GraphFormat::Text,

@@ -32,11 +32,38 @@ pub fn run(file: &Path) -> ExitCode {
     }
 }
 
-fn build_and_run(file: &Path) -> Result<ExitCode, Failure> {
+/// `ovidc test FILE ...`: builds the system, then runs its binary's deterministic simulation
+/// (`<binary> test ARGS`), whose report and exit code are the command's.
+pub fn test(file: &Path, args: &[String]) -> ExitCode {
+    let run = || -> Result<ExitCode, Failure> {
+        let (_, binary) = build_for_run(file)?;
+        let status = Command::new(&binary)
+            .arg("test")
+            .args(args)
+            .status()
+            .map_err(|e| Failure::Io(format!("cannot run `{}`: {e}", binary.display())))?;
+        Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    };
+    match run() {
+        Ok(code) => code,
+        Err(f) => {
+            report(&f, false);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Generates and compiles the crate of `file` under the shared target directory.
+fn build_for_run(file: &Path) -> Result<(Built, std::path::PathBuf), Failure> {
     let stem = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "system".into());
     let out = build::target_dir().join("ovid").join(&stem);
     let built = build::generate(file, &out)?;
     let binary = build::cargo_build(&built)?;
+    Ok((built, binary))
+}
+
+fn build_and_run(file: &Path) -> Result<ExitCode, Failure> {
+    let (built, binary) = build_for_run(file)?;
     let (tx, rx) = mpsc::channel();
     let ctrlc_tx = tx.clone();
     // A second Ctrl-C is not handled: the default action ends ovidc at once.

@@ -67,6 +67,8 @@ pub fn load_source(
     let mut program = Program::default();
     let mut diagnostics = Vec::new();
     let mut queue: Vec<(PathBuf, String)> = vec![(path.to_path_buf(), text)];
+    // Every file loaded or queued, spelled one way: `./a.ovid` and `a.ovid` are one file.
+    let mut loaded: Vec<PathBuf> = vec![same_file(path)];
     while let Some((path, text)) = queue.pop() {
         let id = program.sources.add(path.clone(), text);
         let parsed = parse(id, &program.sources.get(id).text);
@@ -76,12 +78,14 @@ pub fn load_source(
         });
         for import in &file.imports {
             let target = path.parent().unwrap_or(Path::new("")).join(&import.path);
-            let queued = queue.iter().any(|(p, _)| *p == target);
-            if queued || program.sources.find(&target).is_some() {
+            if loaded.contains(&same_file(&target)) {
                 continue;
             }
             match read(&target) {
-                Ok(text) => queue.push((target, text)),
+                Ok(text) => {
+                    loaded.push(same_file(&target));
+                    queue.push((target, text));
+                }
                 Err(e) => diagnostics.push(
                     Diagnostic::new(
                         Code::ImportNotFound,
@@ -105,6 +109,12 @@ pub fn load_source(
 /// comparison, which does not nest. `else if` chains are bounded too ([`MAX_ELSE_IF`]).
 /// Strings and comments are skipped as the grammar skips them, so brackets inside them do not
 /// count.
+/// A path without its `.` components, to tell whether two imports name one file. (`..` is
+/// kept: through a symbolic link, `a/../b` need not be `b`.)
+fn same_file(path: &Path) -> PathBuf {
+    path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
+}
+
 fn check_nesting(file: FileId, text: &str) -> Result<(), Diagnostic> {
     let bytes = text.as_bytes();
     let too_deep = |at: usize| {
