@@ -62,3 +62,22 @@ fn a_missing_rust_crate_is_named_with_its_place() {
     assert!(err.contains("help:"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_missing_rust_type_is_named() {
+    let dir = std::env::temp_dir().join(format!("ovid-missing-type-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("gw/src")).unwrap();
+    std::fs::write(dir.join("gw/Cargo.toml"), "[package]\nname = \"gw\"\nversion = \"0.1.0\"\n").unwrap();
+    std::fs::write(dir.join("gw/src/lib.rs"), "pub mod front { pub struct Other; }\n").unwrap();
+    let file = dir.join("sys.ovid");
+    std::fs::write(
+        &file,
+        "message Ping {}\nagent Gateway {\n    uses peer(Ping);\n    impl rust \"gw::front::Gateway\";\n}\nagent Sink { accepts Ping; on Ping(p) { } }\nsystem S {\n    instance sink: Sink;\n    instance g: Gateway { peer = sink };\n}\n",
+    )
+    .unwrap();
+    let err = format!("{:?}", ovidc::build::crate_files(&file).expect_err("no type `Gateway` in `gw::front`"));
+    assert!(err.contains("has no public type `front::Gateway`"), "{err}");
+    std::fs::write(dir.join("gw/src/lib.rs"), "pub mod front { pub struct Gateway; }\n").unwrap();
+    assert!(ovidc::build::crate_files(&file).is_ok(), "found once it exists");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
