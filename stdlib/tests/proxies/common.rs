@@ -196,12 +196,17 @@ pub fn expand(expand: fn(&Request) -> Expansion, args: &Args, n_clients: usize) 
 /// endpoints), the copies (of `kind`) and agent-side proxies in `back`; each sender reaches
 /// `KVS` at its entry proxy.
 pub fn placement(e: &Expansion, kind: &str) -> Placement {
+    placement_with(e, kind, |_, proxy| if proxy.is_some_and(|p| FRONT.contains(&p)) { "front" } else { "back" })
+}
+
+/// Like [`placement`], with `in_box(id, proxy kind or None for a copy)` choosing the boxes.
+pub fn placement_with(e: &Expansion, kind: &str, in_box: impl Fn(&str, Option<&str>) -> &'static str) -> Placement {
     let mut p = Placement::new();
     for c in &e.children {
         let plan = match &c.role {
-            Role::Copy => AgentPlan { in_box: "back".into(), kind: kind.into(), config: Vec::new() },
+            Role::Copy => AgentPlan { in_box: in_box(&c.id, None).into(), kind: kind.into(), config: Vec::new() },
             Role::Proxy { proxy, config } => AgentPlan {
-                in_box: if FRONT.contains(proxy) { "front" } else { "back" }.into(),
+                in_box: in_box(&c.id, Some(proxy)).into(),
                 kind: proxy.to_string(),
                 config: serde_json::to_vec(config).unwrap(),
             },
@@ -218,19 +223,31 @@ pub fn placement(e: &Expansion, kind: &str) -> Placement {
 /// Starts the transformed system: two boxes, every proxy kind of the standard library known to
 /// both.
 pub async fn start_transformed(e: &Expansion, kind: &'static str, n_clients: usize) -> System {
+    start_placed(e, placement(e, kind), &["back"], n_clients).await
+}
+
+/// Starts `placement` of `e` over `front` (the controller and the endpoints) and the boxes
+/// `others`, every proxy kind of the standard library known to all.
+pub async fn start_placed(e: &Expansion, placement: Placement, others: &[&str], n_clients: usize) -> System {
     let with_kinds = |mut b: BoxBuilder| {
         for (k, f) in proxy::kinds(Arc::new(KvsHooks)) {
             b = b.kind_boxed(k, f);
         }
         b.kind("Kvs", |_| Kvs::default()).kind("Upper", |_| Upper)
     };
-    let front = with_kinds(BoxBuilder::new("front").with_controller(Controller::new(placement(e, kind)))).start().await.unwrap();
-    let back = with_kinds(BoxBuilder::new("back").controller_at(front.addr())).start().await.unwrap();
+    let front = with_kinds(BoxBuilder::new("front").with_controller(Controller::new(placement))).start().await.unwrap();
+    let mut boxes = Vec::new();
+    for name in others {
+        boxes.push(with_kinds(BoxBuilder::new(*name).controller_at(front.addr())).start().await.unwrap());
+    }
     front.ready().await.unwrap();
-    back.ready().await.unwrap();
+    for b in &boxes {
+        b.ready().await.unwrap();
+    }
     let endpoints = clients(n_clients).into_iter().map(|c| front.endpoint(c).unwrap()).collect();
     let copies = e.children.iter().filter(|c| c.role == Role::Copy).map(|c| c.id.clone()).collect();
-    System { boxes: vec![front, back], endpoints, copies }
+    boxes.insert(0, front);
+    System { boxes, endpoints, copies }
 }
 
 /// Sends one request from `ep` to `KVS`.

@@ -48,3 +48,19 @@ async fn a_single_shard_is_the_store() {
     sys.shutdown().await;
     plain.shutdown().await;
 }
+
+/// Proxies need not sit next to the senders: ingress proxies in a box of their own, egress
+/// proxies and shards in another. Forwarded messages carry the client as their sender, so the
+/// shards' box first learns the client at the ingress box; replies then take one more hop.
+#[tokio::test]
+async fn proxies_in_a_box_of_their_own_still_answer() {
+    let e = expand(shard::expand, &args(2), 2);
+    let placement = placement_with(&e, "Kvs", |_, proxy| if proxy == Some("ShardIngressProxy") { "mid" } else { "back" });
+    let mut sys = start_placed(&e, placement, &["mid", "back"], 2).await;
+    let ops = workload(13, 100, 2, false);
+    let mut plain = start_plain("Kvs", 2).await;
+    assert_eq!(run_sequential(&mut sys, &ops).await, run_sequential(&mut plain, &ops).await);
+    assert_eq!(sys.rejections(), 0);
+    sys.shutdown().await;
+    plain.shutdown().await;
+}
