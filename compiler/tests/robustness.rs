@@ -275,3 +275,18 @@ fn the_limits_together_fit_a_small_stack() {
     let deeper = format!("agent A {{ on start {{ let x = {}1; }} }}", "1 + ".repeat(ovidc::syntax::MAX_EXPR_DEPTH));
     assert_eq!(codes(&deeper), ["ovid::syntax::too_deep"]);
 }
+
+#[test]
+fn a_file_imported_as_name_and_as_dot_slash_name_is_loaded_once() {
+    let shapes = "message Point { x: Int, y: Int }";
+    let read = |p: &Path| {
+        if p.file_name().is_some_and(|n| n == "shapes.ovid") { Ok(shapes.to_string()) } else { Err(std::io::Error::other("no such file")) }
+    };
+    for root in ["main.ovid", "./main.ovid", "dir/main.ovid"] {
+        let text = "import \"shapes.ovid\";\nimport \"./shapes.ovid\";\nimport \"./main.ovid\";\nmessage Segment { from: Point, to: Point }";
+        let (program, diagnostics) = ovidc::syntax::load_source(Path::new(root), text.to_string(), &read);
+        assert!(diagnostics.is_empty(), "{root}");
+        assert_eq!(program.files.len(), 2, "{root}");
+        assert!(ovidc::check::check(&program).is_ok(), "{root}");
+    }
+}

@@ -102,6 +102,12 @@ pub fn load_source(
     (program, diagnostics)
 }
 
+/// A path without its `.` components, to tell whether two imports name one file. (`..` is
+/// kept: through a symbolic link, `a/../b` need not be `b`.)
+fn same_file(path: &Path) -> PathBuf {
+    path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
+}
+
 /// Refuses input that would nest the recursive-descent parser deeper than [`MAX_NESTING`],
 /// before it is parsed. What nests is what the parser recurses on: the brackets `(`, `[` and
 /// `{`, and the `<` of type arguments (`List<List<Int>>`), which only exist where a type is
@@ -109,12 +115,6 @@ pub fn load_source(
 /// comparison, which does not nest. `else if` chains are bounded too ([`MAX_ELSE_IF`]).
 /// Strings and comments are skipped as the grammar skips them, so brackets inside them do not
 /// count.
-/// A path without its `.` components, to tell whether two imports name one file. (`..` is
-/// kept: through a symbolic link, `a/../b` need not be `b`.)
-fn same_file(path: &Path) -> PathBuf {
-    path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
-}
-
 fn check_nesting(file: FileId, text: &str) -> Result<(), Diagnostic> {
     let bytes = text.as_bytes();
     let too_deep = |at: usize| {
