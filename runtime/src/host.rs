@@ -88,6 +88,11 @@ impl BoxBuilder {
         self
     }
 
+    /// The kinds of agent this box can make, with their factories (the simulator reads them).
+    pub fn factories(&self) -> &HashMap<String, Factory> {
+        &self.kinds
+    }
+
     /// Binds the listener and starts the box (see the module docs).
     pub async fn start(self) -> Result<BoxHandle, Error> {
         let listener = TcpListener::bind(&self.listen).await?;

@@ -5,6 +5,7 @@
 //! store controller --listen 127.0.0.1:7070         # the controller, in a box of its own
 //! store box front --controller 127.0.0.1:7070      # the box `front` of the deployment
 //! store local                                      # every box in this process
+//! store test --seeds 100 --faults delay,reorder    # the simulator (docs/verification.md)
 //! ```
 //!
 //! A box prints `ovid: finished <id>` on standard output when one of its agents finishes, so
@@ -64,6 +65,44 @@ enum Command {
     Local,
     /// Prints the deployment description.
     Deployment,
+    /// Checks every transformed agent in a deterministic simulation against the original agent
+    /// (linearizability, then refinement at quiescence); see docs/verification.md.
+    Test(TestArgs),
+}
+
+/// The flags of `test`.
+#[derive(clap::Args, Debug)]
+struct TestArgs {
+    /// Seeds to run per target (0, 1, 2, …).
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// Run only this seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Operations per seed, over all clients.
+    #[arg(long, default_value_t = 50)]
+    ops: usize,
+    /// Concurrent clients (at least one per agent that sends to the target).
+    #[arg(long, default_value_t = 3)]
+    clients: usize,
+    /// Comma-separated faults: delay, reorder, crash, partition, pause; or all, none.
+    #[arg(long, default_value = "delay,reorder")]
+    faults: String,
+    /// Exactly these fault events (as a failure prints them), instead of generated ones.
+    #[arg(long)]
+    events: Option<String>,
+    /// Only this target (a virtual agent, e.g. KVS).
+    #[arg(long)]
+    target: Option<String>,
+    /// Replay a failure exactly, from the string it printed.
+    #[arg(long, conflicts_with_all = ["seeds", "seed", "ops", "clients", "faults", "events", "target"])]
+    replay: Option<String>,
+    /// Report a failure as found, without shrinking it.
+    #[arg(long)]
+    no_shrink: bool,
+    /// Print every event of the failing (or replayed) run.
+    #[arg(long)]
+    trace: bool,
 }
 
 /// Parses the command line and runs what it asks for; the whole `main` of a system binary.
@@ -79,6 +118,10 @@ pub fn main(system: System) -> ExitCode {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let cli = match cli.command {
+        Command::Test(args) => return run_test(&system, args),
+        other => Cli { command: other },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -96,6 +139,7 @@ pub fn main(system: System) -> ExitCode {
                 println!("{deployment_json}");
                 Ok(())
             }
+            Command::Test(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {
@@ -105,6 +149,54 @@ pub fn main(system: System) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `test`: runs the simulator (no tokio, no sockets, one thread), prints its report, and exits
+/// 0 if every target passed, 1 otherwise.
+fn run_test(system: &System, args: TestArgs) -> ExitCode {
+    let options = match test_options(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::sim::quiet_agent_panics();
+    let program = std::env::args()
+        .next()
+        .map(|p| std::path::Path::new(&p).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or(p))
+        .unwrap_or_else(|| "system".to_string());
+    match crate::sim::test_system(system, &options) {
+        Ok(report) => {
+            print!("{}", report.render(&program));
+            if report.targets.is_empty() {
+                println!("no transformed agents to test");
+            }
+            if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The simulator's options from the flags of `test`.
+fn test_options(args: TestArgs) -> Result<crate::sim::Options, Error> {
+    use crate::sim::{FaultEvent, Faults, Options, Scenario};
+    let replay = args.replay.as_deref().map(Scenario::parse_replay).transpose()?;
+    Ok(Options {
+        seeds: args.seeds,
+        seed: args.seed,
+        ops: args.ops,
+        clients: args.clients.max(1),
+        faults: Faults::parse(&args.faults)?,
+        events: args.events.as_deref().map(FaultEvent::parse_list).transpose()?,
+        target: args.target,
+        replay,
+        shrink: !args.no_shrink,
+        trace: args.trace,
+    })
 }
 
 async fn run_controller(deployment: &Deployment, listen: &str) -> Result<(), Error> {
