@@ -63,9 +63,14 @@ pub fn check(path: &Path, json: bool) -> ExitCode {
             if json {
                 println!("[]");
             } else {
-                let agents = model.agents.len();
                 let instances = model.system.as_ref().map_or(0, |s| s.instances.len());
-                eprintln!("ok: {} ({} messages, {agents} agents, {instances} instances)", path.display(), model.messages.len());
+                eprintln!(
+                    "ok: {} ({}, {}, {})",
+                    path.display(),
+                    diagnostic::count(model.messages.len(), "message"),
+                    diagnostic::count(model.agents.len(), "agent"),
+                    diagnostic::count(instances, "instance")
+                );
             }
             ExitCode::SUCCESS
         }
