@@ -1,8 +1,26 @@
 //! `replicate(n)`: state machine replication of a deterministic agent over n = 2f+1 replicas,
 //! tolerating f crashed replicas.
+//!
+//! Three parts, like every transformation: the expansion ([`expand`]), the proxy agents
+//! ([`proxies`]: [`ReplicateIngressProxy`] per sender, [`ReplicaProxy`] per replica, which runs
+//! omnipaxos) and the refinement mapping ([`virtual_state`]). docs/replication.md tells how it
+//! works and what it guarantees.
+
+use std::sync::Arc;
 
 use crate::expansion::{Args, Expansion, Request, Value, int};
 use crate::spec::{Param, ParamKind, Precondition, Spec, Target};
+
+mod apply;
+mod ingress;
+pub mod messages;
+mod replica_proxy;
+mod storage;
+
+pub use apply::{Applier, Outcome, Session, Step};
+pub use ingress::ReplicateIngressProxy;
+pub use replica_proxy::{ReplicaProxy, Timing};
+pub use storage::PaxosState;
 
 /// The signature of `replicate`.
 pub const SPEC: Spec = Spec {
@@ -44,7 +62,25 @@ pub fn expand(req: &Request) -> Expansion {
     e
 }
 
-/// The proxy agents of this transformation, by kind (filled in as they land).
-pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
-    Vec::new()
+/// The proxy agents of this transformation, by kind: `ReplicateIngressProxy` and
+/// `ReplicaProxy`, each made from its configuration (JSON, see [`crate::proxy::config`]).
+pub fn proxies(_hooks: &Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
+    let ingress: ovid::Factory = Arc::new(|bytes: &[u8]| {
+        let args = crate::proxy::config(bytes)?;
+        Ok(Box::new(ReplicateIngressProxy::from_config(&args)?) as Box<dyn ovid::Agent>)
+    });
+    let replica: ovid::Factory = Arc::new(|bytes: &[u8]| {
+        let args = crate::proxy::config(bytes)?;
+        Ok(Box::new(ReplicaProxy::from_config(&args)?) as Box<dyn ovid::Agent>)
+    });
+    vec![(ingress::KIND, ingress), (replica_proxy::KIND, replica)]
+}
+
+/// The refinement mapping: the state of the virtual agent is that of a replica that has applied
+/// the committed prefix of the log. Given each replica's (applied log index, snapshot), it is
+/// the snapshot of the replica that applied the most (the first of those, on a tie); `None` if
+/// there are no replicas. A replica's applied index is its proxy's `ReplicaStatus::applied`,
+/// read while both are quiet (`completed == executed`) or wedged.
+pub fn virtual_state<S>(replicas: &[(u64, S)]) -> Option<&S> {
+    replicas.iter().rev().max_by_key(|(applied, _)| *applied).map(|(_, s)| s)
 }

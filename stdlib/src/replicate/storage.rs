@@ -1,0 +1,227 @@
+//! The replicated log as omnipaxos sees it (its `Storage`), kept in memory and shared with the
+//! proxy so that the proxy can read the whole Paxos state: to answer a recovering peer, and to
+//! snapshot itself.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::storage::{NoSnapshot, StopSign, Storage, StorageOp, StorageResult};
+use serde::{Deserialize, Serialize};
+
+use super::messages::Command;
+
+/// Everything a Paxos acceptor must remember: its promise, the round of its last acceptance, its
+/// log and how much of it is decided. This is what a recovering replica rebuilds from its peers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PaxosState {
+    /// The highest ballot promised.
+    pub promise: Option<Ballot>,
+    /// The ballot in which the log was last accepted.
+    pub accepted_round: Option<Ballot>,
+    /// The accepted log, from index `trimmed`.
+    pub log: Vec<Command>,
+    /// How many entries (from 0) are decided.
+    pub decided: usize,
+    /// Entries before this index were trimmed (never, today: the log is not compacted).
+    pub trimmed: usize,
+    /// The compacted index omnipaxos keeps.
+    pub compacted: usize,
+    /// A reconfiguration stop sign (unused: replicate does not reconfigure).
+    pub stopsign: Option<StopSign>,
+}
+
+impl PaxosState {
+    /// Whether this acceptor has never accepted anything (a promise alone does not count: a
+    /// lone replica promises its own ballot before it has anyone to talk to).
+    pub fn has_history(&self) -> bool {
+        self.accepted_round.is_some_and(|b| b != Ballot::default()) || !self.log.is_empty() || self.decided > 0 || self.trimmed > 0
+    }
+
+    /// The state a recovering acceptor may adopt from the states of a read quorum of its peers
+    /// (see docs/replication.md): the highest promise, and the log of the peer that accepted in
+    /// the highest round (the longest among those), decided up to the highest decided index it
+    /// covers. Exactly what a Paxos leader's prepare phase would compute from these promises.
+    pub fn merge<'a>(states: impl IntoIterator<Item = &'a PaxosState>) -> PaxosState {
+        let states: Vec<&PaxosState> = states.into_iter().collect();
+        let promise = states.iter().filter_map(|s| s.promise).max();
+        let decided = states.iter().map(|s| s.decided).max().unwrap_or(0);
+        let best = states
+            .iter()
+            .max_by_key(|s| (s.accepted_round.unwrap_or_default(), s.trimmed + s.log.len()))
+            .copied()
+            .cloned()
+            .unwrap_or_default();
+        let len = best.trimmed + best.log.len();
+        PaxosState { promise, decided: decided.min(len), ..best }
+    }
+}
+
+/// A `Storage` for omnipaxos whose state the proxy can also read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedStore(Arc<Mutex<PaxosState>>);
+
+impl SharedStore {
+    /// A store holding `state`.
+    pub(crate) fn new(state: PaxosState) -> Self {
+        SharedStore(Arc::new(Mutex::new(state)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PaxosState> {
+        // Only the proxy's task touches the store, one call at a time: a poisoned lock means a
+        // panic in the middle of a write, and the agent is stopped anyway.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the whole state.
+    pub(crate) fn state(&self) -> PaxosState {
+        self.lock().clone()
+    }
+
+    /// The number of entries in the log (as if never trimmed).
+    pub(crate) fn log_len(&self) -> usize {
+        let s = self.lock();
+        s.trimmed + s.log.len()
+    }
+}
+
+impl Storage<Command> for SharedStore {
+    fn write_atomically(&mut self, ops: Vec<StorageOp<Command>>) -> StorageResult<()> {
+        // In memory every operation succeeds, so doing them in order is atomic.
+        for op in ops {
+            match op {
+                StorageOp::AppendEntry(e) => self.append_entry(e)?,
+                StorageOp::AppendEntries(es) => self.append_entries(es)?,
+                StorageOp::AppendOnPrefix(from, es) => self.append_on_prefix(from, es)?,
+                StorageOp::SetPromise(b) => self.set_promise(b)?,
+                StorageOp::SetDecidedIndex(i) => self.set_decided_idx(i)?,
+                StorageOp::SetAcceptedRound(b) => self.set_accepted_round(b)?,
+                StorageOp::SetCompactedIdx(i) => self.set_compacted_idx(i)?,
+                StorageOp::Trim(i) => self.trim(i)?,
+                StorageOp::SetStopsign(s) => self.set_stopsign(s)?,
+                StorageOp::SetSnapshot(s) => self.set_snapshot(s)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn append_entry(&mut self, entry: Command) -> StorageResult<()> {
+        self.lock().log.push(entry);
+        Ok(())
+    }
+
+    fn append_entries(&mut self, mut entries: Vec<Command>) -> StorageResult<()> {
+        self.lock().log.append(&mut entries);
+        Ok(())
+    }
+
+    fn append_on_prefix(&mut self, from_idx: usize, mut entries: Vec<Command>) -> StorageResult<()> {
+        let mut s = self.lock();
+        let keep = from_idx.saturating_sub(s.trimmed);
+        s.log.truncate(keep);
+        s.log.append(&mut entries);
+        Ok(())
+    }
+
+    fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
+        self.lock().promise = Some(n_prom);
+        Ok(())
+    }
+
+    fn set_decided_idx(&mut self, ld: usize) -> StorageResult<()> {
+        self.lock().decided = ld;
+        Ok(())
+    }
+
+    fn get_decided_idx(&self) -> StorageResult<usize> {
+        Ok(self.lock().decided)
+    }
+
+    fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()> {
+        self.lock().accepted_round = Some(na);
+        Ok(())
+    }
+
+    fn get_accepted_round(&self) -> StorageResult<Option<Ballot>> {
+        Ok(self.lock().accepted_round)
+    }
+
+    fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<Command>> {
+        let s = self.lock();
+        let (from, to) = (from.saturating_sub(s.trimmed), to.saturating_sub(s.trimmed));
+        Ok(s.log.get(from..to).map(<[Command]>::to_vec).unwrap_or_default())
+    }
+
+    fn get_log_len(&self) -> StorageResult<usize> {
+        Ok(self.lock().log.len())
+    }
+
+    fn get_suffix(&self, from: usize) -> StorageResult<Vec<Command>> {
+        let s = self.lock();
+        let from = from.saturating_sub(s.trimmed);
+        Ok(s.log.get(from..).map(<[Command]>::to_vec).unwrap_or_default())
+    }
+
+    fn get_promise(&self) -> StorageResult<Option<Ballot>> {
+        Ok(self.lock().promise)
+    }
+
+    fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()> {
+        self.lock().stopsign = s;
+        Ok(())
+    }
+
+    fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
+        Ok(self.lock().stopsign.clone())
+    }
+
+    fn trim(&mut self, idx: usize) -> StorageResult<()> {
+        let mut s = self.lock();
+        let n = idx.saturating_sub(s.trimmed).min(s.log.len());
+        s.log.drain(..n);
+        s.trimmed = idx.max(s.trimmed);
+        Ok(())
+    }
+
+    fn set_compacted_idx(&mut self, idx: usize) -> StorageResult<()> {
+        self.lock().compacted = idx;
+        Ok(())
+    }
+
+    fn get_compacted_idx(&self) -> StorageResult<usize> {
+        Ok(self.lock().compacted)
+    }
+
+    fn set_snapshot(&mut self, _snapshot: Option<NoSnapshot>) -> StorageResult<()> {
+        Ok(())
+    }
+
+    fn get_snapshot(&self) -> StorageResult<Option<NoSnapshot>> {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(seq: u64) -> Command {
+        Command { client: "c".into(), seq, ack: 0, name: "Put".into(), bytes: vec![seq as u8] }
+    }
+
+    fn ballot(n: u32, pid: u64) -> Ballot {
+        Ballot::with(1, n, 0, pid)
+    }
+
+    #[test]
+    fn merge_takes_the_highest_promise_and_the_log_accepted_last() {
+        let a = PaxosState { promise: Some(ballot(3, 1)), accepted_round: Some(ballot(2, 1)), log: vec![cmd(0), cmd(1)], decided: 2, ..Default::default() };
+        let b = PaxosState { promise: Some(ballot(4, 2)), accepted_round: Some(ballot(4, 2)), log: vec![cmd(0), cmd(9), cmd(8)], decided: 1, ..Default::default() };
+        let m = PaxosState::merge([&a, &b]);
+        assert_eq!(m.promise, Some(ballot(4, 2)));
+        assert_eq!(m.accepted_round, Some(ballot(4, 2)));
+        assert_eq!(m.log, b.log);
+        assert_eq!(m.decided, 2);
+        assert!(m.has_history());
+        assert!(!PaxosState { promise: Some(ballot(1, 3)), ..Default::default() }.has_history());
+    }
+}

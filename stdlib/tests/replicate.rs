@@ -1,0 +1,417 @@
+//! `replicate(3)` end to end: a key-value store replicated over three boxes (one replica and its
+//! replica proxy in each), with a client box holding the controller, the ingress proxy and the
+//! client endpoint. Checked against the same store unreplicated: replies, crash of the leader's
+//! box, catch-up of a restarted replica, and equal replica states at quiescence.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ovid::controller::Invalidate;
+use ovid::{AgentPlan, BoxBuilder, BoxHandle, Context, Controller, Endpoint, LattNode, Message, Placement};
+use ovid_stdlib::expansion::{Args, Request, Role, Value};
+use ovid_stdlib::proxy::{Hooks, NoHooks};
+use ovid_stdlib::replicate::{self, messages::ReplicaStatus, messages::Status};
+use serde::{Deserialize, Serialize};
+use tokio::time::timeout;
+
+// ---- the agent under test -------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Message)]
+struct Put {
+    key: String,
+    value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Message)]
+struct PutOk {
+    key: String,
+    previous: Option<String>,
+    version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Message)]
+struct Get {
+    key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Message)]
+struct GetOk {
+    key: String,
+    value: Option<String>,
+    version: u64,
+}
+
+/// A key-value store whose replies depend on the order of every operation (`version`).
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Store {
+    map: BTreeMap<String, String>,
+    version: u64,
+}
+
+#[ovid::agent]
+impl Store {
+    fn on_put(&mut self, _ctx: &mut Context, put: Put) -> PutOk {
+        self.version += 1;
+        let previous = self.map.insert(put.key.clone(), put.value);
+        PutOk { key: put.key, previous, version: self.version }
+    }
+
+    fn on_get(&mut self, _ctx: &mut Context, get: Get) -> GetOk {
+        GetOk { value: self.map.get(&get.key).cloned(), key: get.key, version: self.version }
+    }
+}
+
+// ---- workload -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(String, String),
+    Get(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Rep {
+    Put(PutOk),
+    Get(GetOk),
+}
+
+/// A repeatable mix of puts and gets over a few keys.
+fn workload(seed: u64, len: usize) -> Vec<Op> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = format!("k{}", x % 8);
+            if (x >> 8) % 10 < 6 { Op::Put(key, format!("v{i}")) } else { Op::Get(key) }
+        })
+        .collect()
+}
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends a window of operations without waiting, then takes their replies (sorted: replies to
+/// one window may come back in any order, but `version` pins each one down).
+async fn window(client: &mut Endpoint, ops: &[Op]) -> Vec<Rep> {
+    for op in ops {
+        match op {
+            Op::Put(k, v) => client.send("KVS", Put { key: k.clone(), value: v.clone() }).await.unwrap(),
+            Op::Get(k) => client.send("KVS", Get { key: k.clone() }).await.unwrap(),
+        }
+    }
+    let mut reps = Vec::new();
+    for _ in ops {
+        let env = timeout(REPLY_TIMEOUT, client.recv()).await.expect("a reply in time").expect("endpoint open");
+        reps.push(match env.payload.name() {
+            "PutOk" => Rep::Put(env.payload.decode().unwrap()),
+            "GetOk" => Rep::Get(env.payload.decode().unwrap()),
+            other => panic!("unexpected reply {other}"),
+        });
+    }
+    reps.sort();
+    reps
+}
+
+async fn put(client: &mut Endpoint, key: &str, value: &str) -> PutOk {
+    client.send("KVS", Put { key: key.into(), value: value.into() }).await.unwrap();
+    let env = timeout(REPLY_TIMEOUT, client.recv()).await.expect("a reply in time").expect("endpoint open");
+    env.payload.decode().unwrap()
+}
+
+async fn get(client: &mut Endpoint, key: &str) -> GetOk {
+    client.send("KVS", Get { key: key.into() }).await.unwrap();
+    let env = timeout(REPLY_TIMEOUT, client.recv()).await.expect("a reply in time").expect("endpoint open");
+    env.payload.decode().unwrap()
+}
+
+// ---- the two systems ------------------------------------------------------------------------
+
+/// The untransformed store, for reference.
+async fn unreplicated() -> BoxHandle {
+    let placement = Placement::new().agent("KVS", "solo", "Store");
+    let b = BoxBuilder::new("solo").kind("Store", |_| Store::default()).with_controller(Controller::new(placement)).start().await.unwrap();
+    b.ready().await.unwrap();
+    b
+}
+
+fn replica_box(id: &str) -> Option<usize> {
+    let last = id.rsplit('/').next()?;
+    let digits = last.trim_start_matches(|c: char| !c.is_ascii_digit());
+    if last.starts_with("ReplicateIngressProxy") { None } else { digits.parse().ok() }
+}
+
+/// The placement of `KVS |> replicate(n)` with sender `client`: replica i and its proxy in box
+/// `r{i}`, the ingress proxy in box `front`.
+fn placement(n: i64) -> Placement {
+    let args: Args = Args::from([("n".to_string(), Value::Int(n))]);
+    let senders = vec!["client".to_string()];
+    let e = replicate::expand(&Request { id: "KVS", senders: &senders, args: &args });
+    let mut p = Placement::new();
+    let mut leaves = Vec::new();
+    for child in &e.children {
+        let in_box = replica_box(&child.id).map(|i| format!("r{i}")).unwrap_or_else(|| "front".into());
+        let (kind, config) = match &child.role {
+            Role::Proxy { proxy, config } => (proxy.to_string(), serde_json::to_vec(config).unwrap()),
+            Role::Copy => ("Store".to_string(), Vec::new()),
+        };
+        p.agents.insert(child.id.clone(), AgentPlan { in_box, kind, config });
+        leaves.push(LattNode::leaf(child.id.clone()));
+    }
+    for (sender, entry) in &e.entry {
+        p = p.route(sender.clone(), "KVS", entry.clone());
+    }
+    p.latt(LattNode::node("KVS", leaves))
+}
+
+fn builder(name: &str) -> BoxBuilder {
+    let hooks: Arc<dyn Hooks> = Arc::new(NoHooks);
+    let mut b = BoxBuilder::new(name).kind("Store", |_| Store::default());
+    for (kind, factory) in replicate::proxies(&hooks) {
+        b = b.kind_boxed(kind, factory);
+    }
+    b
+}
+
+struct Replicated {
+    n: usize,
+    placement: Placement,
+    front: BoxHandle,
+    boxes: Vec<Option<BoxHandle>>,
+    probe: Endpoint,
+}
+
+impl Replicated {
+    async fn start(n: usize) -> Replicated {
+        let placement = placement(n as i64);
+        let front = builder("front").with_controller(Controller::new(placement.clone())).start().await.unwrap();
+        let mut boxes = Vec::new();
+        for i in 0..n {
+            boxes.push(Some(builder(&format!("r{i}")).controller_at(front.addr()).start().await.unwrap()));
+        }
+        front.ready().await.unwrap();
+        for b in boxes.iter().flatten() {
+            b.ready().await.unwrap();
+        }
+        let probe = front.endpoint("probe").unwrap();
+        let mut sys = Replicated { n, placement, front, boxes, probe };
+        sys.wait_for_leader().await;
+        sys
+    }
+
+    fn proxy(i: usize) -> String {
+        format!("KVS/ReplicaProxy{i}")
+    }
+
+    async fn status(&mut self, i: usize) -> Option<ReplicaStatus> {
+        self.boxes[i].as_ref()?;
+        self.probe.send(&Self::proxy(i), Status).await.ok()?;
+        // A proxy answers at once; a box that is starting may take a moment.
+        let env = timeout(Duration::from_secs(2), self.probe.recv()).await.ok()??;
+        env.payload.decode::<ReplicaStatus>().ok().filter(|s| s.index == i as u64)
+    }
+
+    async fn statuses(&mut self) -> Vec<ReplicaStatus> {
+        let mut all = Vec::new();
+        for i in 0..self.n {
+            if let Some(s) = self.status(i).await {
+                all.push(s);
+            }
+        }
+        all
+    }
+
+    /// Waits until every live proxy is active and they agree on a leader; returns it.
+    async fn wait_for_leader(&mut self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all = self.statuses().await;
+            let live = self.boxes.iter().filter(|b| b.is_some()).count();
+            if all.len() == live && all.iter().all(|s| s.active) {
+                if let Some(l) = all[0].leader {
+                    if all.iter().all(|s| s.leader == Some(l)) && self.boxes[l as usize].is_some() {
+                        return l as usize;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader: {all:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every live replica has applied the same decided prefix and answered it all.
+    async fn wait_quiet(&mut self) -> Vec<ReplicaStatus> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all = self.statuses().await;
+            let live = self.boxes.iter().filter(|b| b.is_some()).count();
+            let quiet = all.len() == live
+                && all.iter().all(|s| s.active && s.completed == s.executed && s.applied == s.decided && s.decided == s.log_len)
+                && all.iter().all(|s| s.applied == all[0].applied);
+            if quiet {
+                return all;
+            }
+            assert!(Instant::now() < deadline, "not quiet: {all:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// (applied index, snapshot) of every live replica, at quiescence.
+    async fn replica_states(&mut self) -> Vec<(u64, Vec<u8>)> {
+        let all = self.wait_quiet().await;
+        let mut states = Vec::new();
+        for s in all {
+            let b = self.boxes[s.index as usize].as_ref().unwrap();
+            states.push((s.applied, b.snapshot(&format!("KVS/Replica{}", s.index)).await.unwrap()));
+        }
+        states
+    }
+
+    /// Shuts box `r{i}` down, as a crash: its agents' memory is gone.
+    async fn crash(&mut self, i: usize) {
+        self.boxes[i].take().expect("box running").shutdown().await;
+    }
+
+    /// Starts box `r{i}` again (a new process: new address, empty agents) and the two agents
+    /// placed in it, then has every box forget the old address. (Under a new box name: boxes
+    /// keep the address of a box manager they learnt, so a box cannot yet come back under its
+    /// old name at a new address.)
+    async fn restart(&mut self, i: usize) {
+        let b = builder(&format!("r{i}-again")).controller_at(self.front.addr()).start().await.unwrap();
+        b.ready().await.unwrap();
+        let hooks: Arc<dyn Hooks> = Arc::new(NoHooks);
+        let factories: BTreeMap<&str, ovid::Factory> = replicate::proxies(&hooks).into_iter().collect();
+        let proxy_id = Self::proxy(i);
+        let plan = &self.placement.agents[&proxy_id];
+        let agent = factories[plan.kind.as_str()](&plan.config).unwrap();
+        let replica_id = format!("KVS/Replica{i}");
+        b.spawn(replica_id.clone(), Store::default()).unwrap();
+        b.spawn(proxy_id.clone(), agent).unwrap();
+        b.sync_controller().await.unwrap();
+        let mut operator = self.front.endpoint(format!("operator{i}")).unwrap();
+        for id in [proxy_id, replica_id] {
+            operator.send(ovid::CONTROLLER, Invalidate { id }).await.unwrap();
+        }
+        self.front.sync_controller().await.unwrap();
+        self.boxes[i] = Some(b);
+    }
+
+    async fn shutdown(mut self) {
+        for b in self.boxes.iter_mut() {
+            if let Some(b) = b.take() {
+                b.shutdown().await;
+            }
+        }
+        self.front.shutdown().await;
+    }
+}
+
+fn decode_store(bytes: &[u8]) -> Store {
+    postcard::from_bytes(bytes).unwrap()
+}
+
+// ---- the tests ------------------------------------------------------------------------------
+
+/// (1) The replicated store answers a generated workload exactly as the store alone does, and
+/// (3) at quiescence every replica's state equals the store's.
+#[tokio::test]
+async fn replies_match_the_unreplicated_store() {
+    let ops = workload(7, 300);
+    let solo = unreplicated().await;
+    let mut reference = solo.endpoint("client").unwrap();
+    let mut sys = Replicated::start(3).await;
+    let mut client = sys.front.endpoint("client").unwrap();
+
+    let started = Instant::now();
+    for chunk in ops.chunks(10) {
+        let want = window(&mut reference, chunk).await;
+        let got = window(&mut client, chunk).await;
+        assert_eq!(got, want, "replies differ for {chunk:?}");
+    }
+    let elapsed = started.elapsed();
+    println!("replicate(3): {} operations in windows of 10, {elapsed:?} (with the reference store)", ops.len());
+
+    let states = sys.replica_states().await;
+    assert_eq!(states.len(), 3);
+    let expected = solo.snapshot("KVS").await.unwrap();
+    for (applied, state) in &states {
+        assert_eq!(decode_store(state), decode_store(&expected), "replica at {applied} differs");
+    }
+    assert_eq!(replicate::virtual_state(&states), Some(&expected));
+
+    sys.shutdown().await;
+    solo.shutdown().await;
+}
+
+/// (2) The leader's box crashes with requests in flight: every acknowledged put is still there,
+/// service resumes; then the box comes back empty, catches up from its peers, and (3) all three
+/// replicas end equal.
+#[tokio::test]
+async fn leader_crash_loses_no_acknowledged_put_and_a_restarted_replica_catches_up() {
+    let mut sys = Replicated::start(3).await;
+    let mut client = sys.front.endpoint("client").unwrap();
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+
+    for i in 0..40 {
+        let (k, v) = (format!("k{}", i % 16), format!("before-{i}"));
+        let ok = put(&mut client, &k, &v).await;
+        assert_eq!(ok.version, i + 1);
+        acked.insert(k, v);
+    }
+
+    // Crash the leader with a window of puts in flight.
+    let leader = sys.wait_for_leader().await;
+    let in_flight: Vec<(String, String)> = (0..10).map(|i| (format!("k{}", 20 + i), format!("in-flight-{i}"))).collect();
+    for (k, v) in &in_flight {
+        client.send("KVS", Put { key: k.clone(), value: v.clone() }).await.unwrap();
+    }
+    let crashed = Instant::now();
+    sys.crash(leader).await;
+    let mut versions = Vec::new();
+    for _ in &in_flight {
+        let env = timeout(REPLY_TIMEOUT, client.recv()).await.expect("in-flight put answered after the crash").unwrap();
+        versions.push(env.payload.decode::<PutOk>().unwrap().version);
+    }
+    let recovered = crashed.elapsed();
+    versions.sort();
+    assert_eq!(versions, (41..=50).collect::<Vec<_>>(), "each in-flight put ran exactly once");
+    acked.extend(in_flight);
+    let new_leader = sys.wait_for_leader().await;
+    assert_ne!(new_leader, leader);
+    println!("leader r{leader} crashed: in-flight puts answered {recovered:?} after the crash; new leader r{new_leader}");
+
+    let before = Instant::now();
+    for i in 0..40u64 {
+        let (k, v) = (format!("k{}", i % 24), format!("after-{i}"));
+        let ok = put(&mut client, &k, &v).await;
+        assert_eq!(ok.version, 51 + i);
+        acked.insert(k, v);
+    }
+    println!("40 puts after the crash, on two replicas: {:?}", before.elapsed());
+    for (k, v) in &acked {
+        assert_eq!(get(&mut client, k).await.value.as_ref(), Some(v), "acknowledged put of {k} lost");
+    }
+    let states = sys.replica_states().await;
+    assert_eq!(states.len(), 2);
+    assert_eq!(states[0].1, states[1].1, "the two live replicas differ");
+
+    // The crashed box comes back with nothing; its proxy recovers from its peers and replays.
+    let restarted = Instant::now();
+    sys.restart(leader).await;
+    let states = sys.replica_states().await;
+    println!("restarted r{leader} caught up ({} log entries) in {:?}", states[0].0, restarted.elapsed());
+    assert_eq!(states.len(), 3);
+    assert!(states.iter().all(|s| s.1 == states[0].1), "replicas differ after catch-up");
+    let store = decode_store(replicate::virtual_state(&states).unwrap());
+    assert_eq!(store.map, acked);
+    assert_eq!(store.version, 90);
+
+    // And it takes part again: with another box down, the restarted one is in every quorum.
+    let other = (leader + 1) % 3;
+    sys.crash(other).await;
+    let ok = put(&mut client, "last", "word").await;
+    assert_eq!(ok.version, 91);
+    assert_eq!(get(&mut client, "last").await.value.as_deref(), Some("word"));
+    sys.shutdown().await;
+}
