@@ -132,6 +132,8 @@ struct Node {
     copies: Vec<String>,
     /// Proxy leaf → (identifier → physical), for its targets.
     routes: BTreeMap<String, BTreeMap<String, String>>,
+    /// Proxies whose routes a nested channel chain set (the stage's own routes leave them be).
+    nested_ends: Vec<String>,
 }
 
 fn value(v: &ArgValue) -> Value {
@@ -177,6 +179,7 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
                 entry: senders.iter().map(|s| (s.clone(), id.to_string())).collect(),
                 copies: vec![id.to_string()],
                 routes: BTreeMap::new(),
+                nested_ends: Vec::new(),
             },
             // The senders of a forwarded bottom are the last proxies of the channel; the
             // caller routes them to the receiving agent.
@@ -186,6 +189,7 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
                 entry: BTreeMap::new(),
                 copies: senders.to_vec(),
                 routes: BTreeMap::new(),
+                nested_ends: Vec::new(),
             },
         };
     };
@@ -207,6 +211,7 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
         entry: BTreeMap::new(),
         copies: Vec::new(),
         routes: BTreeMap::new(),
+        nested_ends: Vec::new(),
     };
     let mut sub_entries: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for child in &exp.children {
@@ -222,6 +227,12 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
             Role::Copy => {
                 let child_senders: Vec<String> =
                     exp.sends.iter().filter(|(_, targets)| targets.contains(&child.id)).map(|(p, _)| p.clone()).collect();
+                if matches!(bottom, Bottom::Forward) && !rest.is_empty() {
+                    if let Some(pairs) = encoder_pairs(&exp.sends, &child_senders) {
+                        nest_in_channel(&mut node, &child.id, rest, &pairs);
+                        continue;
+                    }
+                }
                 let sub = expand_node(&child.id, rest, &child_senders, bottom);
                 // A forwarded bottom is no node of its own: the chain ends there.
                 if matches!(bottom, Bottom::Agent(_)) || !rest.is_empty() {
@@ -235,6 +246,9 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
         }
     }
     for (proxy, targets) in &exp.sends {
+        if node.nested_ends.contains(proxy) {
+            continue;
+        }
         let table = node.routes.entry(proxy.clone()).or_default();
         for t in targets {
             let physical = if copy_ids.contains(&t.as_str()) {
@@ -258,6 +272,44 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
         node.entry.insert(sender.clone(), physical);
     }
     node
+}
+
+/// For a channel stage made of encoder → decoder pairs: each decoder (a proxy sending to the
+/// copy) with the encoder that sends to it alone; `None` if the stage is not made of pairs.
+fn encoder_pairs(sends: &BTreeMap<String, Vec<String>>, decoders: &[String]) -> Option<Vec<(String, String)>> {
+    decoders
+        .iter()
+        .map(|dec| sends.iter().find(|(_, t)| t.len() == 1 && t[0] == *dec).map(|(enc, _)| (enc.clone(), dec.clone())))
+        .collect()
+}
+
+/// On a channel, the rest of a pipeline wraps the channel *between* each encoder and its
+/// decoder (so `batch(64) |> compress` compresses whole batches): expands the copy for the
+/// encoders as senders, points each encoder at the nested chain's entry and each end of the
+/// nested chain at the decoder. The decoders stay the last proxies of this level.
+fn nest_in_channel(node: &mut Node, copy: &str, rest: &[TransformInfo], pairs: &[(String, String)]) {
+    let encoders: Vec<String> = pairs.iter().map(|(e, _)| e.clone()).collect();
+    let sub = expand_node(copy, rest, &encoders, Bottom::Forward);
+    node.latt.children.push(sub.latt);
+    node.leaves.extend(sub.leaves);
+    node.routes.extend(sub.routes);
+    let mut retarget: BTreeMap<String, String> = BTreeMap::new();
+    for (k, (enc, dec)) in pairs.iter().enumerate() {
+        let first = sub.entry.get(enc).cloned().unwrap_or_else(|| dec.clone());
+        retarget.insert(enc.clone(), first);
+        if let Some(last) = sub.copies.get(k) {
+            retarget.insert(last.clone(), dec.clone());
+        }
+        node.copies.push(dec.clone());
+    }
+    for leaf in node.leaves.iter_mut() {
+        let Some(to) = retarget.get(&leaf.id) else { continue };
+        if let Runs::Proxy { config, .. } = &mut leaf.runs {
+            config.insert("targets".to_string(), Value::List(vec![to.clone()]));
+        }
+        node.routes.insert(leaf.id.clone(), BTreeMap::from([(to.clone(), to.clone())]));
+    }
+    node.nested_ends.extend(retarget.into_keys());
 }
 
 /// A transformed channel from one sender element to one receiver element.
