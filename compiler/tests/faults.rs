@@ -19,7 +19,8 @@ use harness::*;
 /// nothing behind. On a panic it prints the end of every log.
 struct Processes {
     logs: PathBuf,
-    children: Vec<(String, Child)>,
+    /// Name, process, log file; a restarted process is a new entry with a log of its own.
+    children: Vec<(String, Child, PathBuf)>,
 }
 
 impl Processes {
@@ -29,56 +30,62 @@ impl Processes {
         Processes { logs, children: Vec::new() }
     }
 
-    fn log(&self, name: &str) -> PathBuf {
-        self.logs.join(format!("{name}.log"))
+    /// The latest process named `name`.
+    fn latest(&mut self, name: &str) -> &mut (String, Child, PathBuf) {
+        self.children.iter_mut().rev().find(|(n, _, _)| n == name).unwrap_or_else(|| panic!("no process {name}"))
     }
 
-    /// Starts `bin args…` as `name`, its stdout and stderr into `<logs>/<name>.log`.
+    /// Starts `bin args…` as `name`, its stdout and stderr into `<logs>/<name>.log` (or
+    /// `<name>.2.log`, … when started again).
     fn start(&mut self, name: &str, bin: &Path, args: &[&str], env: &[(&str, &str)]) {
-        let log = File::create(self.log(name)).unwrap();
+        let n = self.children.iter().filter(|(c, _, _)| c == name).count();
+        let log = self.logs.join(if n == 0 { format!("{name}.log") } else { format!("{name}.{}.log", n + 1) });
+        let file = File::create(&log).unwrap();
         let child = Command::new(bin)
             .args(args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        self.children.push((name.to_string(), child));
+        self.children.push((name.to_string(), child, log));
     }
 
-    /// Waits until `name`'s log holds `text`.
+    /// Waits until the log of the latest `name` holds `text`.
     fn wait_for(&mut self, name: &str, text: &str, limit: Duration) {
         let started = Instant::now();
+        let (_, child, log) = self.latest(name);
         while started.elapsed() < limit {
-            if std::fs::read_to_string(self.log(name)).unwrap_or_default().contains(text) {
+            if std::fs::read_to_string(&log).unwrap_or_default().contains(text) {
                 return;
             }
-            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("{name} exited ({status}) before printing `{text}`:\n{}", tail(&self.log(name), 30));
-                }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{name} exited ({status}) before printing `{text}`:\n{}", tail(log, 30));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("{name} did not print `{text}` within {limit:?}:\n{}", tail(&self.log(name), 30));
+        panic!("{name} did not print `{text}` within {limit:?}:\n{}", tail(log, 30));
     }
 
     /// `kill -9`, and reap it.
     fn kill(&mut self, name: &str) {
-        let (_, child) = self.children.iter_mut().find(|(n, _)| n == name).expect("a started process");
+        let (_, child, _) = self.latest(name);
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
     }
 
-    /// Every process still running (none should have stopped on its own).
-    fn check_alive(&mut self, except: &str) {
-        for (name, child) in &mut self.children {
-            if name != except {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("{name} stopped on its own ({status}):\n{}", tail(&self.logs.join(format!("{name}.log")), 40));
-                }
+    /// Panics if a process stopped on its own (none should).
+    fn check_alive(&mut self, killed: &[&str]) {
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, child, log) in self.children.iter_mut().rev() {
+            // Only the latest process of each name, and not the ones the test killed last.
+            if !seen.insert(name.clone()) || killed.contains(&name.as_str()) {
+                continue;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{name} stopped on its own ({status}):\n{}", tail(log, 40));
             }
         }
     }
@@ -86,13 +93,13 @@ impl Processes {
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for (_, child) in &mut self.children {
+        for (_, child, _) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            for (name, _) in &self.children {
-                eprintln!("---- end of {name}'s log ({}):\n{}", self.log(name).display(), tail(&self.log(name), 40));
+            for (name, _, log) in &self.children {
+                eprintln!("---- end of {name}'s log ({}):\n{}", log.display(), tail(log, 40));
             }
         }
     }
@@ -109,79 +116,142 @@ fn cpu_ticks(child: &Child) -> u64 {
     get(11) + get(12)
 }
 
-/// The storage box to kill: `$OVID_FAULTS_KILL` if set, else the one that holds a replica
-/// leader. The replica proxies do not log who leads, so it is inferred from work done: under a
-/// write load the leader of a shard receives every request, sends each log entry to both
-/// followers, collects their acknowledgements and answers the ingress proxy, while a follower
-/// only acknowledges entries; so the storage process that uses the most CPU over `window`
-/// holds a leader (with two shards, it may hold both).
-fn victim(p: &Processes, window: Duration) -> String {
+/// Of `candidates`, the storage box to kill: `$OVID_FAULTS_KILL` if set (and a candidate),
+/// else the one that holds a replica leader. The replica proxies do not log who leads, so it is
+/// inferred from work done: under a write load the leader of a shard receives every request,
+/// sends each log entry to both followers, collects their acknowledgements and answers the
+/// ingress proxy, while a follower only acknowledges entries; so the storage process that uses
+/// the most CPU over `window` holds a leader (with two shards, it may hold both).
+fn victim(p: &mut Processes, candidates: &[&str], window: Duration) -> String {
     if let Ok(name) = std::env::var("OVID_FAULTS_KILL") {
-        return name;
-    }
-    let stores: Vec<(&str, &Child)> =
-        p.children.iter().filter(|(n, _)| n.starts_with("store")).map(|(n, c)| (n.as_str(), c)).collect();
-    let before: Vec<u64> = stores.iter().map(|(_, c)| cpu_ticks(c)).collect();
-    std::thread::sleep(window);
-    let mut busiest = ("store0", 0u64);
-    let mut used = Vec::new();
-    for ((name, child), t0) in stores.iter().zip(before) {
-        let ticks = cpu_ticks(child) - t0;
-        used.push(format!("{name} {ticks}"));
-        if ticks > busiest.1 {
-            busiest = (name, ticks);
+        if candidates.contains(&name.as_str()) {
+            return name;
         }
     }
-    println!("CPU ticks used by the storage boxes over {window:?} of load: {}; the busiest holds a leader", used.join(", "));
-    busiest.0.to_string()
+    let before: Vec<u64> = candidates.iter().map(|c| cpu_ticks(&p.latest(c).1)).collect();
+    std::thread::sleep(window);
+    let used: Vec<u64> = candidates.iter().zip(before).map(|(c, b)| cpu_ticks(&p.latest(c).1).saturating_sub(b)).collect();
+    let shown: Vec<String> = candidates.iter().zip(&used).map(|(c, u)| format!("{c} {u}")).collect();
+    println!("CPU ticks used by the storage boxes over {window:?} of load: {}; the busiest holds a leader", shown.join(", "));
+    let best = (0..candidates.len()).max_by_key(|i| (used[*i], std::cmp::Reverse(*i))).unwrap();
+    candidates[best].to_string()
+}
+
+/// webkvs running as processes on loopback.
+struct Running {
+    p: Processes,
+    bin: PathBuf,
+    controller: String,
+    http: String,
+    boxes: Vec<(&'static str, String)>,
+}
+
+impl Running {
+    /// Builds webkvs, starts the controller and every box at free ports, waits until it serves.
+    fn start(logs: &str) -> Running {
+        let bin = build_webkvs(env!("CARGO_BIN_EXE_ovidc"), "faults");
+        let ports = free_ports(7);
+        let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+        let (controller, http) = (addr(0), addr(6));
+        let boxes = vec![("store0", addr(1)), ("store1", addr(2)), ("store2", addr(3)), ("routing", addr(4)), ("front", addr(5))];
+        let mut p = Processes::new(root().join("target/faults").join(logs));
+        p.start("controller", &bin, &["controller", "--listen", &controller], &[]);
+        p.wait_for("controller", "controller listening", Duration::from_secs(30));
+        let mut r = Running { p, bin, controller, http, boxes };
+        for i in 0..r.boxes.len() {
+            r.start_box(r.boxes[i].0);
+        }
+        let ready = wait_until_serving(&r.http, Duration::from_secs(60));
+        println!("webkvs serving on {}, {} ms after the boxes started", r.http, ready.as_millis());
+        r
+    }
+
+    /// Starts (or starts again) box `name` at its address.
+    fn start_box(&mut self, name: &str) {
+        let listen = self.boxes.iter().find(|(n, _)| *n == name).expect("a box of webkvs").1.clone();
+        let args = ["box", name, "--controller", &self.controller, "--listen", &listen];
+        self.p.start(name, &self.bin, &args, &[("WEBKVS_ADDR", &self.http)]);
+        self.p.wait_for(name, &format!("box {name} listening"), Duration::from_secs(30));
+    }
 }
 
 #[test]
 fn webkvs_survives_a_killed_storage_box() {
     let test_started = Instant::now();
-    let bin = build_webkvs(env!("CARGO_BIN_EXE_ovidc"), "faults");
+    let mut r = Running::start("kill");
     let after_build = Instant::now();
-    let ports = free_ports(7);
-    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
-    let (controller, http_addr) = (addr(0), addr(6));
-    let boxes = [("store0", addr(1)), ("store1", addr(2)), ("store2", addr(3)), ("routing", addr(4)), ("front", addr(5))];
 
-    let mut p = Processes::new(root().join("target/faults/logs"));
-    p.start("controller", &bin, &["controller", "--listen", &controller], &[]);
-    p.wait_for("controller", "controller listening", Duration::from_secs(30));
-    for (name, listen) in &boxes {
-        p.start(name, &bin, &["box", name, "--controller", &controller, "--listen", listen], &[("WEBKVS_ADDR", &http_addr)]);
-    }
-    for (name, _) in &boxes {
-        p.wait_for(name, &format!("box {name} listening"), Duration::from_secs(30));
-    }
-    let ready = wait_until_serving(&http_addr, Duration::from_secs(60));
-    println!("webkvs serving on {http_addr}, {} ms after the boxes started", ready.as_millis());
-
-    let load = Load::start(&http_addr, "faults");
+    let load = Load::start(&r.http, "kill");
     std::thread::sleep(Duration::from_secs(1));
-    let victim = victim(&p, Duration::from_secs(2));
+    let victim = victim(&mut r.p, &["store0", "store1", "store2"], Duration::from_secs(2));
     let killed_at = load.now();
-    p.kill(&victim);
+    r.p.kill(&victim);
     println!("killed {victim} (SIGKILL) at {:.2} s", killed_at.as_secs_f64());
     std::thread::sleep(Duration::from_secs(10));
     let until = load.now();
     let attempts = load.finish();
-    p.check_alive(&victim);
+    r.p.check_alive(&[&victim]);
 
-    let lost = lost_writes(&http_addr, &attempts);
+    let lost = lost_writes(&r.http, &attempts);
     print_figures(
         &format!("webkvs as processes, {victim} killed with SIGKILL"),
         &attempts,
         lost.len(),
         &[(&format!("kill -9 {victim}"), killed_at, until)],
     );
-    println!("test time: {:.1} s after the build ({:.1} s in all)", after_build.elapsed().as_secs_f64(), test_started.elapsed().as_secs_f64());
+    println!("test time: {:.1} s after the build and start ({:.1} s in all)", after_build.elapsed().as_secs_f64(), test_started.elapsed().as_secs_f64());
 
-    assert!(lost.is_empty(), "acknowledged writes lost (key, value written, read back): {lost:#?}");
+    assert!(lost.is_empty(), "acknowledged writes lost: {}", some(&lost, 20));
     assert!(attempts.iter().filter(|a| a.acked && a.sent < killed_at).count() >= 10, "too few writes before the kill to mean anything");
     let after = acked_after(&attempts, killed_at);
     assert!(after >= 10, "service did not resume after the kill: {after} writes acknowledged after it");
     let last_two_seconds = acked_after(&attempts, until.saturating_sub(Duration::from_secs(2)));
     assert!(last_two_seconds > 0, "no write acknowledged in the last two seconds of the run");
+}
+
+/// A storage box killed and started again must rejoin: its replica proxies recover the log
+/// from their peers (docs/replication.md), so that when another storage box is killed next,
+/// the restarted one and the third still form a majority of every shard.
+#[test]
+#[ignore = "fails today: when a killed box registers again, the controller still counts its agents as running (runtime/src/controller.rs, RegisterBox) and never starts them, so messages to them are rejected (`agent ... is not running`)"]
+fn a_restarted_storage_box_rejoins() {
+    let mut r = Running::start("restart");
+    let stores = ["store0", "store1", "store2"];
+    let load = Load::start(&r.http, "restart");
+    std::thread::sleep(Duration::from_secs(1));
+    let first = victim(&mut r.p, &stores, Duration::from_secs(2));
+    let killed_at = load.now();
+    r.p.kill(&first);
+    println!("killed {first} (SIGKILL) at {:.2} s", killed_at.as_secs_f64());
+    std::thread::sleep(Duration::from_secs(3));
+    let restarted_at = load.now();
+    r.start_box(&first);
+    println!("started {first} again at {:.2} s", restarted_at.as_secs_f64());
+    std::thread::sleep(Duration::from_secs(3));
+    let others: Vec<&str> = stores.iter().copied().filter(|s| *s != first).collect();
+    let second = victim(&mut r.p, &others, Duration::from_secs(2));
+    let second_at = load.now();
+    r.p.kill(&second);
+    println!("killed {second} (SIGKILL) at {:.2} s", second_at.as_secs_f64());
+    std::thread::sleep(Duration::from_secs(8));
+    let until = load.now();
+    let attempts = load.finish();
+    r.p.check_alive(&[&second]);
+
+    let lost = lost_writes(&r.http, &attempts);
+    print_figures(
+        &format!("webkvs as processes, {first} killed and started again, then {second} killed"),
+        &attempts,
+        lost.len(),
+        &[
+            (&format!("kill -9 {first}"), killed_at, restarted_at),
+            (&format!("restart {first}"), restarted_at, second_at),
+            (&format!("kill -9 {second}"), second_at, until),
+        ],
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {}", some(&lost, 20));
+    for (what, from, to) in [("the first kill", killed_at, restarted_at), ("the restart", restarted_at, second_at), ("the second kill", second_at, until)] {
+        let n = attempts.iter().filter(|a| a.acked && a.sent >= from && a.sent < to).count();
+        assert!(n >= 10, "service did not go on after {what}: {n} writes acknowledged");
+    }
 }

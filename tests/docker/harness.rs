@@ -93,6 +93,14 @@ pub fn http(addr: &str, method: &str, path: &str, body: &str, limit: Duration) -
     Ok((status, body))
 }
 
+/// An error of [`http`] in words: a read that timed out is `WouldBlock` on Linux.
+pub fn describe(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!("no answer within {} s", REQUEST_LIMIT.as_secs()),
+        _ => e.to_string(),
+    }
+}
+
 /// Waits until `GET /index` answers the seeded page (every box is up and each shard has a
 /// majority), or panics after `limit`.
 pub fn wait_until_serving(addr: &str, limit: Duration) -> Duration {
@@ -160,7 +168,7 @@ impl Load {
                 let (acked, error) = match answer {
                     Ok((200, body)) if body == format!("stored {key}") => (true, None),
                     Ok((status, body)) => (false, Some(format!("{status} {body}"))),
-                    Err(e) => (false, Some(e.to_string())),
+                    Err(e) => (false, Some(describe(&e))),
                 };
                 if error.is_some() {
                     // Do not spin on a refused connection.
@@ -193,18 +201,40 @@ impl Drop for Load {
 }
 
 /// Reads every acknowledged key back: the ones whose value is not the one written, with what
-/// came back instead.
+/// came back instead. After five requests in a row that get no answer at all, the service is
+/// taken to be down and the keys not yet read are reported as lost (`not read: ...`) rather
+/// than waited for one by one.
 pub fn lost_writes(addr: &str, attempts: &[Attempt]) -> Vec<(String, String, String)> {
     let mut lost = Vec::new();
+    let mut silent = 0;
     for a in attempts.iter().filter(|a| a.acked) {
+        if silent >= 5 {
+            lost.push((a.key.clone(), a.value.clone(), "not read: the service stopped answering".to_string()));
+            continue;
+        }
         let got = match http(addr, "GET", &format!("/{}", a.key), "", REQUEST_LIMIT) {
-            Ok((200, body)) if body == a.value => continue,
-            Ok((status, body)) => format!("{status} {body}"),
-            Err(e) => format!("error: {e}"),
+            Ok((200, body)) if body == a.value => {
+                silent = 0;
+                continue;
+            }
+            Ok((status, body)) => {
+                silent = 0;
+                format!("{status} {body}")
+            }
+            Err(e) => {
+                silent += 1;
+                describe(&e)
+            }
         };
         lost.push((a.key.clone(), a.value.clone(), got));
     }
     lost
+}
+
+/// At most `n` of `lost`, for an assertion message.
+pub fn some(lost: &[(String, String, String)], n: usize) -> String {
+    let shown: Vec<String> = lost.iter().take(n).map(|(k, v, got)| format!("{k} = {v:?}, read back: {got}")).collect();
+    format!("{} of them, the first {}:\n{}", lost.len(), shown.len(), shown.join("\n"))
 }
 
 /// The longest time without an acknowledgement around a fault at `at` (from the start of the
