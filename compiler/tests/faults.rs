@@ -213,7 +213,6 @@ fn webkvs_survives_a_killed_storage_box() {
 /// from their peers (docs/replication.md), so that when another storage box is killed next,
 /// the restarted one and the third still form a majority of every shard.
 #[test]
-#[ignore = "fails today: when a killed box registers again, the controller still counts its agents as running (runtime/src/controller.rs, RegisterBox) and never starts them, so messages to them are rejected (`agent ... is not running`)"]
 fn a_restarted_storage_box_rejoins() {
     let mut r = Running::start("restart");
     let stores = ["store0", "store1", "store2"];

@@ -331,6 +331,16 @@ impl Agent for Controller {
         } else if is::<RegisterBox>(&message) {
             let r = message.decode::<RegisterBox>()?;
             tracing::info!(box_name = %r.name, addr = %r.addr, "box registered");
+            if self.boxes.contains_key(&r.name) {
+                // The box restarted (a box registers once per start): what ran there is gone,
+                // and every BRT entry for it is stale.
+                let lost: Vec<String> = self.running.iter().filter(|(_, b)| **b == r.name).map(|(id, _)| id.clone()).collect();
+                tracing::warn!(box_name = %r.name, agents = lost.len(), "box restarted; starting its agents again");
+                for id in &lost {
+                    self.running.remove(id);
+                }
+                self.broadcast_brt(ctx, lost.into_iter().map(|id| (id, None)).collect());
+            }
             self.boxes.insert(r.name.clone(), r.addr);
             self.running.insert(manager_id(&r.name), r.name.clone());
             if r.hosts_controller {

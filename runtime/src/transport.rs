@@ -462,7 +462,11 @@ impl Receiver {
                 Some(Some(Err(e))) => {
                     // A length prefix beyond MAX_FRAME or a socket error: the stream cannot be
                     // resynchronised, so close it; the sender reconnects and resends.
-                    self.bad_frame(&e.to_string());
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        self.bad_frame(&e.to_string());
+                    } else {
+                        tracing::info!(remote = %self.remote, error = %e, "connection from a box lost");
+                    }
                     return;
                 }
                 Some(Some(Ok(f))) => {
@@ -483,7 +487,9 @@ impl Receiver {
                                 continue;
                             }
                             if seq != inbound.delivered + 1 {
-                                tracing::error!(seq, delivered = inbound.delivered, "gap in a stream");
+                                // This box restarted: what the sender had sent to the old
+                                // process died with it, and its stream goes on from here.
+                                tracing::info!(seq, delivered = inbound.delivered, from = %listen, "stream resumes after this box restarted");
                             }
                             inbound.delivered = seq;
                             Metrics::inc(&self.router.metrics.frames_in);
