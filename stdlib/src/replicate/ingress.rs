@@ -122,8 +122,9 @@ impl ReplicateIngressProxy {
         let open = Open { to, tag: ctx.tag(), name: message.name().to_string(), bytes: message.to_bytes()?.to_vec() };
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.submit(ctx, seq, &open);
+        // Open before it is submitted: the acknowledgement it carries must not cover it.
         self.open.insert(seq, open);
+        self.submit(ctx, seq, &self.open[&seq]);
         self.arm(ctx);
         Ok(())
     }

@@ -83,6 +83,9 @@ pub struct RecoverState {
     pub index: u64,
     /// Its state, if it takes part in consensus.
     pub state: Option<PaxosState>,
+    /// Whether it knows that the replicated log has had entries: its state has some, or (while
+    /// it recovers) a peer showed it some. A first start needs every peer to say no.
+    pub history: bool,
 }
 
 /// Anyone → replica proxy: how are you? Answered with [`ReplicaStatus`].

@@ -6,6 +6,7 @@
 //! omnipaxos) and the refinement mapping ([`virtual_state`]). docs/replication.md tells how it
 //! works and what it guarantees.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::expansion::{Args, Expansion, Request, Value, int};
@@ -83,4 +84,28 @@ pub fn proxies(_hooks: &Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid
 /// read while both are quiet (`completed == executed`) or wedged.
 pub fn virtual_state<S>(replicas: &[(u64, S)]) -> Option<&S> {
     replicas.iter().rev().max_by_key(|(applied, _)| *applied).map(|(_, s)| s)
+}
+
+/// The refinement mapping over the snapshots of the physical agents under `id` (physical
+/// identifier → snapshot, as a simulator or an operator takes them with every agent quiet): the
+/// snapshot of `{id}/Replica{i}` whose proxy `{id}/ReplicaProxy{i}` applied the most of the log.
+pub fn refine(id: &str, snapshots: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, ovid::Error> {
+    let mut replicas = Vec::new();
+    for i in 0.. {
+        let Some(proxy) = snapshots.get(&format!("{id}/ReplicaProxy{i}")) else {
+            if (i..i + 16).any(|j| snapshots.contains_key(&format!("{id}/ReplicaProxy{j}"))) {
+                continue;
+            }
+            break;
+        };
+        if let Some(replica) = snapshots.get(&format!("{id}/Replica{i}")) {
+            replicas.push((applied(proxy)?, replica));
+        }
+    }
+    virtual_state(&replicas).map(|s| (*s).clone()).ok_or_else(|| ovid::Error::Snapshot(format!("no replica of `{id}` with its proxy")))
+}
+
+/// How much of the log the replica proxy whose snapshot this is has applied.
+pub fn applied(proxy_snapshot: &[u8]) -> Result<u64, ovid::Error> {
+    replica_proxy::applied(proxy_snapshot)
 }

@@ -8,9 +8,9 @@
 //!
 //! A proxy that starts has lost its memory (the log lives in memory). It takes no part in
 //! consensus until it has rebuilt an acceptor state from a read quorum of its peers — f+1 of
-//! them, not counting itself — or until it has heard from every peer that nobody has accepted
-//! anything yet (the very first start); see docs/replication.md for why that is safe. Then it
-//! replays the whole decided log into its replica, which started empty too.
+//! them, not counting itself — or until every peer has told it that nobody it knows of has
+//! accepted anything (the system's first start); see docs/replication.md for why that is safe.
+//! Then it replays the whole decided log into its replica, which started empty too.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -73,6 +73,9 @@ enum Mode {
         nonce: u64,
         /// Answers so far, by peer index (`None`: that peer is recovering too).
         answers: BTreeMap<usize, Option<PaxosState>>,
+        /// Whether some answer showed that the log has had entries (then this cannot be the
+        /// system's first start, whatever later answers say).
+        history: bool,
     },
     /// A Paxos node.
     Active {
@@ -90,6 +93,12 @@ enum Mode {
 struct Saved {
     paxos: Option<PaxosState>,
     applier: Applier,
+}
+
+/// The applied index in a snapshot of a replica proxy.
+pub(crate) fn applied(snapshot: &[u8]) -> Result<u64, Error> {
+    let saved: Saved = postcard::from_bytes(snapshot).map_err(|e| Error::Snapshot(e.to_string()))?;
+    Ok(saved.applier.applied)
 }
 
 /// The consensus proxy in front of replica `index` (see the module docs).
@@ -127,7 +136,7 @@ impl ReplicaProxy {
             peers,
             replica: replica.into(),
             timing: Timing::from_args(args),
-            mode: Mode::Recovering { nonce: 0, answers: BTreeMap::new() },
+            mode: Mode::Recovering { nonce: 0, answers: BTreeMap::new(), history: false },
             applier: Applier::default(),
             waiting: BTreeMap::new(),
             last_promise: None,
@@ -168,7 +177,7 @@ impl ReplicaProxy {
 
     /// Asks every peer that has not yet answered with a state for its state.
     fn query(&self, ctx: &mut Context) {
-        if let Mode::Recovering { nonce, answers } = &self.mode {
+        if let Mode::Recovering { nonce, answers, .. } = &self.mode {
             for (i, peer) in self.peers.iter().enumerate() {
                 if i != self.index && !matches!(answers.get(&i), Some(Some(_))) {
                     ctx.send_physical(peer, RecoverQuery { nonce: *nonce });
@@ -179,12 +188,14 @@ impl ReplicaProxy {
 
     /// Joins consensus if the answers allow it (see the module docs).
     fn try_activate(&mut self, ctx: &mut Context) -> Result<(), Error> {
-        let Mode::Recovering { answers, .. } = &self.mode else { return Ok(()) };
+        let Mode::Recovering { answers, history, .. } = &self.mode else { return Ok(()) };
         let f = (self.n() - 1) / 2;
         let states: Vec<&PaxosState> = answers.values().flatten().collect();
         let state = if states.len() > f {
             PaxosState::merge(states)
-        } else if answers.len() == self.n() - 1 && states.iter().all(|s| !s.has_history()) {
+        } else if answers.len() == self.n() - 1 && !*history {
+            // Every peer answered, none has accepted anything or seen anyone who had: the
+            // system's first start (see the module docs).
             PaxosState::default()
         } else {
             return Ok(());
@@ -361,16 +372,22 @@ impl Agent for ReplicaProxy {
             self.on_submit(ctx, submit.command);
         } else if message.is::<RecoverQuery>() {
             let q = message.decode::<RecoverQuery>()?;
-            let state = match &self.mode {
-                Mode::Active { store, .. } => Some(store.state()),
-                _ => None,
+            let (state, history) = match &self.mode {
+                Mode::Active { store, .. } => {
+                    let state = store.state();
+                    let history = state.has_history();
+                    (Some(state), history)
+                }
+                Mode::Recovering { history, .. } => (None, *history),
+                Mode::Solo => (None, true),
             };
-            ctx.reply(RecoverState { nonce: q.nonce, index: self.index as u64, state });
+            ctx.reply(RecoverState { nonce: q.nonce, index: self.index as u64, state, history });
         } else if message.is::<RecoverState>() {
             let answer = message.decode::<RecoverState>()?;
-            if let Mode::Recovering { nonce, answers } = &mut self.mode {
+            if let Mode::Recovering { nonce, answers, history } = &mut self.mode {
                 let from = answer.index as usize;
                 if answer.nonce == *nonce && from < self.peers.len() && from != self.index {
+                    *history |= answer.history;
                     answers.insert(from, answer.state);
                     self.try_activate(ctx)?;
                 }

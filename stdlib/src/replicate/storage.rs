@@ -199,29 +199,3 @@ impl Storage<Command> for SharedStore {
         Ok(None)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cmd(seq: u64) -> Command {
-        Command { client: "c".into(), seq, ack: 0, name: "Put".into(), bytes: vec![seq as u8] }
-    }
-
-    fn ballot(n: u32, pid: u64) -> Ballot {
-        Ballot::with(1, n, 0, pid)
-    }
-
-    #[test]
-    fn merge_takes_the_highest_promise_and_the_log_accepted_last() {
-        let a = PaxosState { promise: Some(ballot(3, 1)), accepted_round: Some(ballot(2, 1)), log: vec![cmd(0), cmd(1)], decided: 2, ..Default::default() };
-        let b = PaxosState { promise: Some(ballot(4, 2)), accepted_round: Some(ballot(4, 2)), log: vec![cmd(0), cmd(9), cmd(8)], decided: 1, ..Default::default() };
-        let m = PaxosState::merge([&a, &b]);
-        assert_eq!(m.promise, Some(ballot(4, 2)));
-        assert_eq!(m.accepted_round, Some(ballot(4, 2)));
-        assert_eq!(m.log, b.log);
-        assert_eq!(m.decided, 2);
-        assert!(m.has_history());
-        assert!(!PaxosState { promise: Some(ballot(1, 3)), ..Default::default() }.has_history());
-    }
-}
