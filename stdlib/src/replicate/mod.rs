@@ -91,15 +91,10 @@ pub fn virtual_state<S>(replicas: &[(u64, S)]) -> Option<&S> {
 /// snapshot of `{id}/Replica{i}` whose proxy `{id}/ReplicaProxy{i}` applied the most of the log.
 pub fn refine(id: &str, snapshots: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, ovid::Error> {
     let mut replicas = Vec::new();
-    for i in 0.. {
-        let Some(proxy) = snapshots.get(&format!("{id}/ReplicaProxy{i}")) else {
-            if (i..i + 16).any(|j| snapshots.contains_key(&format!("{id}/ReplicaProxy{j}"))) {
-                continue;
-            }
-            break;
-        };
+    for (name, snapshot) in snapshots {
+        let Some(i) = name.strip_prefix(&format!("{id}/ReplicaProxy")).and_then(|i| i.parse::<usize>().ok()) else { continue };
         if let Some(replica) = snapshots.get(&format!("{id}/Replica{i}")) {
-            replicas.push((applied(proxy)?, replica));
+            replicas.push((applied(snapshot)?, replica));
         }
     }
     virtual_state(&replicas).map(|s| (*s).clone()).ok_or_else(|| ovid::Error::Snapshot(format!("no replica of `{id}` with its proxy")))

@@ -1,0 +1,368 @@
+//! `primary_backup(3)` end to end: a key-value store with one primary and two backups, each copy
+//! and its proxy in a box of its own, and a client box holding the controller, the ingress proxy
+//! and the client endpoint. Checked against the same store alone: replies, a backup's crash and
+//! catch-up, the primary's crash and restart, and equal copies at quiescence.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ovid::controller::Invalidate;
+use ovid::{AgentPlan, BoxBuilder, BoxHandle, Context, Controller, Endpoint, LattNode, Message, Placement};
+use ovid_stdlib::expansion::{Args, Request, Role as ChildRole, Value};
+use ovid_stdlib::primary_backup::{self, messages::PbStatus, messages::Role, messages::Status};
+use ovid_stdlib::proxy::{Hooks, NoHooks};
+use serde::{Deserialize, Serialize};
+use tokio::time::timeout;
+
+// ---- the agent under test -------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Message)]
+struct Put {
+    key: String,
+    value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Message)]
+struct PutOk {
+    key: String,
+    previous: Option<String>,
+    version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Message)]
+struct Get {
+    key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Message)]
+struct GetOk {
+    key: String,
+    value: Option<String>,
+    version: u64,
+}
+
+/// A key-value store whose replies depend on the order of every operation (`version`).
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Store {
+    map: BTreeMap<String, String>,
+    version: u64,
+}
+
+#[ovid::agent]
+impl Store {
+    fn on_put(&mut self, _ctx: &mut Context, put: Put) -> PutOk {
+        self.version += 1;
+        let previous = self.map.insert(put.key.clone(), put.value);
+        PutOk { key: put.key, previous, version: self.version }
+    }
+
+    fn on_get(&mut self, _ctx: &mut Context, get: Get) -> GetOk {
+        GetOk { value: self.map.get(&get.key).cloned(), key: get.key, version: self.version }
+    }
+}
+
+// ---- workload -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(String, String),
+    Get(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Rep {
+    Put(PutOk),
+    Get(GetOk),
+}
+
+/// A repeatable mix of puts and gets over a few keys.
+fn workload(seed: u64, len: usize) -> Vec<Op> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = format!("k{}", x % 8);
+            if (x >> 8) % 10 < 6 { Op::Put(key, format!("v{i}")) } else { Op::Get(key) }
+        })
+        .collect()
+}
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends a window of operations without waiting, then takes their replies (sorted: replies to
+/// one window may come back in any order, but `version` pins each one down).
+async fn window(client: &mut Endpoint, ops: &[Op]) -> Vec<Rep> {
+    for op in ops {
+        match op {
+            Op::Put(k, v) => client.send("KVS", Put { key: k.clone(), value: v.clone() }).await.unwrap(),
+            Op::Get(k) => client.send("KVS", Get { key: k.clone() }).await.unwrap(),
+        }
+    }
+    let mut reps = Vec::new();
+    for _ in ops {
+        let env = timeout(REPLY_TIMEOUT, client.recv()).await.expect("a reply in time").expect("endpoint open");
+        reps.push(match env.payload.name() {
+            "PutOk" => Rep::Put(env.payload.decode().unwrap()),
+            "GetOk" => Rep::Get(env.payload.decode().unwrap()),
+            other => panic!("unexpected reply {other}"),
+        });
+    }
+    reps.sort();
+    reps
+}
+
+async fn put(client: &mut Endpoint, key: &str, value: &str) -> PutOk {
+    client.send("KVS", Put { key: key.into(), value: value.into() }).await.unwrap();
+    let env = timeout(REPLY_TIMEOUT, client.recv()).await.expect("a reply in time").expect("endpoint open");
+    env.payload.decode().unwrap()
+}
+
+async fn get(client: &mut Endpoint, key: &str) -> GetOk {
+    client.send("KVS", Get { key: key.into() }).await.unwrap();
+    let env = timeout(REPLY_TIMEOUT, client.recv()).await.expect("a reply in time").expect("endpoint open");
+    env.payload.decode().unwrap()
+}
+
+/// The untransformed store, for reference.
+async fn unreplicated() -> BoxHandle {
+    let placement = Placement::new().agent("KVS", "solo", "Store");
+    let b = BoxBuilder::new("solo").kind("Store", |_| Store::default()).with_controller(Controller::new(placement)).start().await.unwrap();
+    b.ready().await.unwrap();
+    b
+}
+
+/// The placement of `KVS |> primary_backup(n)` with sender `client`: copy i and its proxy in box
+/// `p{i}`, the ingress proxy in box `front`.
+fn placement(n: i64) -> Placement {
+    let args: Args = Args::from([("n".to_string(), Value::Int(n))]);
+    let senders = vec!["client".to_string()];
+    let e = primary_backup::expand(&Request { id: "KVS", senders: &senders, args: &args });
+    let mut p = Placement::new();
+    let mut leaves = Vec::new();
+    for child in &e.children {
+        let last = child.id.rsplit('/').next().unwrap();
+        let in_box = match last.strip_prefix("PrimaryBackupProxy").or_else(|| last.strip_prefix("Copy")) {
+            Some(i) => format!("p{i}"),
+            None => "front".to_string(),
+        };
+        let (kind, config) = match &child.role {
+            ChildRole::Proxy { proxy, config } => (proxy.to_string(), serde_json::to_vec(config).unwrap()),
+            ChildRole::Copy => ("Store".to_string(), Vec::new()),
+        };
+        p.agents.insert(child.id.clone(), AgentPlan { in_box, kind, config });
+        leaves.push(LattNode::leaf(child.id.clone()));
+    }
+    for (sender, entry) in &e.entry {
+        p = p.route(sender.clone(), "KVS", entry.clone());
+    }
+    p.latt(LattNode::node("KVS", leaves))
+}
+
+fn builder(name: &str) -> BoxBuilder {
+    let hooks: Arc<dyn Hooks> = Arc::new(NoHooks);
+    let mut b = BoxBuilder::new(name).kind("Store", |_| Store::default());
+    for (kind, factory) in primary_backup::proxies(&hooks) {
+        b = b.kind_boxed(kind, factory);
+    }
+    b
+}
+
+struct System {
+    n: usize,
+    placement: Placement,
+    front: BoxHandle,
+    boxes: Vec<Option<BoxHandle>>,
+    probe: Endpoint,
+    restarts: usize,
+}
+
+impl System {
+    async fn start(n: usize) -> System {
+        let placement = placement(n as i64);
+        let front = builder("front").with_controller(Controller::new(placement.clone())).start().await.unwrap();
+        let mut boxes = Vec::new();
+        for i in 0..n {
+            boxes.push(Some(builder(&format!("p{i}")).controller_at(front.addr()).start().await.unwrap()));
+        }
+        front.ready().await.unwrap();
+        for b in boxes.iter().flatten() {
+            b.ready().await.unwrap();
+        }
+        let probe = front.endpoint("probe").unwrap();
+        let mut sys = System { n, placement, front, boxes, probe, restarts: 0 };
+        sys.wait(|all| all.len() == n && all[0].role == Role::Primary && all[1..].iter().all(|s| s.role == Role::Backup)).await;
+        sys
+    }
+
+    async fn status(&mut self, i: usize) -> Option<PbStatus> {
+        self.boxes[i].as_ref()?;
+        self.probe.send(&format!("KVS/PrimaryBackupProxy{i}"), Status).await.ok()?;
+        let env = timeout(Duration::from_secs(2), self.probe.recv()).await.ok()??;
+        env.payload.decode::<PbStatus>().ok().filter(|s| s.index == i as u64)
+    }
+
+    async fn statuses(&mut self) -> Vec<PbStatus> {
+        let mut all = Vec::new();
+        for i in 0..self.n {
+            if let Some(s) = self.status(i).await {
+                all.push(s);
+            }
+        }
+        all
+    }
+
+    async fn wait(&mut self, done: impl Fn(&[PbStatus]) -> bool) -> Vec<PbStatus> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all = self.statuses().await;
+            if done(&all) {
+                return all;
+            }
+            assert!(Instant::now() < deadline, "not reached: {all:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every live copy has applied the same log and answered it all: their (log length,
+    /// snapshot).
+    async fn copy_states(&mut self) -> Vec<(u64, Vec<u8>)> {
+        let live = self.boxes.iter().filter(|b| b.is_some()).count();
+        let all = self
+            .wait(|all| all.len() == live && all.iter().all(|s| s.role != Role::Starting && s.completed == s.executed && s.log_len == all[0].log_len))
+            .await;
+        let mut states = Vec::new();
+        for s in all {
+            let b = self.boxes[s.index as usize].as_ref().unwrap();
+            states.push((s.log_len, b.snapshot(&format!("KVS/Copy{}", s.index)).await.unwrap()));
+        }
+        states
+    }
+
+    async fn crash(&mut self, i: usize) {
+        self.boxes[i].take().expect("box running").shutdown().await;
+    }
+
+    /// Starts box `p{i}` again, empty, under a new name (see replicate.rs), with its two agents.
+    async fn restart(&mut self, i: usize) {
+        self.restarts += 1;
+        let b = builder(&format!("p{i}-again{}", self.restarts)).controller_at(self.front.addr()).start().await.unwrap();
+        b.ready().await.unwrap();
+        let hooks: Arc<dyn Hooks> = Arc::new(NoHooks);
+        let factories: BTreeMap<&str, ovid::Factory> = primary_backup::proxies(&hooks).into_iter().collect();
+        let proxy_id = format!("KVS/PrimaryBackupProxy{i}");
+        let plan = &self.placement.agents[&proxy_id];
+        let agent = factories[plan.kind.as_str()](&plan.config).unwrap();
+        let copy_id = format!("KVS/Copy{i}");
+        b.spawn(copy_id.clone(), Store::default()).unwrap();
+        b.spawn(proxy_id.clone(), agent).unwrap();
+        b.sync_controller().await.unwrap();
+        let mut operator = self.front.endpoint(format!("operator{}", self.restarts)).unwrap();
+        for id in [proxy_id, copy_id] {
+            operator.send(ovid::CONTROLLER, Invalidate { id }).await.unwrap();
+        }
+        self.front.sync_controller().await.unwrap();
+        self.boxes[i] = Some(b);
+    }
+
+    async fn shutdown(mut self) {
+        for b in self.boxes.iter_mut() {
+            if let Some(b) = b.take() {
+                b.shutdown().await;
+            }
+        }
+        self.front.shutdown().await;
+    }
+}
+
+fn decode_store(bytes: &[u8]) -> Store {
+    postcard::from_bytes(bytes).unwrap()
+}
+
+/// The primary-backup store answers a generated workload exactly as the store alone does, and at
+/// quiescence every copy equals the store.
+#[tokio::test]
+async fn replies_match_the_unreplicated_store() {
+    let ops = workload(11, 300);
+    let solo = unreplicated().await;
+    let mut reference = solo.endpoint("client").unwrap();
+    let mut sys = System::start(3).await;
+    let mut client = sys.front.endpoint("client").unwrap();
+
+    let started = Instant::now();
+    for chunk in ops.chunks(10) {
+        let want = window(&mut reference, chunk).await;
+        let got = window(&mut client, chunk).await;
+        assert_eq!(got, want, "replies differ for {chunk:?}");
+    }
+    println!("primary_backup(3): {} operations in windows of 10, {:?} (with the reference store)", ops.len(), started.elapsed());
+
+    let states = sys.copy_states().await;
+    let expected = solo.snapshot("KVS").await.unwrap();
+    assert_eq!(states.len(), 3);
+    for (len, state) in &states {
+        assert_eq!(decode_store(state), decode_store(&expected), "copy at {len} differs");
+    }
+    sys.shutdown().await;
+    solo.shutdown().await;
+}
+
+/// A backup crashes: the primary stops waiting for it and goes on; it comes back empty and
+/// catches up. Then the primary crashes: nothing is answered until it comes back (no failover
+/// yet); it recovers the log from the backups, and no acknowledged put is lost.
+#[tokio::test]
+async fn a_backup_and_then_the_primary_crash_and_come_back() {
+    let mut sys = System::start(3).await;
+    let mut client = sys.front.endpoint("client").unwrap();
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    let mut version = 0;
+
+    for i in 0..30 {
+        let (k, v) = (format!("k{}", i % 12), format!("first-{i}"));
+        version += 1;
+        assert_eq!(put(&mut client, &k, &v).await.version, version);
+        acked.insert(k, v);
+    }
+
+    sys.crash(2).await;
+    let crashed = Instant::now();
+    version += 1;
+    assert_eq!(put(&mut client, "k-during", "backup-down").await.version, version);
+    println!("backup p2 crashed: the next put took {:?} (the primary stops waiting after 500 ms)", crashed.elapsed());
+    acked.insert("k-during".into(), "backup-down".into());
+    let all = sys.wait(|all| all.first().is_some_and(|p| p.live == [1])).await;
+    assert_eq!(all[0].role, Role::Primary);
+    for i in 0..20 {
+        let (k, v) = (format!("k{}", i % 12), format!("second-{i}"));
+        version += 1;
+        assert_eq!(put(&mut client, &k, &v).await.version, version);
+        acked.insert(k, v);
+    }
+
+    let restarted = Instant::now();
+    sys.restart(2).await;
+    let states = sys.copy_states().await;
+    println!("backup p2 restarted and caught up ({} entries) in {:?}", states[0].0, restarted.elapsed());
+    assert_eq!(states.len(), 3);
+    assert!(states.iter().all(|s| s.1 == states[0].1));
+    assert_eq!(decode_store(&states[0].1).map, acked);
+
+    sys.crash(0).await;
+    client.send("KVS", Put { key: "k-while-down".into(), value: "waits".into() }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let restarted = Instant::now();
+    sys.restart(0).await;
+    let env = timeout(REPLY_TIMEOUT, client.recv()).await.expect("the put is answered once the primary is back").unwrap();
+    version += 1;
+    assert_eq!(env.payload.decode::<PutOk>().unwrap().version, version, "applied once, after every acknowledged put");
+    println!("primary p0 restarted, recovered the log from the backups and answered in {:?}", restarted.elapsed());
+    acked.insert("k-while-down".into(), "waits".into());
+    for (k, v) in &acked {
+        assert_eq!(get(&mut client, k).await.value.as_ref(), Some(v), "acknowledged put of {k} lost");
+    }
+    let states = sys.copy_states().await;
+    assert!(states.iter().all(|s| s.1 == states[0].1));
+    sys.shutdown().await;
+}
