@@ -3,7 +3,8 @@
 //! The primary numbers every request it is given (its log), gives it to its own copy, streams it
 //! to every live backup ([`Entries`]), and answers the ingress proxy once its copy has replied
 //! and every live backup has acknowledged the entry ([`Ack`]). A backup that stays silent too
-//! long is dropped from the ones it waits for, and taken back when it acknowledges again. A
+//! long is dropped from the ones it waits for (never the last one), and taken back when it
+//! acknowledges again. A
 //! backup applies the stream in order to its copy and forwards requests that reach it to the
 //! primary. Both run the log through replicate's [`Applier`], so a retried request runs once and
 //! each sender's requests run in its order.
@@ -326,6 +327,11 @@ impl Agent for PrimaryBackupProxy {
                     }
                 }
                 for i in dropped {
+                    // Never the last one: an acknowledged request is always held by the primary
+                    // and at least one backup, so the primary's crash cannot lose it.
+                    if self.backups.len() <= 1 {
+                        break;
+                    }
                     tracing::warn!(proxy = %self.me, backup = %self.peers[i], "primary_backup: backup silent; no longer waited for");
                     self.backups.remove(&i);
                 }
