@@ -169,3 +169,32 @@ fn a_missing_file_is_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot read `examples/nope/nope.ovid`"), "{stderr}");
 }
+
+#[test]
+fn ovidc_test_checks_the_sharded_replicated_store_under_faults() {
+    let out = ovidc()
+        .args(["test", "examples/webkvs/webkvs.ovid", "--seeds", "20", "--faults", "delay,reorder,crash,partition"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ovidc starts");
+    let out = wait_with_limit(out, Duration::from_secs(600));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("KVS: 20 seeds"), "{stdout}");
+    assert!(stdout.contains("PASS"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[test]
+fn ovidc_test_checks_every_example_target() {
+    for (file, target) in [("examples/kvs/kvs.ovid", "KVS"), ("examples/lockservice/lockservice.ovid", "locks"), ("examples/pipeline/pipeline.ovid", "workers")] {
+        let out = wait_with_limit(
+            ovidc().args(["test", file, "--seeds", "10"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+            Duration::from_secs(600),
+        );
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{file}: {stdout}\n{stderr}");
+        assert!(stdout.contains(&format!("{target}: 10 seeds")) && stdout.contains("PASS"), "{file}: {stdout}");
+    }
+}
