@@ -94,8 +94,8 @@ struct TestArgs {
     /// Only this target (a virtual agent, e.g. KVS).
     #[arg(long)]
     target: Option<String>,
-    /// Replay a failure exactly, from the string it printed.
-    #[arg(long, conflicts_with_all = ["seeds", "seed", "ops", "clients", "faults", "events", "target"])]
+    /// Replay a failure exactly, from the string it printed (the other flags are then ignored).
+    #[arg(long)]
     replay: Option<String>,
     /// Report a failure as found, without shrinking it.
     #[arg(long)]
@@ -162,10 +162,8 @@ fn run_test(system: &System, args: TestArgs) -> ExitCode {
         }
     };
     crate::sim::quiet_agent_panics();
-    let program = std::env::args()
-        .next()
-        .map(|p| std::path::Path::new(&p).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or(p))
-        .unwrap_or_else(|| "system".to_string());
+    // As invoked, so that the printed command lines can be pasted back.
+    let program = std::env::args().next().unwrap_or_else(|| "system".to_string());
     match crate::sim::test_system(system, &options) {
         Ok(report) => {
             print!("{}", report.render(&program));

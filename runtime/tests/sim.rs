@@ -514,6 +514,28 @@ fn a_seed_reproduces_its_run_exactly() {
     assert_ne!(a.trace, c.trace, "another seed, another run");
 }
 
+#[test]
+fn crashes_stay_within_what_replication_survives_unless_churn() {
+    let system = replica_system("ok");
+    let events = ovid::sim::FaultEvent::parse_list("crash(r0)@2+1ms,crash(r1)@2+10ms,crash(r1)@10+1ms,crash(r0)@20+1ms").unwrap();
+    let crashes = |faults: &str| {
+        let scenario = Scenario { target: "KVS".into(), seed: 3, ops: 30, clients: 2, faults: Faults::parse(faults).unwrap(), events: events.clone() };
+        let run = run_scenario(&system, &scenario, true).unwrap();
+        assert!(run.violation.is_none(), "{:?}", run.violation);
+        run.trace.iter().filter(|l| l.contains(" crashes (")).map(|l| l.split_whitespace().nth(2).unwrap().to_string()).collect::<Vec<_>>()
+    };
+    // f = 1: r1 may not crash while r0 is down, nor at all once r0 has crashed in this run...
+    assert_eq!(crashes("crash"), ["r0", "r0"]);
+    // ...unless churn: then one at a time, any of them.
+    assert_eq!(crashes("churn"), ["r0", "r1", "r0"]);
+}
+
+#[test]
+fn a_replicated_store_whose_sequencer_keeps_the_log_survives_churn() {
+    let r = report(&replica_system("ok"), &options(40, "churn,delay,reorder,partition"));
+    assert!(r.passed(), "{}", r.render("store"));
+}
+
 // ----- failing ----------------------------------------------------------------------------
 
 #[test]

@@ -19,7 +19,7 @@
 //! physical agents into a state of the virtual agent; some order found above must leave the
 //! specification in exactly that state (same snapshot bytes).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 
@@ -34,7 +34,9 @@ use crate::sim::setup::Setup;
 use crate::sim::world::{EPOCH_MS, Op, RunOutput};
 
 /// At most this many specification steps per check; past it the check is inconclusive.
-const MAX_STEPS: u64 = 3_000_000;
+const MAX_STEPS: u64 = 1_000_000;
+/// At most this many points of the search per check; past it the check is inconclusive.
+const MAX_NODES: u64 = 1_000_000;
 /// At most this many operations are listed in a report.
 const MAX_LISTED: usize = 60;
 
@@ -45,6 +47,8 @@ pub(crate) struct Checked {
     pub ops: u64,
     /// The search gave up (too many orders to try).
     pub inconclusive: bool,
+    /// Operations never answered.
+    pub unanswered: u64,
 }
 
 /// A message as a report shows it: its name and its postcard bytes, printable ASCII as is.
@@ -130,6 +134,26 @@ impl Spec {
     }
 }
 
+/// A point of the search, hashed twice over (two fixed-key SipHashes: deterministic, and a
+/// collision, which could only make a good history look bad, is out of reach).
+fn point(counts: &[u32], state: &[u8]) -> (u64, u64) {
+    use std::hash::{Hash, Hasher};
+    let mut a = std::collections::hash_map::DefaultHasher::new();
+    let mut b = std::collections::hash_map::DefaultHasher::new();
+    0x0f1du16.hash(&mut b);
+    for h in [&mut a, &mut b] {
+        counts.hash(h);
+        state.hash(h);
+    }
+    (a.finish(), b.finish())
+}
+
+/// Whether sorted `a` is a subset of sorted `b`.
+fn is_subset(a: &[u32], b: &[u32]) -> bool {
+    let mut rest = b.iter();
+    a.iter().all(|x| rest.by_ref().any(|y| y == x))
+}
+
 /// Where the search got furthest, for the report.
 #[derive(Default)]
 struct Deepest {
@@ -154,8 +178,13 @@ struct Search<'a> {
     /// No crash: an unanswered operation must be placed, with no reply from the spec.
     strict: bool,
     goal: Option<&'a [u8]>,
-    dead: HashSet<(Vec<u32>, Vec<u8>)>,
+    /// Points known to lead nowhere: by a 128-bit hash of (answered operations placed per
+    /// client, state), the sets of clients whose unanswered operation was placed. Placing an
+    /// unanswered operation only removes options (it could have been left out), so a point is
+    /// also dead if it placed a superset of a dead set (unless `strict`: then they all must be).
+    dead: HashMap<(u64, u64), Vec<Vec<u32>>>,
     deepest: Deepest,
+    nodes: u64,
 }
 
 struct Frame {
@@ -174,7 +203,7 @@ impl<'a> Search<'a> {
             per[op.process].push(i);
         }
         let answered = per.iter().map(|list| list.iter().filter(|&&i| out.ops[i].ret.is_some()).count()).collect();
-        Search { ops: &out.ops, per, answered, strict: !out.crashed, goal, dead: HashSet::new(), deepest: Deepest::default() }
+        Search { ops: &out.ops, per, answered, strict: !out.crashed, goal, dead: HashMap::new(), deepest: Deepest::default(), nodes: 0 }
     }
 
     fn done(&self, counts: &[u32], state: &[u8]) -> bool {
@@ -185,10 +214,37 @@ impl<'a> Search<'a> {
         placed_enough && self.goal.is_none_or(|g| g == state)
     }
 
+    /// The clients whose next operation may come next: it started before any operation not yet
+    /// placed returned. Answered operations first: unanswered ones are rarely needed.
     fn candidates(&self, counts: &[u32]) -> Vec<usize> {
         let next = |p: usize| self.per[p].get(counts[p] as usize).copied();
         let first_return = (0..self.per.len()).filter_map(next).filter_map(|i| self.ops[i].ret).min().unwrap_or(u64::MAX);
-        (0..self.per.len()).filter(|&p| next(p).is_some_and(|i| self.ops[i].invoke < first_return)).collect()
+        let mut ready: Vec<usize> = (0..self.per.len()).filter(|&p| next(p).is_some_and(|i| self.ops[i].invoke < first_return)).collect();
+        ready.sort_by_key(|&p| next(p).is_some_and(|i| self.ops[i].ret.is_none()));
+        ready
+    }
+
+    /// (Hash of the answered part of `counts` and the state, clients whose unanswered operation is placed.)
+    fn key(&self, counts: &[u32], state: &[u8]) -> ((u64, u64), Vec<u32>) {
+        let answered: Vec<u32> = counts.iter().zip(&self.answered).map(|(&c, &a)| c.min(a as u32)).collect();
+        let pending: Vec<u32> = counts.iter().zip(&self.answered).enumerate().filter(|(_, (c, a))| **c as usize > **a).map(|(p, _)| p as u32).collect();
+        (point(&answered, state), pending)
+    }
+
+    fn is_dead(&self, counts: &[u32], state: &[u8]) -> bool {
+        let (k, pending) = self.key(counts, state);
+        let Some(sets) = self.dead.get(&k) else { return false };
+        if self.strict { sets.contains(&pending) } else { sets.iter().any(|d| is_subset(d, &pending)) }
+    }
+
+    fn bury(&mut self, counts: &[u32], state: &[u8]) {
+        let (k, pending) = self.key(counts, state);
+        let strict = self.strict;
+        let sets = self.dead.entry(k).or_default();
+        if !strict {
+            sets.retain(|d| !is_subset(&pending, d));
+        }
+        sets.push(pending);
     }
 
     fn run(&mut self, spec: &mut Spec, initial: Vec<u8>) -> Result<Found, Error> {
@@ -201,7 +257,7 @@ impl<'a> Search<'a> {
         while let Some(top) = stack.last_mut() {
             if top.next >= top.candidates.len() {
                 let frame = stack.pop().expect("non-empty");
-                self.dead.insert((frame.counts, frame.state));
+                self.bury(&frame.counts, &frame.state);
                 continue;
             }
             let p = top.candidates[top.next];
@@ -212,6 +268,11 @@ impl<'a> Search<'a> {
                 return Ok(Found::GaveUp);
             }
             let op = &self.ops[i];
+            // An unanswered operation that leaves the state as it was (a read) changes nothing
+            // placed: leaving it out is the same, and cheaper to search.
+            if op.reply.is_none() && !self.strict && next_state == stack.last().expect("non-empty").state {
+                continue;
+            }
             let fits = match &op.reply {
                 Some(seen) => reply.as_ref() == Some(seen),
                 None => !self.strict || reply.is_none(),
@@ -227,13 +288,17 @@ impl<'a> Search<'a> {
             }
             let mut counts = stack.last().expect("non-empty").counts.clone();
             counts[p] += 1;
-            if self.dead.contains(&(counts.clone(), next_state.clone())) {
+            if self.is_dead(&counts, &next_state) {
                 continue;
             }
             if self.done(&counts, &next_state) {
                 let mut order: Vec<usize> = stack.iter().filter_map(|f| f.placed).collect();
                 order.push(i);
                 return Ok(Found::Order(order, next_state));
+            }
+            self.nodes += 1;
+            if self.nodes > MAX_NODES {
+                return Ok(Found::GaveUp);
             }
             let candidates = self.candidates(&counts);
             stack.push(Frame { counts, state: next_state, candidates, next: 0, placed: Some(i) });
@@ -265,18 +330,18 @@ fn list_ops(out: &RunOutput, text: &mut String) {
 /// Checks the history of a run against the specification, then the refinement mapping.
 pub(crate) fn check(setup: &Setup, out: &RunOutput) -> Result<Checked, Error> {
     let answered = out.ops.iter().filter(|o| o.ret.is_some()).count() as u64;
+    let unanswered = out.ops.len() as u64 - answered;
     if let Some(v) = &out.violation {
-        return Ok(Checked { violation: Some(v.clone()), ops: answered, inconclusive: false });
+        return Ok(Checked { violation: Some(v.clone()), ops: answered, inconclusive: false, unanswered });
     }
     let (mut spec, initial) = Spec::new(setup)?;
 
     let mut search = Search::new(out, None);
     let found = search.run(&mut spec, initial.clone())?;
     let (order, spec_state) = match found {
-        Found::GaveUp => return Ok(Checked { violation: None, ops: answered, inconclusive: true }),
+        Found::GaveUp => return Ok(Checked { violation: None, ops: answered, inconclusive: true, unanswered }),
         Found::None => {
             let mut text = String::new();
-            let unanswered = out.ops.len() as u64 - answered;
             let _ = writeln!(
                 text,
                 "no order of the operations explains what the clients saw ({answered} answered, {unanswered} unanswered{})",
@@ -300,7 +365,7 @@ pub(crate) fn check(setup: &Setup, out: &RunOutput) -> Result<Checked, Error> {
                 );
             }
             list_ops(out, &mut text);
-            return Ok(Checked { violation: Some((Property::Linearizability, text.trim_end().to_string())), ops: answered, inconclusive: false });
+            return Ok(Checked { violation: Some((Property::Linearizability, text.trim_end().to_string())), ops: answered, inconclusive: false, unanswered });
         }
         Found::Order(order, state) => (order, state),
     };
@@ -314,7 +379,7 @@ pub(crate) fn check(setup: &Setup, out: &RunOutput) -> Result<Checked, Error> {
             }
             Err(e) => {
                 let detail = format!("at quiescence, agent `{id}` cannot snapshot its state: {e}");
-                return Ok(Checked { violation: Some((Property::Refinement, detail)), ops: answered, inconclusive: false });
+                return Ok(Checked { violation: Some((Property::Refinement, detail)), ops: answered, inconclusive: false, unanswered });
             }
         }
     }
@@ -322,16 +387,16 @@ pub(crate) fn check(setup: &Setup, out: &RunOutput) -> Result<Checked, Error> {
         Ok(r) => r,
         Err(e) => {
             let detail = format!("at quiescence, the refinement mapping fails on the snapshots of {}: {e}", snapshots.keys().cloned().collect::<Vec<_>>().join(", "));
-            return Ok(Checked { violation: Some((Property::Refinement, detail)), ops: answered, inconclusive: false });
+            return Ok(Checked { violation: Some((Property::Refinement, detail)), ops: answered, inconclusive: false, unanswered });
         }
     };
     if refined == spec_state {
-        return Ok(Checked { violation: None, ops: answered, inconclusive: false });
+        return Ok(Checked { violation: None, ops: answered, inconclusive: false, unanswered });
     }
     let mut search = Search::new(out, Some(&refined));
     match search.run(&mut spec, initial)? {
-        Found::Order(..) => Ok(Checked { violation: None, ops: answered, inconclusive: false }),
-        Found::GaveUp => Ok(Checked { violation: None, ops: answered, inconclusive: true }),
+        Found::Order(..) => Ok(Checked { violation: None, ops: answered, inconclusive: false, unanswered }),
+        Found::GaveUp => Ok(Checked { violation: None, ops: answered, inconclusive: true, unanswered }),
         Found::None => {
             let mut text = String::new();
             let _ = writeln!(text, "at quiescence, the refinement mapping of the physical agents' states is not a state the specification reaches");
@@ -344,7 +409,7 @@ pub(crate) fn check(setup: &Setup, out: &RunOutput) -> Result<Checked, Error> {
             );
             let _ = writeln!(text, "  (no other order of the operations, with or without the unanswered ones, gives the refined state)");
             list_ops(out, &mut text);
-            Ok(Checked { violation: Some((Property::Refinement, text.trim_end().to_string())), ops: answered, inconclusive: false })
+            Ok(Checked { violation: Some((Property::Refinement, text.trim_end().to_string())), ops: answered, inconclusive: false, unanswered })
         }
     }
 }

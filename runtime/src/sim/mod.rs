@@ -205,12 +205,16 @@ pub struct TargetReport {
     pub faults: Faults,
     /// Seeds whose check gave up (too many orders to try); they count as passing.
     pub inconclusive: u64,
+    /// Operations never answered, over all seeds (liveness is not checked, only reported).
+    pub unanswered: u64,
     /// What could not be injected and why (no box may crash, one box only).
     pub notes: Vec<String>,
     /// Crashes, partitions and pauses injected over all seeds.
     pub injected: [u64; 3],
     /// The first failure, shrunk.
     pub failure: Option<Failure>,
+    /// With `trace`, when one passing scenario ran: that scenario and its events.
+    pub trace: Option<(Scenario, Vec<String>)>,
 }
 
 /// The result of [`test_system`].
@@ -255,6 +259,9 @@ impl TargetReport {
                         .filter(|n| (n.starts_with("no crashes") && self.faults.crash) || (n.starts_with("no partitions") && self.faults.partition))
                         .cloned(),
                 );
+                if self.unanswered > 0 {
+                    said.push(format!("{} never answered", plural(self.unanswered, "op")));
+                }
                 if self.inconclusive > 0 {
                     said.push(format!("{} seeds inconclusive: too many orders to try", self.inconclusive));
                 }
@@ -262,6 +269,12 @@ impl TargetReport {
                     let _ = write!(out, " ({})", said.join(", "));
                 }
                 let _ = write!(out, ": PASS");
+                if let Some((scenario, trace)) = &self.trace {
+                    let _ = write!(out, "\n  schedule: {}\n  trace:", scenario.summary());
+                    for line in trace {
+                        let _ = write!(out, "\n    {line}");
+                    }
+                }
             }
             Some(f) => {
                 let _ = writeln!(
@@ -352,7 +365,7 @@ fn generate_events(setup: &setup::Setup, seed: u64, ops: usize, faults: Faults) 
         ms * 1000
     };
     let count = |rng: &mut Rng| 1 + rng.below((ops as u64 / 10).max(1)) as usize;
-    if faults.crash && !setup.crashable.is_empty() {
+    if (faults.crash || faults.churn) && !setup.crashable.is_empty() {
         for _ in 0..count(&mut rng) {
             let b = setup.crashable[rng.below(setup.crashable.len() as u64) as usize].clone();
             let at_op = rng.below(ops as u64) as usize;
@@ -410,6 +423,7 @@ struct Outcome {
     violation: Option<(Property, String)>,
     ops: u64,
     inconclusive: bool,
+    unanswered: u64,
     trace: Vec<String>,
     injected: [u64; 3],
 }
@@ -417,11 +431,11 @@ struct Outcome {
 fn run_one(setup: &setup::Setup, scenario: &Scenario, trace: bool) -> Result<Outcome, Error> {
     let out = world::run(setup, scenario, trace)?;
     let checked = check::check(setup, &out)?;
-    Ok(Outcome { violation: checked.violation, ops: checked.ops, inconclusive: checked.inconclusive, trace: out.trace, injected: out.injected })
+    Ok(Outcome { violation: checked.violation, ops: checked.ops, inconclusive: checked.inconclusive, unanswered: checked.unanswered, trace: out.trace, injected: out.injected })
 }
 
 /// At most this many runs while shrinking one failure.
-const SHRINK_BUDGET: usize = 400;
+const SHRINK_BUDGET: usize = 200;
 
 /// Drops the events that can never fire (at an operation past the last).
 fn normalize(mut s: Scenario) -> Scenario {
@@ -451,18 +465,8 @@ fn shrink(setup: &setup::Setup, found: &Scenario, property: Property, first: Out
     };
     for _round in 0..3 {
         let before = best.clone();
-        // Fault events, last first.
-        let mut i = best.events.len();
-        while i > 0 {
-            i -= 1;
-            let mut c = best.clone();
-            c.events.remove(i);
-            if let Some((s, o)) = try_it(c, &mut runs)? {
-                best = s;
-                best_outcome = o;
-            }
-        }
-        // Operations: the smallest count that still fails (bisection).
+        // Operations first (fewer operations, cheaper runs): the smallest count that still
+        // fails, by bisection.
         let (mut lo, mut hi) = (0usize, best.ops);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -476,6 +480,17 @@ fn shrink(setup: &setup::Setup, found: &Scenario, property: Property, first: Out
                 None => lo = mid + 1,
             }
         }
+        // Fault events, last first.
+        let mut i = best.events.len();
+        while i > 0 {
+            i -= 1;
+            let mut c = best.clone();
+            c.events.remove(i);
+            if let Some((s, o)) = try_it(c, &mut runs)? {
+                best = s;
+                best_outcome = o;
+            }
+        }
         // Clients.
         for n in 1..best.clients {
             if let Some((s, o)) = try_it(Scenario { clients: n, ..best.clone() }, &mut runs)? {
@@ -484,8 +499,8 @@ fn shrink(setup: &setup::Setup, found: &Scenario, property: Property, first: Out
                 break;
             }
         }
-        // Kinds of network trouble.
-        for kind in ["delay", "reorder"] {
+        // Kinds of trouble that act on every message or crash.
+        for kind in ["delay", "reorder", "churn"] {
             if best.faults.has(kind)
                 && let Some((s, o)) = try_it(Scenario { faults: best.faults.without(kind), ..best.clone() }, &mut runs)?
             {
@@ -558,7 +573,7 @@ pub fn test_system(system: &System, options: &Options) -> Result<Report, Error> 
 fn test_target(setup: &setup::Setup, options: &Options) -> Result<TargetReport, Error> {
     let id = setup.target.id.clone();
     let faults = options.replay.as_ref().map(|s| s.faults).unwrap_or(options.faults);
-    let mut report = TargetReport { target: id.clone(), seeds: 0, ops: 0, faults, inconclusive: 0, notes: setup.notes.clone(), injected: [0; 3], failure: None };
+    let mut report = TargetReport { target: id.clone(), seeds: 0, ops: 0, faults, inconclusive: 0, unanswered: 0, notes: setup.notes.clone(), injected: [0; 3], failure: None, trace: None };
     // Explicit scenarios run as given; generated ones are shrunk.
     let (scenarios, exact): (Vec<Scenario>, bool) = if let Some(s) = &options.replay {
         (vec![s.clone()], true)
@@ -577,22 +592,33 @@ fn test_target(setup: &setup::Setup, options: &Options) -> Result<TargetReport, 
         };
         (seeds.into_iter().map(make).collect(), options.events.is_some())
     };
+    let single = scenarios.len() == 1;
     for scenario in scenarios {
         validate_events(setup, &scenario.events)?;
         report.seeds += 1;
-        let outcome = run_one(setup, &scenario, options.trace && exact)?;
+        let outcome = run_one(setup, &scenario, options.trace && single)?;
         report.ops += outcome.ops;
         report.inconclusive += u64::from(outcome.inconclusive);
+        report.unanswered += outcome.unanswered;
         for (total, n) in report.injected.iter_mut().zip(outcome.injected) {
             *total += n;
         }
-        let Some((property, _)) = outcome.violation.clone() else { continue };
+        let Some((property, _)) = outcome.violation.clone() else {
+            if options.trace && single {
+                report.trace = Some((scenario, outcome.trace));
+            }
+            continue;
+        };
         let (shrunk, outcome, shrink_runs) = if options.shrink && !exact {
             shrink(setup, &scenario, property, outcome)?
         } else {
             (scenario.clone(), outcome, 0)
         };
-        let trace = if options.trace && !exact { run_one(setup, &shrunk, true)?.trace } else { outcome.trace };
+        let trace = match options.trace {
+            false => Vec::new(),
+            true if single && shrunk == scenario => outcome.trace,
+            true => run_one(setup, &shrunk, true)?.trace,
+        };
         let (property, detail) = outcome.violation.expect("a failing outcome");
         report.failure = Some(Failure { seed: shrunk.seed, property, detail, scenario: shrunk, found: scenario, shrink_runs, trace });
         break;

@@ -17,7 +17,7 @@ use std::fmt;
 
 use crate::error::Error;
 
-/// The kinds of trouble a run may contain (`--faults delay,reorder,crash,partition,pause`).
+/// The kinds of trouble a run may contain (`--faults delay,reorder,crash,partition,pause,churn`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Faults {
     /// Messages may be slow: long-tailed latencies (up to 1.5 s), so timers overtake them.
@@ -30,10 +30,16 @@ pub struct Faults {
     pub partition: bool,
     /// A box stalls (a slow machine, a long pause): its agents handle nothing for a while.
     pub pause: bool,
+    /// Crashes (implies `crash`) may hit any replica in turn, as long as no more than f are down
+    /// at once; without it, at most f distinct replicas of a node ever crash in a run. A replica
+    /// keeps its state in memory only, so a crash while another replica is still recovering
+    /// can be more than a `replicate(n)` node survives: `churn` tests recovery, beyond the
+    /// transformation's promise.
+    pub churn: bool,
 }
 
 /// The names `--faults` accepts, in the order they are printed.
-pub const FAULT_NAMES: [&str; 5] = ["delay", "reorder", "crash", "partition", "pause"];
+pub const FAULT_NAMES: [&str; 6] = ["delay", "reorder", "crash", "partition", "pause", "churn"];
 
 impl Faults {
     /// No faults at all.
@@ -41,9 +47,9 @@ impl Faults {
         Faults::default()
     }
 
-    /// Every kind of fault.
+    /// Every kind of fault a transformation promises to survive (all but `churn`).
     pub fn all() -> Self {
-        Faults { delay: true, reorder: true, crash: true, partition: true, pause: true }
+        Faults { delay: true, reorder: true, crash: true, partition: true, pause: true, churn: false }
     }
 
     /// Parses a comma-separated list (`delay,reorder`; also `all`, `none` and the empty list).
@@ -56,11 +62,15 @@ impl Faults {
                 "crash" => f.crash = true,
                 "partition" => f.partition = true,
                 "pause" => f.pause = true,
-                "all" => f = Faults::all(),
+                "churn" => {
+                    f.crash = true;
+                    f.churn = true;
+                }
+                "all" => f = Faults { churn: f.churn, ..Faults::all() },
                 "none" => {}
                 other => {
                     return Err(Error::Invalid(format!(
-                        "unknown fault `{other}` (expected a comma-separated list of {}, or all or none)",
+                        "unknown fault `{other}` (expected a comma-separated list of {}; or all, none)",
                         FAULT_NAMES.join(", ")
                     )));
                 }
@@ -77,6 +87,7 @@ impl Faults {
             "crash" => self.crash,
             "partition" => self.partition,
             "pause" => self.pause,
+            "churn" => self.churn,
             _ => false,
         }
     }
@@ -86,9 +97,13 @@ impl Faults {
         match name {
             "delay" => self.delay = false,
             "reorder" => self.reorder = false,
-            "crash" => self.crash = false,
+            "crash" => {
+                self.crash = false;
+                self.churn = false;
+            }
             "partition" => self.partition = false,
             "pause" => self.pause = false,
+            "churn" => self.churn = false,
             _ => {}
         }
         self
@@ -341,5 +356,7 @@ mod tests {
         assert!(Faults::parse("delay,flood").is_err());
         assert_eq!(Faults::parse("all").unwrap(), Faults::all());
         assert_eq!(Faults::none().to_string(), "none");
+        assert_eq!(Faults::parse("churn").unwrap().to_string(), "crash,churn");
+        assert_eq!(Faults::parse("churn").unwrap().without("crash"), Faults::none());
     }
 }

@@ -193,6 +193,8 @@ struct World<'a> {
     next_event: usize,
     timer_generation: u64,
     crashed: bool,
+    /// (replica set, replica) that crashed in this run, for the `f` bound without `churn`.
+    ever_crashed: BTreeSet<(usize, usize)>,
     injected: [u64; 3],
     phase: Phase,
     violation: Option<(Property, String)>,
@@ -252,6 +254,7 @@ impl<'a> World<'a> {
             next_event: 0,
             timer_generation: 0,
             crashed: false,
+            ever_crashed: BTreeSet::new(),
             injected: [0; 3],
             phase: Phase::Workload,
             violation: None,
@@ -890,22 +893,31 @@ impl<'a> World<'a> {
             return;
         }
         let setup = self.setup;
-        for set in &setup.replica_sets {
-            let down: BTreeSet<usize> = set
+        let churn = self.scenario.faults.churn;
+        let mut hit = Vec::new();
+        for (k, set) in setup.replica_sets.iter().enumerate() {
+            let box_of = |agent: &str| self.agents.get(agent).map(|s| s.in_box.clone()).unwrap_or_default();
+            let here: BTreeSet<usize> = set.members.iter().filter(|(a, _)| box_of(a) == b).map(|(_, i)| *i).collect();
+            // Down at once (churn), or ever crashed in this run (the default).
+            let mut counted: BTreeSet<usize> = set
                 .members
                 .iter()
-                .filter(|(agent, _)| {
-                    let in_box = self.agents.get(agent.as_str()).map(|s| s.in_box.as_str()).unwrap_or("");
-                    in_box == b || self.boxes.get(in_box).is_some_and(|s| s.down)
-                })
+                .filter(|(a, _)| self.boxes.get(&box_of(a)).is_some_and(|s| s.down))
                 .map(|(_, i)| *i)
                 .collect();
-            if down.len() > set.f {
+            if !churn {
+                counted.extend(self.ever_crashed.iter().filter(|(s, _)| *s == k).map(|(_, i)| *i));
+            }
+            counted.extend(here.iter().copied());
+            if counted.len() > set.f {
                 let (node, f) = (set.node.clone(), set.f);
-                self.note(|| format!("crash({b}) skipped: {} replicas of {node} would be down, it tolerates {f}", down.len()));
+                let how = if churn { "down at once" } else { "crashed in this run (churn allows more)" };
+                self.note(|| format!("crash({b}) skipped: {} replicas of {node} would be {how}, it tolerates {f}", counted.len()));
                 return;
             }
+            hit.extend(here.into_iter().map(|i| (k, i)));
         }
+        self.ever_crashed.extend(hit);
         self.crashed = true;
         self.injected[0] += 1;
         let state = self.boxes.get_mut(b).expect("checked");
