@@ -85,7 +85,7 @@ struct TestArgs {
     /// Concurrent clients (at least one per agent that sends to the target).
     #[arg(long, default_value_t = 3)]
     clients: usize,
-    /// Comma-separated faults: delay, reorder, crash, partition, pause; or all, none.
+    /// Comma-separated faults: delay, reorder, crash, partition, pause, churn; or all (all but churn), none.
     #[arg(long, default_value = "delay,reorder")]
     faults: String,
     /// Exactly these fault events (as a failure prints them), instead of generated ones.
@@ -100,7 +100,7 @@ struct TestArgs {
     /// Report a failure as found, without shrinking it.
     #[arg(long)]
     no_shrink: bool,
-    /// Print every event of the failing (or replayed) run.
+    /// Print every event of the run, with --seed or --replay (or of the shrunk failure).
     #[arg(long)]
     trace: bool,
 }
@@ -109,7 +109,9 @@ struct TestArgs {
 pub fn main(system: System) -> ExitCode {
     let (deployment_json, kinds) = (system.deployment, system.kinds);
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    // The simulator runs every agent hundreds of times over; their warnings would drown its report.
+    let quiet = if matches!(cli.command, Command::Test(_)) { "off" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| quiet.into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let deployment = match Deployment::from_json(deployment_json) {

@@ -176,7 +176,7 @@ impl Setup {
         // A sender named in the routes but placed nowhere still gets a client, in a box of its own.
         for (agent, routes) in &deployment.routes {
             if routes.contains_key(&tid) && !run.contains(agent.as_str()) && !senders.iter().any(|(s, _)| s == agent) {
-                senders.push((agent.clone(), format!("({agent})")));
+                senders.push((agent.clone(), format!("outside:{agent}")));
             }
         }
         if senders.is_empty() {
