@@ -115,6 +115,8 @@ impl Agent for ShardIngress {
                 ctx.forward(&self.targets[shard], sender, tag, message);
             }
             "panic" if key == "k2" && !is_put => panic!("no Get for k2"),
+            // Loses every Put of one key: nobody ever answers it.
+            "drop" if key == "k1" && is_put => {}
             _ => ctx.forward(&self.targets[shard], sender, tag, message),
         }
         Ok(())
@@ -436,7 +438,6 @@ fn assert_fails_and_replays(system: &System, options: &Options, property: Proper
     let f = t.failure.as_ref().unwrap();
     assert_eq!(f.property, property, "{}", r.render("store"));
     let text = r.render("store");
-    println!("{text}");
     assert!(text.contains(&format!("FAIL at seed {}", f.seed)), "{text}");
     assert!(text.contains(&format!("{property} violated")), "{text}");
     assert!(text.contains(&format!("--replay '{}'", f.scenario.replay())), "{text}");
@@ -493,7 +494,6 @@ fn a_sharded_store_behind_proxies_passes_under_reordering_partitions_and_pauses(
 fn a_replicated_store_passes_with_crashes() {
     let r = report(&replica_system("ok"), &Options { seeds: 60, clients: 4, faults: Faults::all(), ..Options::default() });
     let text = r.render("store");
-    println!("{text}");
     assert!(r.passed(), "{text}");
     assert!(r.targets[0].notes.is_empty(), "boxes r0..r2 may crash: {text}");
 }
@@ -559,6 +559,15 @@ fn a_wrong_refinement_mapping_is_caught_at_quiescence() {
 #[test]
 fn two_replies_to_one_request_are_caught() {
     assert_fails_and_replays(&shard_system("twice", shard_targets), &options(20, "reorder"), Property::OneReply);
+}
+
+#[test]
+fn a_request_dropped_without_any_crash_is_caught() {
+    let system = shard_system("drop", shard_targets);
+    let s = assert_fails_and_replays(&system, &options(20, "reorder,partition"), Property::Linearizability);
+    let run = run_scenario(&system, &s, false).unwrap();
+    let (_, detail) = run.violation.unwrap();
+    assert!(detail.contains("the system never answered it") && detail.contains("no crash could have lost them"), "{detail}");
 }
 
 #[test]

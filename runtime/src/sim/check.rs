@@ -356,13 +356,11 @@ pub(crate) fn check(setup: &Setup, out: &RunOutput) -> Result<Checked, Error> {
             );
             for (i, spec_reply) in &d.refused {
                 let op = &out.ops[*i];
-                let _ = writeln!(
-                    text,
-                    "  next, #{i} {}: the specification answers {}, the system answered {}",
-                    show(&op.name, &op.bytes),
-                    show_reply(spec_reply),
-                    show_reply(&op.reply)
-                );
+                let seen = match &op.reply {
+                    Some(_) => format!("the system answered {}", show_reply(&op.reply)),
+                    None => "the system never answered it".to_string(),
+                };
+                let _ = writeln!(text, "  next, #{i} {}: the specification answers {}, {seen}", show(&op.name, &op.bytes), show_reply(spec_reply));
             }
             list_ops(out, &mut text);
             return Ok(Checked { violation: Some((Property::Linearizability, text.trim_end().to_string())), ops: answered, inconclusive: false, unanswered });
