@@ -249,7 +249,7 @@ impl TargetReport {
                 let _ = write!(out, "{}: {}, {} checked, faults {}", self.target, plural(self.seeds, "seed"), plural(self.ops, "op"), self.faults);
                 let mut said = Vec::new();
                 for (i, (kind, what)) in [("crash", "crashes"), ("partition", "partitions"), ("pause", "pauses")].into_iter().enumerate() {
-                    if self.faults.has(kind) {
+                    if self.faults.has(kind) || self.injected[i] > 0 {
                         said.push(if self.injected[i] == 1 { format!("1 {kind}") } else { format!("{} {what}", self.injected[i]) });
                     }
                 }
