@@ -57,9 +57,25 @@ enum Command {
         /// Concurrent clients per target.
         #[arg(long)]
         clients: Option<u64>,
-        /// Faults to inject, comma-separated: delay, reorder, crash, partition.
+        /// Faults to inject, comma-separated: delay, reorder, crash, partition, pause, churn,
+        /// or `all` / `none` (default: delay,reorder).
         #[arg(long)]
         faults: Option<String>,
+        /// Fault events to inject instead of generated ones (as a failure report prints them).
+        #[arg(long)]
+        events: Option<String>,
+        /// Check only this transformed agent.
+        #[arg(long)]
+        target: Option<String>,
+        /// Replay a failure exactly, from the `replay:` line of its report.
+        #[arg(long)]
+        replay: Option<String>,
+        /// Print every step of the simulation.
+        #[arg(long)]
+        trace: bool,
+        /// Report a failure as found, without shrinking it.
+        #[arg(long)]
+        no_shrink: bool,
     },
     /// Draw the system: its LATT and its boxes with their agents and message edges.
     Graph {
@@ -115,9 +131,23 @@ fn run(cli: Cli) -> ExitCode {
         Command::Check { file, format } => ovidc::cli::check(&file, matches!(format, Format::Json)),
         Command::Build { file, output, no_compile } => ovidc::cli::build(&file, &output, !no_compile),
         Command::Run { file } => ovidc::run::run(&file),
-        Command::Test { file, seeds, seed, ops, clients, faults } => {
+        Command::Test { file, seeds, seed, ops, clients, faults, events, target, replay, trace, no_shrink } => {
             let mut args = vec!["--seeds".to_string(), seeds.to_string()];
-            let optional = [("--seed", seed.map(|s| s.to_string())), ("--ops", ops.map(|s| s.to_string())), ("--clients", clients.map(|s| s.to_string())), ("--faults", faults)];
+            if trace {
+                args.push("--trace".into());
+            }
+            if no_shrink {
+                args.push("--no-shrink".into());
+            }
+            let optional = [
+                ("--seed", seed.map(|s| s.to_string())),
+                ("--ops", ops.map(|s| s.to_string())),
+                ("--clients", clients.map(|s| s.to_string())),
+                ("--faults", faults),
+                ("--events", events),
+                ("--target", target),
+                ("--replay", replay),
+            ];
             for (flag, value) in optional {
                 if let Some(v) = value {
                     args.extend([flag.to_string(), v]);
