@@ -198,3 +198,35 @@ fn ovidc_test_checks_every_example_target() {
         assert!(stdout.contains(&format!("{target}: 10 seeds")) && stdout.contains("PASS"), "{file}: {stdout}");
     }
 }
+
+#[test]
+fn ovidc_test_catches_a_broken_transformation_and_its_report_reproduces() {
+    // The shard ingress proxies deliberately send every other message to the wrong shard.
+    let run = |args: &[&str]| {
+        let child = ovidc()
+            .args(["test", "examples/kvs/kvs.ovid"])
+            .args(args)
+            .env("OVID_INJECT_FAULT", "shard-misroute")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_with_limit(child, Duration::from_secs(600));
+        let (stdout, stderr) = text(&out);
+        (out.status.code(), stdout, stderr)
+    };
+    let (code, stdout, stderr) = run(&["--seeds", "20"]);
+    assert_eq!(code, Some(1), "the broken shard must fail:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("KVS: FAIL at seed"), "{stdout}");
+    assert!(stdout.contains("linearizability violated"), "{stdout}");
+    // The report's replay line reproduces the same failure.
+    let replay = stdout.lines().find_map(|l| l.trim().strip_prefix("replay:")).expect("a replay line").trim();
+    let replay = replay.split("--replay").nth(1).expect("a --replay argument").trim().trim_matches('\'');
+    let (code2, stdout2, stderr2) = run(&["--replay", replay]);
+    assert_eq!(code2, Some(1), "{stdout2}\n{stderr2}");
+    let first_line = |s: &str| s.lines().find(|l| l.contains("FAIL")).unwrap_or_default().split(" (").next().unwrap_or_default().to_string();
+    assert_eq!(first_line(&stdout), first_line(&stdout2), "same seed, same failure");
+    // Without the fault, the same seeds pass.
+    let out = wait_with_limit(ovidc().args(["test", "examples/kvs/kvs.ovid", "--seeds", "20"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), Duration::from_secs(600));
+    assert!(out.status.success(), "{}", text(&out).0);
+}

@@ -60,7 +60,11 @@ pub fn proxies(hooks: &Arc<dyn Hooks>) -> Vec<(&'static str, ovid::Factory)> {
                 if targets.is_empty() {
                     return Err(proxy::bad_config("ShardIngressProxy", "no shards to send to"));
                 }
-                Ok(ShardIngressProxy { by: string(args, "by", "key"), targets, hooks: hooks.clone() })
+                let misroute = std::env::var(INJECT_FAULT).is_ok_and(|f| f == MISROUTE);
+                if misroute {
+                    tracing::warn!("{INJECT_FAULT}={MISROUTE}: this ingress proxy deliberately sends every other message to the wrong shard");
+                }
+                Ok(ShardIngressProxy { by: string(args, "by", "key"), targets, hooks: hooks.clone(), misroute, sent: 0 })
             }),
         ),
         (
@@ -77,7 +81,19 @@ pub struct ShardIngressProxy {
     by: String,
     targets: Vec<String>,
     hooks: Arc<dyn Hooks>,
+    /// The deliberately broken variant (see [`INJECT_FAULT`]).
+    misroute: bool,
+    sent: u64,
 }
+
+/// The environment variable that turns on a deliberately broken variant of a proxy, so that
+/// tests can show `ovidc test` catches a transformation that does not implement its agent.
+/// Never set it in production.
+pub const INJECT_FAULT: &str = "OVID_INJECT_FAULT";
+
+/// `OVID_INJECT_FAULT=shard-misroute`: the ingress proxies send every other message to the
+/// next shard instead of the key's.
+pub const MISROUTE: &str = "shard-misroute";
 
 impl ovid::Agent for ShardIngressProxy {
     fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
@@ -85,7 +101,13 @@ impl ovid::Agent for ShardIngressProxy {
             let why = format!("message `{}` has no key field `{}`", message.name(), self.by);
             return Err(proxy::rejected("ShardIngressProxy", why));
         };
-        let shard = pick(hash, self.targets.len());
+        let mut shard = pick(hash, self.targets.len());
+        if self.misroute {
+            self.sent += 1;
+            if self.sent % 2 == 0 {
+                shard = (shard + 1) % self.targets.len();
+            }
+        }
         let from = ctx.sender_id().unwrap_or_else(|| ctx.me().into());
         let tag = ctx.tag();
         ctx.forward(&self.targets[shard], from, tag, message);
