@@ -230,3 +230,28 @@ fn ovidc_test_catches_a_broken_transformation_and_its_report_reproduces() {
     let out = wait_with_limit(ovidc().args(["test", "examples/kvs/kvs.ovid", "--seeds", "20"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), Duration::from_secs(600));
     assert!(out.status.success(), "{}", text(&out).0);
 }
+
+#[test]
+fn ovidc_test_checks_every_transformation_and_a_nested_pipeline() {
+    // Keys for the encrypted channels, never in source.
+    let key = "5a".repeat(32);
+    for (file, targets) in [
+        ("tests/ui/every_transformation.ovid", &["KVS", "Backup", "Workers"][..]),
+        ("tests/ui/nested_pipeline.ovid", &["KVS"][..]),
+    ] {
+        for target in targets {
+            let child = ovidc()
+                .args(["test", file, "--seeds", "10", "--faults", "all", "--target", target])
+                .env("KVS_KEY", &key)
+                .env("OVID_KEY", &key)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let out = wait_with_limit(child, Duration::from_secs(600));
+            let (stdout, stderr) = text(&out);
+            assert!(out.status.success(), "{file} {target}: {stdout}\n{stderr}");
+            assert!(stdout.contains(&format!("{target}: 10 seeds")) && stdout.contains("PASS"), "{file}: {stdout}");
+        }
+    }
+}

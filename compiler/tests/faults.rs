@@ -175,8 +175,13 @@ impl Running {
     }
 }
 
+/// The fault tests take turns: they share the built binary (copying it while the other runs
+/// it fails with "text file busy"), and each needs the CPU to itself to measure recovery.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn webkvs_survives_a_killed_storage_box() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let test_started = Instant::now();
     let mut r = Running::start("kill");
     let after_build = Instant::now();
@@ -214,6 +219,7 @@ fn webkvs_survives_a_killed_storage_box() {
 /// the restarted one and the third still form a majority of every shard.
 #[test]
 fn a_restarted_storage_box_rejoins() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut r = Running::start("restart");
     let stores = ["store0", "store1", "store2"];
     let load = Load::start(&r.http, "restart");

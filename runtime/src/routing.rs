@@ -306,7 +306,15 @@ impl Router {
             return;
         }
         let mut brt = self.brt.write().expect("routing table poisoned");
-        brt.entry(id.clone()).or_insert_with(|| addr.clone());
+        if id.starts_with("$box/") {
+            // A box manager only ever sends from its own box, and never forwards: the box it
+            // came from is where it runs now (a box that restarted at a new address).
+            brt.insert(id.clone(), addr.clone());
+        } else {
+            // Others may be forwarded by a proxy in another box: the first guess stands until
+            // the controller says otherwise.
+            brt.entry(id.clone()).or_insert_with(|| addr.clone());
+        }
     }
 
     /// Sets (`Some`) or invalidates (`None`) the BRT entry for `id`.
