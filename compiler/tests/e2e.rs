@@ -236,7 +236,7 @@ fn ovidc_test_checks_every_transformation_and_a_nested_pipeline() {
     // Keys for the encrypted channels, never in source.
     let key = "5a".repeat(32);
     for (file, targets) in [
-        ("tests/ui/every_transformation.ovid", &["KVS", "Backup", "Workers"][..]),
+        ("tests/ui/every_transformation.ovid", &["KVS", "Backup", "Disk", "Workers"][..]),
         ("tests/ui/nested_pipeline.ovid", &["KVS"][..]),
     ] {
         for target in targets {

@@ -181,7 +181,7 @@ impl PrimaryBackupProxy {
             match step {
                 Step::Execute { tag, name, bytes } => {
                     let payload = Payload::Encoded { name: name.into(), bytes: Bytes::from(bytes) };
-                    ctx.forward_physical(&self.copy, self.me.clone(), tag, payload);
+                    ctx.forward(&self.copy, self.me.clone(), tag, payload);
                 }
                 Step::Done { client, seq, reply } => self.done(client, seq, reply),
             }
@@ -343,7 +343,8 @@ impl Agent for PrimaryBackupProxy {
     }
 
     fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
-        if ctx.sender() == &*self.copy {
+        // From the copy, or from what it was transformed into (`X/Replica0 |> monitor`).
+        if ovid::routing::is_refinement(&self.copy, ctx.sender()) {
             let reply = Reply { name: message.name().to_string(), bytes: message.to_bytes()?.to_vec() };
             self.applier.reply(ctx.tag(), reply, &mut self.steps);
             self.run_steps(ctx);

@@ -253,7 +253,7 @@ impl ReplicaProxy {
             match step {
                 Step::Execute { tag, name, bytes } => {
                     let payload = Payload::Encoded { name: name.into(), bytes: Bytes::from(bytes) };
-                    ctx.forward_physical(&self.replica, self.me.clone(), tag, payload);
+                    ctx.forward(&self.replica, self.me.clone(), tag, payload);
                 }
                 Step::Done { client, seq, reply } => {
                     if let Some((ingress, _)) = self.waiting.remove(&(client.clone(), seq)) {
@@ -351,7 +351,8 @@ impl Agent for ReplicaProxy {
     }
 
     fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
-        if ctx.sender() == &*self.replica {
+        // From the replica, or from what it was transformed into (`X/Replica0 |> monitor`).
+        if ovid::routing::is_refinement(&self.replica, ctx.sender()) {
             let reply = Reply { name: message.name().to_string(), bytes: message.to_bytes()?.to_vec() };
             if !self.applier.reply(ctx.tag(), reply, &mut self.steps) {
                 tracing::debug!(proxy = %self.me, tag = ctx.tag(), name = message.name(), "extra reply of the replica dropped");
