@@ -19,115 +19,17 @@ use ovid::sim::{Faults, Options, Property, Rng, Target, test_system};
 use ovid::{BoxBuilder, Context, Error, Message, Payload};
 use ovid_stdlib::expansion::{Args, Request, Role, Value};
 use ovid_stdlib::proxy::{Hooks, NoHooks};
-use ovid_stdlib::replicate;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
-struct Put {
-    key: String,
-    value: String,
-}
+use ovid_stdlib::replicate as transform;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
-struct PutOk {
-    key: String,
-    previous: Option<String>,
-}
+const TRANSFORM: &str = "replicate";
+const PROXY: &str = "ReplicaProxy";
+const COPY: &str = "Replica";
+const BOX: &str = "r";
+const NAME: &str = "replicated store";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
-struct Get {
-    key: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
-struct GetOk {
-    key: String,
-    value: Option<String>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct KeyValueStore {
-    store: BTreeMap<String, String>,
-}
-
-#[ovid::agent]
-impl KeyValueStore {
-    fn on_put(&mut self, _ctx: &mut Context, put: Put) -> PutOk {
-        let previous = self.store.insert(put.key.clone(), put.value);
-        PutOk { key: put.key, previous }
-    }
-
-    fn on_get(&mut self, _ctx: &mut Context, get: Get) -> GetOk {
-        GetOk { value: self.store.get(&get.key).cloned(), key: get.key }
-    }
-}
-
-/// Requests over three keys, so that operations collide.
-fn request(rng: &mut Rng) -> Payload {
-    let key = format!("k{}", rng.below(3));
-    if rng.chance(50) { Payload::new(Put { key, value: format!("v{}", rng.below(10)) }) } else { Payload::new(Get { key }) }
-}
-
-fn kinds(b: BoxBuilder) -> BoxBuilder {
-    let hooks: Arc<dyn Hooks> = Arc::new(NoHooks);
-    let mut b = b.kind("KeyValueStore", |_| KeyValueStore::default());
-    for (kind, factory) in replicate::proxies(&hooks) {
-        b = b.kind_boxed(kind, factory);
-    }
-    b
-}
-
-fn refine(snapshots: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, Error> {
-    replicate::refine("KVS", snapshots)
-}
-
-fn targets() -> Vec<Target> {
-    vec![Target { id: "KVS".into(), spec_kind: "KeyValueStore".into(), requests: vec!["Put".into(), "Get".into()], request, refine }]
-}
-
-/// `client -> KVS |> replicate(n)`: the client and its ingress proxy in box `front`, replica i
-/// and its proxy in box `r{i}`; the configurations are the expansion's own.
-fn system(n: i64) -> System {
-    let args: Args = Args::from([("n".to_string(), Value::Int(n))]);
-    let senders = vec!["client".to_string()];
-    let e = replicate::expand(&Request { id: "KVS", senders: &senders, args: &args });
-    let mut agents = vec![serde_json::json!({"id": "client", "box": "front", "runs": {"kind": "agent", "agent": "Client"}, "bindings": {"kvs": "KVS"}})];
-    let mut children = Vec::new();
-    let mut boxes: BTreeMap<String, Vec<String>> = BTreeMap::from([("front".to_string(), vec!["client".to_string()])]);
-    for child in &e.children {
-        let last = child.id.rsplit('/').next().unwrap();
-        let in_box = match last.strip_prefix("ReplicaProxy").or_else(|| last.strip_prefix("Replica")) {
-            Some(i) => format!("r{i}"),
-            None => "front".to_string(),
-        };
-        let runs = match &child.role {
-            Role::Proxy { proxy, config } => serde_json::json!({"kind": "proxy", "proxy": proxy, "config": config}),
-            Role::Copy => serde_json::json!({"kind": "agent", "agent": "KeyValueStore"}),
-        };
-        agents.push(serde_json::json!({"id": child.id, "box": in_box, "runs": runs}));
-        boxes.entry(in_box).or_default().push(child.id.clone());
-        children.push(serde_json::json!({"id": child.id, "kind": "agent"}));
-    }
-    let d = serde_json::json!({
-        "system": "Store",
-        "boxes": boxes.iter().map(|(n, a)| serde_json::json!({"name": n, "address": null, "agents": a})).collect::<Vec<_>>(),
-        "agents": agents,
-        "routes": {"client": {"KVS": e.entry["client"]}},
-        "latt": {"id": "Store", "kind": "system", "children": [
-            {"id": "KVS", "kind": "transformed", "transform": format!("replicate(n: {n})"), "children": children},
-            {"id": "client", "kind": "agent"},
-        ]},
-        "clients": ["client"],
-    });
-    System { deployment: Box::leak(d.to_string().into_boxed_str()), kinds, targets }
-}
-
-fn run(n: i64, options: Options) {
-    let r = test_system(&system(n), &options).expect("the simulator runs");
-    let text = r.render("replicated store");
-    println!("{text}");
-    assert!(r.passed(), "{text}");
-}
+include!("support/simulated_store.rs");
 
 #[test]
 fn without_faults() {
