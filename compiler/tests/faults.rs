@@ -123,11 +123,10 @@ fn cpu_ticks(child: &Child) -> u64 {
 /// ingress proxy, while a follower only acknowledges entries; so the storage process that uses
 /// the most CPU over `window` holds a leader (with two shards, it may hold both).
 fn victim(p: &mut Processes, candidates: &[&str], window: Duration) -> String {
-    if let Ok(name) = std::env::var("OVID_FAULTS_KILL") {
-        if candidates.contains(&name.as_str()) {
+    if let Ok(name) = std::env::var("OVID_FAULTS_KILL")
+        && candidates.contains(&name.as_str()) {
             return name;
         }
-    }
     let before: Vec<u64> = candidates.iter().map(|c| cpu_ticks(&p.latest(c).1)).collect();
     std::thread::sleep(window);
     let used: Vec<u64> = candidates.iter().zip(before).map(|(c, b)| cpu_ticks(&p.latest(c).1).saturating_sub(b)).collect();

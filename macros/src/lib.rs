@@ -76,7 +76,7 @@ fn expand_message(item: TokenStream2) -> syn::Result<TokenStream2> {
 enum Role {
     Start,
     Timer,
-    Handler { message: Type },
+    Handler { message: Box<Type> },
 }
 
 struct Method {
@@ -344,15 +344,13 @@ fn classify(f: &ImplItemFn, marked: bool) -> syn::Result<Option<Method>> {
                     format!("`{name}` must take its message by value, not by reference\nhelp: {expected}"),
                 ));
             }
-            Role::Handler { message }
+            Role::Handler { message: Box::new(message) }
         }
     };
-    if !matches!(role, Role::Handler { .. }) {
-        if let ReturnType::Type(_, ty) = &sig.output {
-            if !is_unit(ty) {
+    if !matches!(role, Role::Handler { .. })
+        && let ReturnType::Type(_, ty) = &sig.output
+            && !is_unit(ty) {
                 return Err(syn::Error::new(ty.span(), format!("`{name}` returns nothing: there is no message to reply to")));
             }
-        }
-    }
     Ok(Some(Method { ident: sig.ident.clone(), role, output: sig.output.clone() }))
 }

@@ -269,7 +269,7 @@ impl Controller {
         while !left.is_empty() {
             let ready = |id: &&String| {
                 self.placement.routes.get(*id).is_none_or(|table| {
-                    table.values().all(|t| t == *id || order.contains(t) || !left.iter().any(|l| *l == t))
+                    table.values().all(|t| t == *id || order.contains(t) || !left.contains(&t))
                 })
             };
             // A cycle of routes (rare): start the rest in identifier order.
@@ -382,11 +382,10 @@ impl Agent for Controller {
             self.placement.agents.insert(p.id, p.plan);
         } else if is::<SetRoute>(&message) {
             let s = message.decode::<SetRoute>()?;
-            if let Some(p) = &s.physical {
-                if !is_refinement(&s.ident, p) {
+            if let Some(p) = &s.physical
+                && !is_refinement(&s.ident, p) {
                     return Err(Error::UnknownIdentifier(format!("route `{}` → `{p}`: the key is not a prefix", s.ident)));
                 }
-            }
             let routes = self.placement.routes.entry(s.agent.clone()).or_default();
             match &s.physical {
                 Some(p) => routes.insert(s.ident.clone(), p.clone()),

@@ -100,10 +100,9 @@ impl Endpoint {
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        if let Ok(mut local) = self.router.local.write() {
-            if local.get(&self.id).is_some_and(|s| s.generation == self.generation) {
+        if let Ok(mut local) = self.router.local.write()
+            && local.get(&self.id).is_some_and(|s| s.generation == self.generation) {
                 local.remove(&self.id);
             }
-        }
     }
 }

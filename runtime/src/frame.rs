@@ -64,12 +64,11 @@ pub fn encode(buf: &mut BytesMut, header: &Header<'_>, envelope: Option<&Envelop
     buf.put_u32(0); // the length, patched below
     let tmp = std::mem::take(buf);
     *buf = postcard::to_extend(header, tmp).map_err(|e| Error::Encode { name: "frame header".into(), source: e })?;
-    if let Some(env) = envelope {
-        if let Err(e) = env.payload.encode_into(buf) {
+    if let Some(env) = envelope
+        && let Err(e) = env.payload.encode_into(buf) {
             buf.truncate(start);
             return Err(e);
         }
-    }
     let len = buf.len() - start - 4;
     if len > MAX_FRAME {
         buf.truncate(start);

@@ -31,6 +31,7 @@ pub trait JsonCodec: Send + Sync + 'static {
     /// The fields of the message in `payload`, as a JSON object (without `type`).
     fn to_json(&self, payload: Payload) -> Result<Value, Error>;
     /// The message of type `name` with the fields of `body`.
+    #[allow(clippy::wrong_self_convention)] // a codec's method, not a constructor
     fn from_json(&self, name: &str, body: Value) -> Result<Payload, Error>;
 }
 

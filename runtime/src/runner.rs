@@ -43,6 +43,10 @@ pub(crate) enum Control {
     Unwedge,
 }
 
+/// What the box does when an agent's task ends: given its identifier and whether to tell the
+/// controller.
+pub(crate) type OnExit = Box<dyn FnOnce(&Id, bool) + Send>;
+
 /// A message waiting for the controller's answer to an ART miss: sender, tag, payload.
 type Parked = (Id, u64, Payload);
 
@@ -59,7 +63,7 @@ pub(crate) struct Runner {
     pub inbox_tx: mpsc::WeakUnboundedSender<Envelope>,
     /// Called when the task ends, with the identifier and whether the controller should be
     /// told (the agent finished, crashed or was stopped, rather than the box shutting down).
-    pub on_exit: Box<dyn FnOnce(&Id, bool) + Send>,
+    pub on_exit: OnExit,
 }
 
 impl Runner {

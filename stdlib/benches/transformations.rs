@@ -86,12 +86,15 @@ impl Hooks for KeyHooks {
     }
 }
 
+/// One transformation of a pipeline: its expansion rule and arguments.
+type Stage = (fn(&Request) -> Expansion, Args);
+
 /// The proxies that run near the sender when the system spans two boxes.
 const FRONT: &[&str] = &["ShardIngressProxy", "LoadBalancer", "BatchEncoder", "Compressor", "Encryptor", "Monitor", "Auditor"];
 
 /// A placement of `X` (agent kind `kind`) expanded by `stages` (outermost first; each later
 /// stage applies to the copies of the one before), for the sender `client`.
-fn placement(kind: &str, stages: &[(fn(&Request) -> Expansion, Args)], two_boxes: bool) -> (Placement, usize) {
+fn placement(kind: &str, stages: &[Stage], two_boxes: bool) -> (Placement, usize) {
     let in_box = |proxy: Option<&str>| if two_boxes && !proxy.is_some_and(|p| FRONT.contains(&p)) { "b" } else { "a" };
     let mut p = Placement::new();
     let mut hops = 0;
@@ -130,7 +133,7 @@ fn placement(kind: &str, stages: &[(fn(&Request) -> Expansion, Args)], two_boxes
                 }
             }
             // Proxies on one request's path: the entry, and one egress/decoder per stage.
-            hops += e.children.iter().filter(|c| matches!(c.role, Role::Proxy { .. })).count().min(2).max(1);
+            hops += e.children.iter().filter(|c| matches!(c.role, Role::Proxy { .. })).count().clamp(1, 2);
         }
         level = next;
         let _ = i;
@@ -230,7 +233,7 @@ async fn main() {
     let (plain, _) = placement("Kvs", &[], false);
     let base = put_p50(plain, false).await;
     println!("{:<44} {:>8.2} µs", "plain, one box (baseline)", base);
-    let cases: Vec<(&str, Vec<(fn(&Request) -> Expansion, Args)>)> = vec![
+    let cases: Vec<(&str, Vec<Stage>)> = vec![
         ("shard(2): ingress + egress proxy", vec![shard.clone()]),
         ("load_balance(2): balancer", vec![lb]),
         ("monitor: monitor proxy", vec![monitor]),
@@ -255,7 +258,7 @@ async fn main() {
     let (plain, _) = placement("Sink", &[], true);
     let base = stream_rate(plain, N).await;
     println!("{:<44} {:>12.0} msg/s", "plain (baseline)", base);
-    let (p, _) = placement("Sink", &[batch64.clone()], true);
+    let (p, _) = placement("Sink", std::slice::from_ref(&batch64), true);
     let r = stream_rate(p, N).await;
     println!("{:<44} {:>12.0} msg/s  ({:.2}x)", "batch(64, 1ms)", r, r / base);
     let (p, _) = placement("Sink", &[batch64, compress], true);

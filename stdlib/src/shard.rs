@@ -104,7 +104,7 @@ impl ovid::Agent for ShardIngressProxy {
         let mut shard = pick(hash, self.targets.len());
         if self.misroute {
             self.sent += 1;
-            if self.sent % 2 == 0 {
+            if self.sent.is_multiple_of(2) {
                 shard = (shard + 1) % self.targets.len();
             }
         }

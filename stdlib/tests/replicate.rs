@@ -111,13 +111,11 @@ impl Replicated {
         loop {
             let all = self.statuses().await;
             let live = self.boxes.iter().filter(|b| b.is_some()).count();
-            if all.len() == live && all.iter().all(|s| s.active) {
-                if let Some(l) = all[0].leader {
-                    if all.iter().all(|s| s.leader == Some(l)) && self.boxes[l as usize].is_some() {
+            if all.len() == live && all.iter().all(|s| s.active)
+                && let Some(l) = all[0].leader
+                    && all.iter().all(|s| s.leader == Some(l)) && self.boxes[l as usize].is_some() {
                         return l as usize;
                     }
-                }
-            }
             assert!(Instant::now() < deadline, "no leader: {all:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -217,7 +217,7 @@ impl Checker<'_, '_> {
             }
             Stmt::Send { target, message, span } => {
                 let t = self.expr(message, None);
-                if !self.env.uses.iter().any(|u| *u == target.name) {
+                if !self.env.uses.contains(&target.name) {
                     let help = if self.env.uses.is_empty() {
                         format!("declare it with `uses {};` in the agent, and bind it in the system", target.name)
                     } else {
@@ -612,7 +612,7 @@ impl Checker<'_, '_> {
                         Diagnostic::new(Code::TypeMismatch, format!("cannot compare `{lt}` with `{rt}`"), e.span, format!("`{lt}` {} `{rt}`", op.symbol()))
                             .help("both sides of a comparison have the same type"),
                     );
-                } else if !matches!(op, BinOp::Eq | BinOp::Ne) && !(lt.is_int() || lt == Type::String) {
+                } else if !matches!(op, BinOp::Eq | BinOp::Ne) && !lt.is_int() && lt != Type::String {
                     self.error(
                         Diagnostic::new(Code::TypeMismatch, format!("`{}` does not order `{lt}`", op.symbol()), e.span, "not ordered")
                             .help("`<`, `<=`, `>` and `>=` compare integers or strings"),

@@ -227,12 +227,11 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
             Role::Copy => {
                 let child_senders: Vec<String> =
                     exp.sends.iter().filter(|(_, targets)| targets.contains(&child.id)).map(|(p, _)| p.clone()).collect();
-                if matches!(bottom, Bottom::Forward) && !rest.is_empty() {
-                    if let Some(pairs) = encoder_pairs(&exp.sends, &child_senders) {
+                if matches!(bottom, Bottom::Forward) && !rest.is_empty()
+                    && let Some(pairs) = encoder_pairs(&exp.sends, &child_senders) {
                         nest_in_channel(&mut node, &child.id, rest, &pairs);
                         continue;
                     }
-                }
                 let sub = expand_node(&child.id, rest, &child_senders, bottom);
                 // A forwarded bottom is no node of its own: the chain ends there.
                 if matches!(bottom, Bottom::Agent(_)) || !rest.is_empty() {

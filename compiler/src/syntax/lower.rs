@@ -92,6 +92,7 @@ fn refused(at: Span) -> Expr {
 }
 
 /// Lowers the `file` rule; `Err` for an expression nested deeper than [`MAX_EXPR_DEPTH`].
+#[allow(clippy::result_large_err)] // a diagnostic is returned once per file, on the error path
 pub fn file(file: FileId, pair: P) -> Result<File, Diagnostic> {
     let mut cx = Cx { file, too_deep: None };
     let cx = &mut cx;

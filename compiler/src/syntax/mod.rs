@@ -44,6 +44,7 @@ pub struct Program {
 }
 
 /// Parses one file's text.
+#[allow(clippy::result_large_err)] // a diagnostic is returned once per file, on the error path
 pub fn parse(file: FileId, text: &str) -> Result<File, Diagnostic> {
     check_nesting(file, text)?;
     let mut pairs = OvidParser::parse(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
@@ -115,6 +116,7 @@ fn same_file(path: &Path) -> PathBuf {
 /// comparison, which does not nest. `else if` chains are bounded too ([`MAX_ELSE_IF`]).
 /// Strings and comments are skipped as the grammar skips them, so brackets inside them do not
 /// count.
+#[allow(clippy::result_large_err)] // a diagnostic is returned once per file, on the error path
 fn check_nesting(file: FileId, text: &str) -> Result<(), Diagnostic> {
     let bytes = text.as_bytes();
     let too_deep = |at: usize| {

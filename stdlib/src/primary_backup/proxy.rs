@@ -166,13 +166,12 @@ impl PrimaryBackupProxy {
 
     fn send_entries(&mut self, ctx: &mut Context, backup: usize) {
         let len = self.log.len() as u64;
-        if let Some(f) = self.backups.get_mut(&backup) {
-            if f.sent < len {
+        if let Some(f) = self.backups.get_mut(&backup)
+            && f.sent < len {
                 let commands = self.log[f.sent as usize..].to_vec();
                 ctx.send_physical(&self.peers[backup], Entries { from: f.sent, commands });
                 f.sent = len;
             }
-        }
     }
 
     /// Carries out the applier's steps; on the primary, completes requests.
@@ -310,7 +309,7 @@ impl Agent for PrimaryBackupProxy {
         self.ticks += 1;
         match self.role {
             Role::Starting => {
-                if self.ticks % self.timing.hello_ticks == 0 {
+                if self.ticks.is_multiple_of(self.timing.hello_ticks) {
                     self.hello(ctx);
                 }
             }

@@ -129,15 +129,14 @@ impl Applier {
     }
 
     fn complete(&mut self, client: String, seq: u64, reply: Option<Reply>, out: &mut Vec<Step>) {
-        if let Some(session) = self.sessions.get_mut(&client) {
-            if seq >= session.acked {
+        if let Some(session) = self.sessions.get_mut(&client)
+            && seq >= session.acked {
                 let outcome = match &reply {
                     Some(r) => Outcome::Replied(r.clone()),
                     None => Outcome::NoReply,
                 };
                 session.outcomes.insert(seq, outcome);
             }
-        }
         out.push(Step::Done { client, seq, reply });
     }
 

@@ -341,7 +341,7 @@ impl Agent for ReplicaProxy {
                 self.pump(ctx);
             }
             Mode::Recovering { .. } => {
-                if self.ticks % self.timing.recover_ticks == 0 {
+                if self.ticks.is_multiple_of(self.timing.recover_ticks) {
                     self.query(ctx);
                 }
             }
