@@ -201,7 +201,12 @@ impl<'a> HandlerCompiler<'a> {
             }
             let t = self.ty(a);
             fmt.push(if matches!(t, Type::String | Type::Int(_) | Type::IntLiteral | Type::Bool) { "{}" } else { "{:?}" }.to_string());
-            values.push(self.place_or_value(a));
+            // `me()` and `sender()` are `&str` already: formatting needs no `String`.
+            values.push(match &a.kind {
+                ExprKind::Call(name, args) if args.is_empty() && name.name == "me" => quote!(ctx.me()),
+                ExprKind::Call(name, args) if args.is_empty() && name.name == "sender" => quote!(ctx.sender()),
+                _ => self.place_or_value(a),
+            });
         }
         (fmt.join(sep), values)
     }
@@ -367,10 +372,25 @@ impl<'a> HandlerCompiler<'a> {
         if matches!(e.kind, ExprKind::Binary(..)) { quote!((#v)) } else { v }
     }
 
+    /// The operands of a chain of string `+`, left to right.
+    fn concatenated<'e>(&mut self, e: &'e Expr, out: &mut Vec<&'e Expr>) {
+        match &e.kind {
+            ExprKind::Binary(BinOp::Add, l, r) if self.ty(l) == Type::String => {
+                self.concatenated(l, out);
+                self.concatenated(r, out);
+            }
+            _ => out.push(e),
+        }
+    }
+
     fn binary(&mut self, op: BinOp, l: &Expr, r: &Expr) -> TokenStream {
         let lt = self.ty(l);
         if op == BinOp::Add && lt == Type::String {
-            let (fmt, values) = self.format_args(&[l, r], "");
+            // `a + b + c` is one `format!`, not one per `+`.
+            let mut parts = Vec::new();
+            self.concatenated(l, &mut parts);
+            self.concatenated(r, &mut parts);
+            let (fmt, values) = self.format_args(&parts, "");
             return quote!(format!(#fmt #(, #values)*));
         }
         let (a, b) = (self.operand(l), self.operand(r));
