@@ -66,7 +66,8 @@ fn build_and_run(file: &Path) -> Result<ExitCode, Failure> {
     let (built, binary) = build_for_run(file)?;
     let (tx, rx) = mpsc::channel();
     let ctrlc_tx = tx.clone();
-    // A second Ctrl-C is not handled: the default action ends ovidc at once.
+    // Ctrl-C, SIGTERM or SIGHUP stop the boxes in order (they run in process groups of their
+    // own, so only ovidc hears the signal); a second one is not handled.
     let _ = ctrlc::set_handler(move || {
         let _ = ctrlc_tx.send(Event::Interrupted);
     });
