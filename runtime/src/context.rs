@@ -66,6 +66,13 @@ pub enum Effect {
     },
     /// Print a line on the box's standard output.
     Print(String),
+    /// Publish a gauge in the box's counters (a monitor's counts, say).
+    Metric {
+        /// The gauge's name, e.g. `monitor.KVS/Monitor0.Put.messages`.
+        name: String,
+        /// Its value now.
+        value: u64,
+    },
     /// Pass a message on as if another agent sent it (proxies do this, so that the agent
     /// behind them sees, and replies to, the original sender).
     Forward {
@@ -253,6 +260,12 @@ impl Context {
     /// Prints a line on the box's standard output.
     pub fn print(&mut self, line: impl Into<String>) {
         self.effects.push(Effect::Print(line.into()));
+    }
+
+    /// Publishes `value` as the gauge `name` among the box's counters
+    /// ([`crate::BoxHandle::gauges`]).
+    pub fn set_metric(&mut self, name: impl Into<String>, value: u64) {
+        self.effects.push(Effect::Metric { name: name.into(), value });
     }
 
     /// Declares the agent done: the box stops it after this handler.

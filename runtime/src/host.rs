@@ -273,6 +273,11 @@ impl BoxHandle {
         self.core.router.metrics.snapshot()
     }
 
+    /// The gauges the box's agents published (`Context::set_metric`), by name.
+    pub fn gauges(&self) -> std::collections::BTreeMap<String, u64> {
+        self.core.router.metrics.gauges()
+    }
+
     /// Waits until the controller has registered this box and started the agents placed in it
     /// (at once for a box without a controller).
     pub async fn ready(&self) -> Result<(), Error> {

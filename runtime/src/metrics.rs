@@ -28,10 +28,22 @@ pub struct Metrics {
     pub rejections: AtomicU64,
     /// Connections to other boxes established (including re-connections).
     pub connections: AtomicU64,
+    /// Gauges agents publish with `Context::set_metric` (rarely written: a lock is fine).
+    pub gauges: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Metrics {
     /// Adds one to a counter.
+    /// Sets the gauge `name`.
+    pub fn set_gauge(&self, name: String, value: u64) {
+        self.gauges.lock().expect("gauges poisoned").insert(name, value);
+    }
+
+    /// The gauges agents published, by name.
+    pub fn gauges(&self) -> std::collections::BTreeMap<String, u64> {
+        self.gauges.lock().expect("gauges poisoned").clone()
+    }
+
     pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }

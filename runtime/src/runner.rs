@@ -205,6 +205,7 @@ impl Runner {
                     }
                 }
                 Effect::Print(line) => println!("{line}"),
+                Effect::Metric { name, value } => self.router.metrics.set_gauge(name, value),
             }
         }
     }

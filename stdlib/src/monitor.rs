@@ -8,13 +8,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::expansion::{Args, Expansion, Request, int, pass_through, string};
 use crate::proxy;
-use crate::spec::{Spec, Target};
+use crate::spec::{Param, ParamKind, Spec, Target};
 
 /// The signature of `monitor`.
 pub const SPEC: Spec = Spec {
     name: "monitor",
     target: Target::Both,
-    params: &[],
+    params: &[Param {
+        name: "every",
+        kind: ParamKind::Duration,
+        positional: true,
+        required: false,
+        doc: "how often the counts are published among the box's counters and logged (default 1s)",
+    }],
     preconditions: &[],
     summary: "counts messages and rates per channel",
     expand,
@@ -22,7 +28,8 @@ pub const SPEC: Spec = Spec {
 
 /// One `Monitor{i}` per sender, counting what passes on that channel before forwarding it.
 pub fn expand(req: &Request) -> Expansion {
-    pass_through(req, "Monitor", Args::new())
+    let every = crate::expansion::int(req.args, "every", 1000);
+    pass_through(req, "Monitor", Args::from([("report_ms".to_string(), crate::expansion::Value::Int(every))]))
 }
 
 /// The proxy agents of this transformation, by kind: `Monitor`.
@@ -192,6 +199,12 @@ impl ovid::Agent for Monitor {
             return;
         }
         let report = self.report(ctx.now_millis());
+        let me = ctx.me().to_string();
+        for t in &report.types {
+            ctx.set_metric(format!("monitor.{me}.{}.messages", t.name), t.messages);
+            ctx.set_metric(format!("monitor.{me}.{}.bytes", t.name), t.bytes);
+            ctx.set_metric(format!("monitor.{me}.{}.per_second", t.name), t.rate.round() as u64);
+        }
         for t in report.types.iter().filter(|t| t.rate > 0.0) {
             tracing::info!(
                 monitor = %ctx.me(), sender = %report.sender, message = %t.name, messages = t.messages, bytes = t.bytes,

@@ -694,6 +694,7 @@ impl<'a> World<'a> {
                     }
                 }
                 Effect::Print(line) => self.note(|| format!("{me} prints: {line}")),
+                Effect::Metric { .. } => {}
             }
         }
     }

@@ -36,3 +36,24 @@ async fn monitored_store_answers_like_the_store_and_counts_what_passed() {
     sys.shutdown().await;
     plain.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_counts_are_published_among_the_box_counters() {
+    let args = Args::from([("every".to_string(), ovid_stdlib::expansion::Value::Int(20))]);
+    let e = expand(monitor::expand, &args, 1);
+    let mut sys = start_transformed(&e, "Kvs", 1).await;
+    let ops: Vec<(usize, Op)> = (0..5).map(|i| (0, Op::Put(Put { key: format!("k{i}"), value: "v".into() }))).collect();
+    run_sequential(&mut sys, &ops).await;
+    // The monitor publishes on its report timer.
+    let gauge = "monitor.KVS/Monitor0.Put.messages";
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = sys.boxes.iter().find_map(|b| b.gauges().get(gauge).copied());
+        if seen == Some(5) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, Some(5), "gauges: {:?}", sys.boxes.iter().map(|b| b.gauges()).collect::<Vec<_>>());
+    sys.shutdown().await;
+}
