@@ -264,11 +264,12 @@ async fn run_local(deployment: &Deployment, kinds: Kinds) -> Result<(), Error> {
     Ok(())
 }
 
-/// Prints `ovid: finished <id>` as each agent of `ids` stops; returns when all have.
+/// Prints `ovid: finished <id>` as each agent of `ids` stops (called once the box is ready, so
+/// every agent placed in it has been started: one not running any more has already finished).
 async fn report_finished(b: &BoxHandle, ids: &[String]) {
+    // `wait_stopped` returns at once for an agent that is not running.
     let mut waits: futures::stream::FuturesUnordered<_> = ids
         .iter()
-        .filter(|id| b.is_running(id))
         .map(|id| async move {
             b.wait_stopped(id).await;
             id
