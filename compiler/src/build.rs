@@ -12,8 +12,8 @@ use crate::check::model::{Behaviour, Model};
 use crate::cli::{Failure, load_expanded};
 use crate::emit::deployment::{self, Deployment};
 use crate::emit::krate::{self, GeneratedFile, Paths};
-use crate::syntax::ast::ImplKind;
 use crate::syntax::Program;
+use crate::syntax::ast::ImplKind;
 
 /// What `ovidc build` produced.
 #[derive(Debug)]
@@ -29,8 +29,17 @@ pub struct Built {
 /// Checks, expands and places `file`, and writes its crate into `out`.
 pub fn generate(file: &Path, out: &Path) -> Result<Built, Failure> {
     let (package, deployment, files) = crate_files(file)?;
-    write_files(out, &files).map_err(|e| Failure::Io(format!("cannot write the crate into `{}`: {e}", out.display())))?;
-    Ok(Built { dir: out.to_path_buf(), package, deployment })
+    write_files(out, &files).map_err(|e| {
+        Failure::Io(format!(
+            "cannot write the crate into `{}`: {e}",
+            out.display()
+        ))
+    })?;
+    Ok(Built {
+        dir: out.to_path_buf(),
+        package,
+        deployment,
+    })
 }
 
 /// Checks, expands and places `file`: its package name, deployment and crate files.
@@ -47,7 +56,10 @@ pub fn crate_files(file: &Path) -> Result<(String, Deployment, Vec<GeneratedFile
 pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).join("target"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("target"),
     }
 }
 
@@ -55,14 +67,22 @@ pub fn target_dir() -> PathBuf {
 /// the binary.
 pub fn cargo_build(built: &Built) -> Result<PathBuf, Failure> {
     let target = target_dir();
-    eprintln!("ovidc: compiling {} (cargo, target directory {})", built.package, target.display());
+    eprintln!(
+        "ovidc: compiling {} (cargo, target directory {})",
+        built.package,
+        target.display()
+    );
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .arg("build")
         .arg("--manifest-path")
         .arg(built.dir.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target)
         .status()
-        .map_err(|e| Failure::Io(format!("cannot run cargo (is the Rust toolchain installed?): {e}")))?;
+        .map_err(|e| {
+            Failure::Io(format!(
+                "cannot run cargo (is the Rust toolchain installed?): {e}"
+            ))
+        })?;
     if !status.success() {
         return Err(Failure::Io(format!(
             "the generated crate in `{}` did not compile; the errors above say why (an `impl rust` type without `from_bindings`, or a message type that differs from the .ovid declaration, are the usual causes)",
@@ -89,21 +109,41 @@ fn write_files(out: &Path, files: &[GeneratedFile]) -> std::io::Result<()> {
 
 /// The crate of every `impl rust "krate::Type"`: a Cargo package named `krate` in the
 /// directory of the .ovid file that declares the agent, or in a subdirectory `krate/` of it.
-fn rust_crates(program: &Program, model: &Model, file: &Path) -> Result<std::collections::BTreeMap<String, PathBuf>, Failure> {
+fn rust_crates(
+    program: &Program,
+    model: &Model,
+    file: &Path,
+) -> Result<std::collections::BTreeMap<String, PathBuf>, Failure> {
     let mut found = std::collections::BTreeMap::new();
     for (name, agent) in &model.agents {
-        let Behaviour::Rust { path } = &agent.behaviour else { continue };
-        let clause = agent.ast.implementation.iter().find(|i| matches!(i.kind, ImplKind::Rust));
+        let Behaviour::Rust { path } = &agent.behaviour else {
+            continue;
+        };
+        let clause = agent
+            .ast
+            .implementation
+            .iter()
+            .find(|i| matches!(i.kind, ImplKind::Rust));
         let (where_, dir) = match clause {
             Some(c) => {
                 let src = program.sources.get(c.span.file);
                 let lc = program.sources.line_col(c.span.file, c.span.start);
-                (format!("{}:{}:{}", src.name, lc.line, lc.column), src.path.parent().map(Path::to_path_buf))
+                (
+                    format!("{}:{}:{}", src.name, lc.line, lc.column),
+                    src.path.parent().map(Path::to_path_buf),
+                )
             }
-            None => (file.display().to_string(), file.parent().map(Path::to_path_buf)),
+            None => (
+                file.display().to_string(),
+                file.parent().map(Path::to_path_buf),
+            ),
         };
         let dir = dir.unwrap_or_default();
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
         let mut segments = path.split("::");
         let krate = segments.next().unwrap_or_default().to_string();
         let type_path: Vec<&str> = segments.collect();
@@ -120,10 +160,16 @@ fn rust_crates(program: &Program, model: &Model, file: &Path) -> Result<std::col
         }
         let krate_dir = [dir.clone(), dir.join(&krate)]
             .into_iter()
-            .find(|d| package_name(&d.join("Cargo.toml")).is_some_and(|n| n.replace('-', "_") == krate))
+            .find(|d| {
+                package_name(&d.join("Cargo.toml")).is_some_and(|n| n.replace('-', "_") == krate)
+            })
             .ok_or_else(|| fail(format!("no crate named `{krate}` found")))?;
         if !defines_type(&krate_dir.join("src"), &type_path) {
-            return Err(fail(format!("crate `{krate}` (in `{}`) has no public type `{}`", krate_dir.display(), type_path.join("::"))));
+            return Err(fail(format!(
+                "crate `{krate}` (in `{}`) has no public type `{}`",
+                krate_dir.display(),
+                type_path.join("::")
+            )));
         }
         let krate_dir = std::fs::canonicalize(&krate_dir).unwrap_or(krate_dir);
         found.insert(krate, krate_dir);
@@ -135,14 +181,21 @@ fn rust_crates(program: &Program, model: &Model, file: &Path) -> Result<std::col
 fn package_name(manifest: &Path) -> Option<String> {
     let text = std::fs::read_to_string(manifest).ok()?;
     let doc: toml::Table = text.parse().ok()?;
-    doc.get("package")?.get("name")?.as_str().map(str::to_string)
+    doc.get("package")?
+        .get("name")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// Whether the crate whose sources are in `src` defines the public type at `path` (modules
 /// then the type's name), following `mod x;` to `x.rs` or `x/mod.rs`.
 fn defines_type(src: &Path, path: &[&str]) -> bool {
-    let Ok(text) = std::fs::read_to_string(src.join("lib.rs")) else { return false };
-    let Ok(file) = syn::parse_file(&text) else { return false };
+    let Ok(text) = std::fs::read_to_string(src.join("lib.rs")) else {
+        return false;
+    };
+    let Ok(file) = syn::parse_file(&text) else {
+        return false;
+    };
     find_in(&file.items, src, path)
 }
 
@@ -160,7 +213,10 @@ fn find_in(items: &[syn::Item], dir: &Path, path: &[&str]) -> bool {
             syn::Item::Mod(m) if m.ident == module => match &m.content {
                 Some((_, inner)) => find_in(inner, &dir.join(module), rest),
                 None => {
-                    let candidates = [dir.join(format!("{module}.rs")), dir.join(module).join("mod.rs")];
+                    let candidates = [
+                        dir.join(format!("{module}.rs")),
+                        dir.join(module).join("mod.rs"),
+                    ];
                     candidates.iter().any(|f| {
                         std::fs::read_to_string(f)
                             .ok()

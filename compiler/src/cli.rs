@@ -5,16 +5,17 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::check::{self, Model};
+use crate::diagnostic::{self, Diagnostic, Style};
 use crate::expand::{self, Expanded};
 use crate::graph;
 use crate::place::{self, BoxPlan};
-use crate::diagnostic::{self, Diagnostic, Style};
 use crate::source::Sources;
 use crate::syntax::{self, Program};
 
 /// Loads and checks a file: the model, or the program's sources and every diagnostic.
 pub fn load_and_check(path: &Path) -> Result<(Program, Model), Failure> {
-    let (program, mut diagnostics) = syntax::load(path).map_err(|e| Failure::Io(format!("cannot read `{}`: {e}", path.display())))?;
+    let (program, mut diagnostics) = syntax::load(path)
+        .map_err(|e| Failure::Io(format!("cannot read `{}`: {e}", path.display())))?;
     if diagnostics.is_empty() {
         match check::check(&program) {
             Ok(model) => return Ok((program, model)),
@@ -42,11 +43,18 @@ pub fn report(failure: &Failure, json: bool) {
         }
         Failure::Io(message) => eprintln!("error: {message}"),
         Failure::Diagnostics(sources, diagnostics) if json => {
-            let doc: Vec<_> = diagnostics.iter().map(|d| diagnostic::to_json(sources, d)).collect();
+            let doc: Vec<_> = diagnostics
+                .iter()
+                .map(|d| diagnostic::to_json(sources, d))
+                .collect();
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
         Failure::Diagnostics(sources, diagnostics) => {
-            let style = if std::io::stderr().is_terminal() { Style::Color } else { Style::Plain };
+            let style = if std::io::stderr().is_terminal() {
+                Style::Color
+            } else {
+                Style::Plain
+            };
             for d in diagnostics {
                 eprintln!("{}", diagnostic::render(sources, d, style));
             }
@@ -97,8 +105,13 @@ pub enum GraphFormat {
 /// Checks, expands and places a file: everything `graph` and `build` start from.
 pub fn load_expanded(path: &Path) -> Result<(Program, Model, Expanded, Vec<BoxPlan>), Failure> {
     let (program, model) = load_and_check(path)?;
-    let expanded = expand::expand(&model).map_err(|e| Failure::Io(format!("{}: {e}", path.display())))?;
-    let declared = model.system.as_ref().map(|s| s.boxes.clone()).unwrap_or_default();
+    let expanded =
+        expand::expand(&model).map_err(|e| Failure::Io(format!("{}: {e}", path.display())))?;
+    let declared = model
+        .system
+        .as_ref()
+        .map(|s| s.boxes.clone())
+        .unwrap_or_default();
     let boxes = place::place(&expanded, &declared);
     Ok((program, model, expanded, boxes))
 }
@@ -152,10 +165,19 @@ pub fn build(path: &Path, out: &Path, compile: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("wrote {} (crate `{}`, {} boxes)", out.display(), built.package, built.deployment.boxes.len());
+    eprintln!(
+        "wrote {} (crate `{}`, {} boxes)",
+        out.display(),
+        built.package,
+        built.deployment.boxes.len()
+    );
     if compile {
         match crate::build::cargo_build(&built) {
-            Ok(binary) => eprintln!("built {}\n  run it: {} local", binary.display(), binary.display()),
+            Ok(binary) => eprintln!(
+                "built {}\n  run it: {} local",
+                binary.display(),
+                binary.display()
+            ),
             Err(f) => {
                 report(&f, false);
                 return ExitCode::FAILURE;

@@ -90,7 +90,11 @@ impl fmt::Display for Code {
 
 /// `n` and the noun, plural unless `n` is one: `1 element`, `3 elements`.
 pub fn count(n: usize, noun: &str) -> String {
-    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// One error, pointing at the source.
@@ -112,8 +116,20 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A diagnostic with a headline, a primary span and its label; add help with [`Self::help`].
-    pub fn new(code: Code, message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
-        Diagnostic { code, message: message.into(), span, label: label.into(), help: String::new(), related: Vec::new() }
+    pub fn new(
+        code: Code,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            code,
+            message: message.into(),
+            span,
+            label: label.into(),
+            help: String::new(),
+            related: Vec::new(),
+        }
     }
 
     /// Sets the help line.
@@ -144,10 +160,20 @@ const SNIPPET_LINE_MAX: usize = 2000;
 fn line_length(text: &str, span: Span) -> usize {
     let start = span.start.min(text.len());
     let end = span.end.clamp(start, text.len());
-    let first = text.as_bytes()[..start].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let last = text.as_bytes()[end..].iter().position(|b| *b == b'\n').map_or(text.len(), |i| end + i);
+    let first = text.as_bytes()[..start]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let last = text.as_bytes()[end..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(text.len(), |i| end + i);
     // The longest single line within.
-    text[first..last].split('\n').map(str::len).max().unwrap_or(0)
+    text[first..last]
+        .split('\n')
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
 }
 
 impl fmt::Display for Rendered {
@@ -170,7 +196,8 @@ impl miette::Diagnostic for Rendered {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        (!self.diagnostic.help.is_empty()).then(|| Box::new(&self.diagnostic.help) as Box<dyn fmt::Display>)
+        (!self.diagnostic.help.is_empty())
+            .then(|| Box::new(&self.diagnostic.help) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
@@ -180,12 +207,15 @@ impl miette::Diagnostic for Rendered {
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let len = self.source.inner().len();
         let d = &self.diagnostic;
-        let primary = LabeledSpan::new_primary_with_span(Some(d.label.clone()), source_span(d.span, len));
+        let primary =
+            LabeledSpan::new_primary_with_span(Some(d.label.clone()), source_span(d.span, len));
         let related = d
             .related
             .iter()
             .filter(|(span, _)| span.file == d.span.file)
-            .map(move |(span, label)| LabeledSpan::new_with_span(Some(label.clone()), source_span(*span, len)));
+            .map(move |(span, label)| {
+                LabeledSpan::new_with_span(Some(label.clone()), source_span(*span, len))
+            });
         Some(Box::new(std::iter::once(primary).chain(related)))
     }
 }
@@ -205,9 +235,17 @@ pub fn render(sources: &Sources, diagnostic: &Diagnostic, style: Style) -> Strin
     let at = sources.line_col(diagnostic.span.file, diagnostic.span.start);
     let d = diagnostic;
     let snippet = std::iter::once(&d.span)
-        .chain(d.related.iter().map(|(s, _)| s).filter(|s| s.file == d.span.file))
+        .chain(
+            d.related
+                .iter()
+                .map(|(s, _)| s)
+                .filter(|s| s.file == d.span.file),
+        )
         .all(|s| line_length(&file.text, *s) <= SNIPPET_LINE_MAX);
-    let rendered = Rendered { diagnostic: diagnostic.clone(), source: NamedSource::new(file.name.clone(), file.text.clone()) };
+    let rendered = Rendered {
+        diagnostic: diagnostic.clone(),
+        source: NamedSource::new(file.name.clone(), file.text.clone()),
+    };
     let theme = match style {
         Style::Color => GraphicalTheme::unicode(),
         Style::Plain => GraphicalTheme::unicode_nocolor(),
@@ -220,14 +258,23 @@ pub fn render(sources: &Sources, diagnostic: &Diagnostic, style: Style) -> Strin
         }
     } else {
         // The label goes under the headline, since there is no snippet to carry it.
-        out = format!("{}\n\n  × {}\n  ╰── {} (the line is too long to show)\n", d.code, d.message, d.label);
+        out = format!(
+            "{}\n\n  × {}\n  ╰── {} (the line is too long to show)\n",
+            d.code, d.message, d.label
+        );
         if !d.help.is_empty() {
             out.push_str(&format!("  help: {}\n", d.help));
         }
     }
     // miette shows the file and line in the snippet header; say it once more up front so that
     // tools that only read the first line (and people grepping logs) get file:line:column.
-    format!("{}:{}:{}: {}", file.name, at.line, at.column, out.trim_start())
+    format!(
+        "{}:{}:{}: {}",
+        file.name,
+        at.line,
+        at.column,
+        out.trim_start()
+    )
 }
 
 /// A diagnostic as JSON, for editors.

@@ -16,11 +16,22 @@ pub fn edges(model: &Model, expanded: &Expanded) -> BTreeMap<(String, String), V
         let table = expanded.routes.get(&agent.id);
         match &agent.runs {
             Runs::Agent { agent: ty } => {
-                let Some(info) = model.agents.get(ty) else { continue };
+                let Some(info) = model.agents.get(ty) else {
+                    continue;
+                };
                 for (use_name, target) in &agent.bindings {
-                    let physical = table.and_then(|r| r.get(target)).cloned().unwrap_or_else(|| target.clone());
-                    let sent: Vec<String> = info.uses.get(use_name).map(|s| s.iter().cloned().collect()).unwrap_or_default();
-                    out.entry((agent.id.clone(), physical)).or_default().extend(sent);
+                    let physical = table
+                        .and_then(|r| r.get(target))
+                        .cloned()
+                        .unwrap_or_else(|| target.clone());
+                    let sent: Vec<String> = info
+                        .uses
+                        .get(use_name)
+                        .map(|s| s.iter().cloned().collect())
+                        .unwrap_or_default();
+                    out.entry((agent.id.clone(), physical))
+                        .or_default()
+                        .extend(sent);
                 }
             }
             // A proxy forwards whatever reaches it.
@@ -50,9 +61,18 @@ pub fn text(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> String {
         if root {
             let _ = writeln!(out, "{}", node_label(n));
         } else {
-            let _ = writeln!(out, "{prefix}{}{}", if last { "└── " } else { "├── " }, node_label(n));
+            let _ = writeln!(
+                out,
+                "{prefix}{}{}",
+                if last { "└── " } else { "├── " },
+                node_label(n)
+            );
         }
-        let child_prefix = if root { String::new() } else { format!("{prefix}{}", if last { "    " } else { "│   " }) };
+        let child_prefix = if root {
+            String::new()
+        } else {
+            format!("{prefix}{}", if last { "    " } else { "│   " })
+        };
         for (i, c) in n.children.iter().enumerate() {
             walk(c, &child_prefix, i + 1 == n.children.len(), false, out);
         }
@@ -66,7 +86,11 @@ pub fn text(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> String {
     }
     out.push_str("\nMessages\n");
     for ((from, to), msgs) in edges(model, expanded) {
-        let what = if msgs.is_empty() { "(forwarded)".to_string() } else { msgs.join(", ") };
+        let what = if msgs.is_empty() {
+            "(forwarded)".to_string()
+        } else {
+            msgs.join(", ")
+        };
         let _ = writeln!(out, "  {from} -> {to}: {what}");
     }
     out
@@ -96,11 +120,22 @@ pub fn boxes_dot(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> Strin
     let mut out = String::from("digraph boxes {\n");
     for b in boxes {
         for a in &b.agents {
-            let _ = writeln!(out, "  {} [label={}];", quote(a), quote(&format!("{a} @ {}", b.name)));
+            let _ = writeln!(
+                out,
+                "  {} [label={}];",
+                quote(a),
+                quote(&format!("{a} @ {}", b.name))
+            );
         }
     }
     for ((from, to), msgs) in edges(model, expanded) {
-        let _ = writeln!(out, "  {} -> {} [label={}];", quote(&from), quote(&to), quote(&msgs.join(", ")));
+        let _ = writeln!(
+            out,
+            "  {} -> {} [label={}];",
+            quote(&from),
+            quote(&to),
+            quote(&msgs.join(", "))
+        );
     }
     out.push_str("}\n");
     out
@@ -108,19 +143,27 @@ pub fn boxes_dot(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> Strin
 
 /// Both graphs in one DOT file.
 pub fn dot(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> String {
-    format!("{}\n{}", latt_dot(expanded), boxes_dot(model, expanded, boxes))
+    format!(
+        "{}\n{}",
+        latt_dot(expanded),
+        boxes_dot(model, expanded, boxes)
+    )
 }
 
 /// Lays out one DOT digraph as SVG.
 pub fn svg_of(dot: &str) -> Result<String, String> {
     use layout::backends::svg::SVGWriter;
     use layout::gv::{DotParser, GraphBuilder};
-    let graph = DotParser::new(dot).process().map_err(|e| format!("cannot lay out the graph: {e}"))?;
+    let graph = DotParser::new(dot)
+        .process()
+        .map_err(|e| format!("cannot lay out the graph: {e}"))?;
     let mut builder = GraphBuilder::new();
     builder.visit_graph(&graph);
     let mut visual = builder.get();
     if visual.num_nodes() == 0 {
-        return Ok("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1\" height=\"1\"></svg>".to_string());
+        return Ok(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1\" height=\"1\"></svg>".to_string(),
+        );
     }
     let mut svg = SVGWriter::new();
     visual.do_it(false, false, false, &mut svg);
@@ -128,14 +171,24 @@ pub fn svg_of(dot: &str) -> Result<String, String> {
 }
 
 /// The LATT and the box graph side by side as SVG.
-pub fn svg(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> Result<(String, String), String> {
-    Ok((svg_of(&latt_dot(expanded))?, svg_of(&boxes_dot(model, expanded, boxes))?))
+pub fn svg(
+    model: &Model,
+    expanded: &Expanded,
+    boxes: &[BoxPlan],
+) -> Result<(String, String), String> {
+    Ok((
+        svg_of(&latt_dot(expanded))?,
+        svg_of(&boxes_dot(model, expanded, boxes))?,
+    ))
 }
 
 /// A self-contained HTML page with both pictures and the text form.
 pub fn html(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> Result<String, String> {
     let (latt, graph) = svg(model, expanded, boxes)?;
-    let text = text(model, expanded, boxes).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let text = text(model, expanded, boxes)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
     Ok(format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{name}</title>\
          <style>body{{font-family:sans-serif;margin:2em}} pre{{background:#f6f6f6;padding:1em}}</style></head>\n\

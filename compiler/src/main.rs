@@ -116,7 +116,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The parser and checker recurse over the syntax tree; nesting is bounded, but a roomy
     // stack keeps long `else if` chains far from the limit.
-    let worker = std::thread::Builder::new().stack_size(256 << 20).spawn(move || run(cli));
+    let worker = std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || run(cli));
     match worker.map(|w| w.join()) {
         Ok(Ok(code)) => code,
         _ => {
@@ -129,9 +131,25 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { file, format } => ovidc::cli::check(&file, matches!(format, Format::Json)),
-        Command::Build { file, output, no_compile } => ovidc::cli::build(&file, &output, !no_compile),
+        Command::Build {
+            file,
+            output,
+            no_compile,
+        } => ovidc::cli::build(&file, &output, !no_compile),
         Command::Run { file } => ovidc::run::run(&file),
-        Command::Test { file, seeds, seed, ops, clients, faults, events, target, replay, trace, no_shrink } => {
+        Command::Test {
+            file,
+            seeds,
+            seed,
+            ops,
+            clients,
+            faults,
+            events,
+            target,
+            replay,
+            trace,
+            no_shrink,
+        } => {
             let mut args = vec!["--seeds".to_string(), seeds.to_string()];
             if trace {
                 args.push("--trace".into());
@@ -155,7 +173,11 @@ fn run(cli: Cli) -> ExitCode {
             }
             ovidc::run::test(&file, &args)
         }
-        Command::Graph { file, format, output } => {
+        Command::Graph {
+            file,
+            format,
+            output,
+        } => {
             let format = match format {
                 GraphFormat::Text => ovidc::cli::GraphFormat::Text,
                 GraphFormat::Dot => ovidc::cli::GraphFormat::Dot,

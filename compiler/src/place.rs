@@ -23,11 +23,23 @@ pub const DEFAULT_BOX: &str = "main";
 /// identifier (`*` matches any run of characters), or else into the default box `main`.
 /// Declared boxes that end up empty are kept: an operator may want to start them anyway.
 pub fn place(expanded: &Expanded, declared: &[BoxInfo]) -> Vec<BoxPlan> {
-    let mut boxes: Vec<BoxPlan> =
-        declared.iter().map(|b| BoxPlan { name: b.name.clone(), address: b.address.clone(), agents: Vec::new() }).collect();
-    let mut default = BoxPlan { name: DEFAULT_BOX.to_string(), address: None, agents: Vec::new() };
+    let mut boxes: Vec<BoxPlan> = declared
+        .iter()
+        .map(|b| BoxPlan {
+            name: b.name.clone(),
+            address: b.address.clone(),
+            agents: Vec::new(),
+        })
+        .collect();
+    let mut default = BoxPlan {
+        name: DEFAULT_BOX.to_string(),
+        address: None,
+        agents: Vec::new(),
+    };
     for agent in &expanded.agents {
-        let home = declared.iter().position(|b| b.patterns.iter().any(|p| matches(p, &agent.id)));
+        let home = declared
+            .iter()
+            .position(|b| b.patterns.iter().any(|p| matches(p, &agent.id)));
         match home {
             Some(i) => boxes[i].agents.push(agent.id.clone()),
             None => default.agents.push(agent.id.clone()),
@@ -48,7 +60,10 @@ pub fn matches(pattern: &str, id: &str) -> bool {
         return pattern == id;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !id.starts_with(first) || !id[first.len()..].ends_with(last) || id.len() < first.len() + last.len() {
+    if !id.starts_with(first)
+        || !id[first.len()..].ends_with(last)
+        || id.len() < first.len() + last.len()
+    {
         return false;
     }
     let mut rest = &id[first.len()..id.len() - last.len()];

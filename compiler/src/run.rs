@@ -14,7 +14,11 @@ use crate::cli::{Failure, report};
 /// What a child process said or did, as the threads reading it report it.
 enum Event {
     /// A line of its output.
-    Line { name: String, line: String, stderr: bool },
+    Line {
+        name: String,
+        line: String,
+        stderr: bool,
+    },
     /// Its standard output closed (it exited).
     Closed { name: String },
     /// Ctrl-C.
@@ -42,7 +46,11 @@ pub fn test(file: &Path, args: &[String]) -> ExitCode {
             .args(args)
             .status()
             .map_err(|e| Failure::Io(format!("cannot run `{}`: {e}", binary.display())))?;
-        Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        Ok(if status.success() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     };
     match run() {
         Ok(code) => code,
@@ -55,7 +63,10 @@ pub fn test(file: &Path, args: &[String]) -> ExitCode {
 
 /// Generates and compiles the crate of `file` under the shared target directory.
 fn build_for_run(file: &Path) -> Result<(Built, std::path::PathBuf), Failure> {
-    let stem = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "system".into());
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "system".into());
     let out = build::target_dir().join("ovid").join(&stem);
     let built = build::generate(file, &out)?;
     let binary = build::cargo_build(&built)?;
@@ -71,7 +82,10 @@ fn build_and_run(file: &Path) -> Result<ExitCode, Failure> {
     let _ = ctrlc::set_handler(move || {
         let _ = ctrlc_tx.send(Event::Interrupted);
     });
-    let mut system = System { children: Vec::new(), tx };
+    let mut system = System {
+        children: Vec::new(),
+        tx,
+    };
     let result = system.run(&binary, &built, &rx);
     system.stop();
     result
@@ -84,16 +98,36 @@ struct System {
 }
 
 impl System {
-    fn run(&mut self, binary: &Path, built: &Built, rx: &mpsc::Receiver<Event>) -> Result<ExitCode, Failure> {
-        let controller = free_loopback_addr().map_err(|e| Failure::Io(format!("cannot find a free port for the controller: {e}")))?;
-        self.spawn("controller", Command::new(binary).args(["controller", "--listen", &controller]))?;
+    fn run(
+        &mut self,
+        binary: &Path,
+        built: &Built,
+        rx: &mpsc::Receiver<Event>,
+    ) -> Result<ExitCode, Failure> {
+        let controller = free_loopback_addr()
+            .map_err(|e| Failure::Io(format!("cannot find a free port for the controller: {e}")))?;
+        self.spawn(
+            "controller",
+            Command::new(binary).args(["controller", "--listen", &controller]),
+        )?;
         self.wait_for("controller", "ovid: controller listening", rx)?;
         for b in &built.deployment.boxes {
-            self.spawn(&b.name, Command::new(binary).args(["box", &b.name, "--controller", &controller]))?;
+            self.spawn(
+                &b.name,
+                Command::new(binary).args(["box", &b.name, "--controller", &controller]),
+            )?;
         }
-        let mut waiting: Vec<&str> = built.deployment.clients.iter().map(String::as_str).collect();
+        let mut waiting: Vec<&str> = built
+            .deployment
+            .clients
+            .iter()
+            .map(String::as_str)
+            .collect();
         if waiting.is_empty() {
-            eprintln!("ovidc: {} running; Ctrl-C stops it", built.deployment.system);
+            eprintln!(
+                "ovidc: {} running; Ctrl-C stops it",
+                built.deployment.system
+            );
         }
         loop {
             match rx.recv() {
@@ -110,7 +144,9 @@ impl System {
                 }
                 Ok(Event::Closed { name }) => {
                     let status = self.status_of(&name);
-                    return Err(Failure::Io(format!("box `{name}` stopped unexpectedly ({status}); its last lines above say why")));
+                    return Err(Failure::Io(format!(
+                        "box `{name}` stopped unexpectedly ({status}); its last lines above say why"
+                    )));
                 }
                 Ok(Event::Interrupted) | Err(_) => {
                     eprintln!("ovidc: stopping");
@@ -141,13 +177,23 @@ impl System {
     }
 
     /// Waits for `name` to print a line starting with `prefix` (showing what else it says).
-    fn wait_for(&mut self, name: &str, prefix: &str, rx: &mpsc::Receiver<Event>) -> Result<(), Failure> {
+    fn wait_for(
+        &mut self,
+        name: &str,
+        prefix: &str,
+        rx: &mpsc::Receiver<Event>,
+    ) -> Result<(), Failure> {
         loop {
             match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(Event::Line { name: n, line, .. }) if n == name && line.starts_with(prefix) => return Ok(()),
+                Ok(Event::Line { name: n, line, .. }) if n == name && line.starts_with(prefix) => {
+                    return Ok(());
+                }
                 Ok(Event::Line { name, line, stderr }) => show(&name, &line, stderr),
                 Ok(Event::Closed { name: n }) if n == name => {
-                    return Err(Failure::Io(format!("`{name}` did not start ({}); its output above says why", self.status_of(name))));
+                    return Err(Failure::Io(format!(
+                        "`{name}` did not start ({}); its output above says why",
+                        self.status_of(name)
+                    )));
                 }
                 Ok(Event::Closed { .. }) => {}
                 Ok(Event::Interrupted) => return Err(Failure::Io("interrupted".into())),
@@ -157,7 +203,9 @@ impl System {
     }
 
     fn status_of(&mut self, name: &str) -> String {
-        let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) else { return "unknown".into() };
+        let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) else {
+            return "unknown".into();
+        };
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -206,7 +254,14 @@ fn forward(name: &str, stream: impl Read + Send + 'static, stderr: bool, tx: mps
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
-            if tx.send(Event::Line { name: name.clone(), line, stderr }).is_err() {
+            if tx
+                .send(Event::Line {
+                    name: name.clone(),
+                    line,
+                    stderr,
+                })
+                .is_err()
+            {
                 return;
             }
         }

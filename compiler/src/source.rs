@@ -61,7 +61,10 @@ impl Sources {
         let before = &text[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        LineCol { line, column: text[line_start..offset].chars().count() + 1 }
+        LineCol {
+            line,
+            column: text[line_start..offset].chars().count() + 1,
+        }
     }
 
     /// The text a span covers.

@@ -5,13 +5,22 @@ use std::process::Command;
 
 fn ovidc(args: &[&str]) -> std::process::Output {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    Command::new(env!("CARGO_BIN_EXE_ovidc")).args(args).current_dir(root).output().expect("ovidc runs")
+    Command::new(env!("CARGO_BIN_EXE_ovidc"))
+        .args(args)
+        .current_dir(root)
+        .output()
+        .expect("ovidc runs")
 }
 
 #[test]
 fn check_accepts_a_correct_file() {
     let out = ovidc(&["check", "examples/kvs/kvs.ovid"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("ok: examples/kvs/kvs.ovid"));
 }
 
@@ -20,7 +29,10 @@ fn check_rejects_a_wrong_file_with_rendered_diagnostics() {
     let out = ovidc(&["check", "tests/ui/fail/shard-state_not_keyed.ovid"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("tests/ui/fail/shard-state_not_keyed.ovid:15:21"), "{stderr}");
+    assert!(
+        stderr.contains("tests/ui/fail/shard-state_not_keyed.ovid:15:21"),
+        "{stderr}"
+    );
     assert!(stderr.contains("ovid::shard::state_not_keyed"), "{stderr}");
     assert!(stderr.contains("help:"), "{stderr}");
     assert!(stderr.contains("error: 2 problems found"), "{stderr}");
@@ -28,7 +40,12 @@ fn check_rejects_a_wrong_file_with_rendered_diagnostics() {
 
 #[test]
 fn check_prints_json_for_editors() {
-    let out = ovidc(&["check", "--format", "json", "tests/ui/fail/wiring-unbound.ovid"]);
+    let out = ovidc(&[
+        "check",
+        "--format",
+        "json",
+        "tests/ui/fail/wiring-unbound.ovid",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     assert_eq!(json[0]["code"], "ovid::wiring::unbound");
@@ -37,7 +54,10 @@ fn check_prints_json_for_editors() {
 
     let ok = ovidc(&["check", "--format", "json", "examples/kvs/kvs.ovid"]);
     assert_eq!(ok.status.code(), Some(0));
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&ok.stdout).expect("JSON"), serde_json::json!([]));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&ok.stdout).expect("JSON"),
+        serde_json::json!([])
+    );
 }
 
 #[test]
@@ -55,5 +75,8 @@ fn check_survives_binary_garbage() {
     std::fs::write(&file, [0xff, 0xfe, 0x00, b'{', b'<', 0x80]).expect("write");
     let out = ovidc(&["check", file.to_str().expect("utf-8 path")]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"), "not UTF-8 is reported as unreadable");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read"),
+        "not UTF-8 is reported as unreadable"
+    );
 }

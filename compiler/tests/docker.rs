@@ -46,7 +46,10 @@ fn docker(args: &[&str]) -> String {
 
 /// Whether this user can talk to a Docker daemon; why not, if not.
 fn docker_usable() -> Result<(), String> {
-    match Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output() {
+    match Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+    {
         Ok(out) if out.status.success() => Ok(()),
         Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
         Err(e) => Err(format!("cannot run docker: {e}")),
@@ -83,7 +86,18 @@ impl Deployment {
     fn start(&mut self, name: &str, ip: &str, extra: &[&str], command: &[&str]) {
         let container = self.container(name);
         let (image, network) = (self.image.clone().unwrap(), self.network.clone().unwrap());
-        let mut args = vec!["run", "-d", "--name", &container, "--label", LABEL, "--network", &network, "--ip", ip];
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            &container,
+            "--label",
+            LABEL,
+            "--network",
+            &network,
+            "--ip",
+            ip,
+        ];
         args.extend(["-e", "RUST_LOG=info"]);
         args.extend(extra.iter().copied());
         args.push(&image);
@@ -93,8 +107,15 @@ impl Deployment {
     }
 
     fn logs(&self, name: &str) -> String {
-        let out = Command::new("docker").args(["logs", &self.container(name)]).output().unwrap();
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        let out = Command::new("docker")
+            .args(["logs", &self.container(name)])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
 
     fn wait_for(&self, name: &str, text: &str, limit: Duration) {
@@ -105,7 +126,10 @@ impl Deployment {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("{name} did not print `{text}` within {limit:?}:\n{}", self.logs(name));
+        panic!(
+            "{name} did not print `{text}` within {limit:?}:\n{}",
+            self.logs(name)
+        );
     }
 
     fn running(&self, name: &str) -> bool {
@@ -119,7 +143,12 @@ impl Deployment {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let get = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let get = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         get(11) + get(12)
     }
 
@@ -130,10 +159,23 @@ impl Deployment {
     fn busiest(&self, candidates: &[&'static str], window: Duration) -> &'static str {
         let before: Vec<u64> = candidates.iter().map(|c| self.cpu_ticks(c)).collect();
         std::thread::sleep(window);
-        let used: Vec<u64> = candidates.iter().zip(before).map(|(c, b)| self.cpu_ticks(c).saturating_sub(b)).collect();
-        let shown: Vec<String> = candidates.iter().zip(&used).map(|(c, u)| format!("{c} {u}")).collect();
-        println!("CPU ticks used over {window:?} of load: {}", shown.join(", "));
-        let best = (0..candidates.len()).max_by_key(|i| (used[*i], std::cmp::Reverse(*i))).unwrap();
+        let used: Vec<u64> = candidates
+            .iter()
+            .zip(before)
+            .map(|(c, b)| self.cpu_ticks(c).saturating_sub(b))
+            .collect();
+        let shown: Vec<String> = candidates
+            .iter()
+            .zip(&used)
+            .map(|(c, u)| format!("{c} {u}"))
+            .collect();
+        println!(
+            "CPU ticks used over {window:?} of load: {}",
+            shown.join(", ")
+        );
+        let best = (0..candidates.len())
+            .max_by_key(|i| (used[*i], std::cmp::Reverse(*i)))
+            .unwrap();
         candidates[best]
     }
 }
@@ -144,7 +186,10 @@ impl Drop for Deployment {
             for (name, _) in BOXES.iter().chain([&("controller", CONTROLLER_IP)]) {
                 let logs = self.logs(name);
                 let lines: Vec<&str> = logs.lines().collect();
-                eprintln!("---- end of {name}'s log:\n{}", lines[lines.len().saturating_sub(40)..].join("\n"));
+                eprintln!(
+                    "---- end of {name}'s log:\n{}",
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                );
             }
         }
         for c in &self.containers {
@@ -162,7 +207,10 @@ impl Drop for Deployment {
 #[test]
 fn webkvs_in_containers_survives_a_partition_and_a_kill() {
     if let Err(why) = docker_usable() {
-        assert!(std::env::var_os("CI").is_none(), "docker is not usable in CI: {why}");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "docker is not usable in CI: {why}"
+        );
         println!("skipped: docker is not usable here: {why}");
         return;
     }
@@ -172,58 +220,117 @@ fn webkvs_in_containers_survives_a_partition_and_a_kill() {
     clear_leftovers();
 
     let prefix = format!("ovid-webkvs-{}", std::process::id());
-    let mut d = Deployment { prefix: prefix.clone(), image: None, network: None, containers: Vec::new() };
+    let mut d = Deployment {
+        prefix: prefix.clone(),
+        image: None,
+        network: None,
+        containers: Vec::new(),
+    };
     let image = format!("{prefix}:test");
     let script = root().join("tests/docker/image.sh");
     run(Command::new("sh").arg(&script).arg(&bin).arg(&image));
     d.image = Some(image.clone());
     docker(&["image", "inspect", &image, "--format", "{{.Size}}"]);
-    docker(&["network", "create", "--subnet", SUBNET, "--label", LABEL, &prefix]);
+    docker(&[
+        "network", "create", "--subnet", SUBNET, "--label", LABEL, &prefix,
+    ]);
     d.network = Some(prefix.clone());
 
     let controller = format!("{CONTROLLER_IP}:{CONTROLLER_PORT}");
-    d.start("controller", CONTROLLER_IP, &[], &["controller", "--listen", &controller]);
-    d.wait_for("controller", "controller listening", Duration::from_secs(30));
+    d.start(
+        "controller",
+        CONTROLLER_IP,
+        &[],
+        &["controller", "--listen", &controller],
+    );
+    d.wait_for(
+        "controller",
+        "controller listening",
+        Duration::from_secs(30),
+    );
     let http_port = free_port();
     let publish = format!("127.0.0.1:{http_port}:{HTTP_PORT}");
     let webkvs_addr = format!("WEBKVS_ADDR=0.0.0.0:{HTTP_PORT}");
     for (name, ip) in BOXES {
         let listen = format!("{ip}:{BOX_PORT}");
-        let extra: Vec<&str> = if name == "front" { vec!["-p", &publish, "-e", &webkvs_addr] } else { vec![] };
-        d.start(name, ip, &extra, &["box", name, "--controller", &controller, "--listen", &listen]);
+        let extra: Vec<&str> = if name == "front" {
+            vec!["-p", &publish, "-e", &webkvs_addr]
+        } else {
+            vec![]
+        };
+        d.start(
+            name,
+            ip,
+            &extra,
+            &[
+                "box",
+                name,
+                "--controller",
+                &controller,
+                "--listen",
+                &listen,
+            ],
+        );
     }
     for (name, _) in BOXES {
-        d.wait_for(name, &format!("box {name} listening"), Duration::from_secs(30));
+        d.wait_for(
+            name,
+            &format!("box {name} listening"),
+            Duration::from_secs(30),
+        );
     }
     let http_addr = format!("127.0.0.1:{http_port}");
     let ready = wait_until_serving(&http_addr, Duration::from_secs(60));
-    println!("webkvs in containers serving on {http_addr}, {} ms after the boxes started", ready.as_millis());
+    println!(
+        "webkvs in containers serving on {http_addr}, {} ms after the boxes started",
+        ready.as_millis()
+    );
 
     let stores = ["store0", "store1", "store2"];
     let load = Load::start(&http_addr, "docker");
     std::thread::sleep(Duration::from_secs(1));
     let cut = d.busiest(&stores, Duration::from_secs(2));
-    let (cut_ip, network) = (BOXES.iter().find(|(n, _)| *n == cut).unwrap().1, d.network.clone().unwrap());
+    let (cut_ip, network) = (
+        BOXES.iter().find(|(n, _)| *n == cut).unwrap().1,
+        d.network.clone().unwrap(),
+    );
     let cut_at = load.now();
     docker(&["network", "disconnect", &network, &d.container(cut)]);
-    println!("{cut} cut off (docker network disconnect) at {:.2} s", cut_at.as_secs_f64());
+    println!(
+        "{cut} cut off (docker network disconnect) at {:.2} s",
+        cut_at.as_secs_f64()
+    );
     std::thread::sleep(Duration::from_secs(5));
     let joined_at = load.now();
     let cut_log_lines = d.logs(cut).lines().count();
-    docker(&["network", "connect", "--ip", cut_ip, &network, &d.container(cut)]);
+    docker(&[
+        "network",
+        "connect",
+        "--ip",
+        cut_ip,
+        &network,
+        &d.container(cut),
+    ]);
     println!("{cut} connected again at {:.2} s", joined_at.as_secs_f64());
     std::thread::sleep(Duration::from_secs(2));
     let others: Vec<&'static str> = stores.iter().copied().filter(|s| *s != cut).collect();
     let killed = d.busiest(&others, Duration::from_secs(2));
     let killed_at = load.now();
     docker(&["kill", &d.container(killed)]);
-    println!("{killed} killed (docker kill) at {:.2} s", killed_at.as_secs_f64());
+    println!(
+        "{killed} killed (docker kill) at {:.2} s",
+        killed_at.as_secs_f64()
+    );
     std::thread::sleep(Duration::from_secs(8));
     let until = load.now();
     let attempts = load.finish();
     for (name, _) in BOXES.iter().chain([&("controller", CONTROLLER_IP)]) {
         if *name != killed {
-            assert!(d.running(name), "{name} stopped on its own:\n{}", d.logs(name));
+            assert!(
+                d.running(name),
+                "{name} stopped on its own:\n{}",
+                d.logs(name)
+            );
         }
     }
 
@@ -233,25 +340,64 @@ fn webkvs_in_containers_survives_a_partition_and_a_kill() {
         &attempts,
         lost.len(),
         &[
-            (&format!("docker network disconnect {cut}"), cut_at, joined_at),
-            (&format!("docker network connect {cut}"), joined_at, killed_at),
+            (
+                &format!("docker network disconnect {cut}"),
+                cut_at,
+                joined_at,
+            ),
+            (
+                &format!("docker network connect {cut}"),
+                joined_at,
+                killed_at,
+            ),
             (&format!("docker kill {killed}"), killed_at, until),
         ],
     );
     let cut_log = d.logs(cut);
     let new_lines: Vec<&str> = cut_log.lines().skip(cut_log_lines).collect();
-    println!("{cut}'s log after it was connected again ({} lines, the first 10):", new_lines.len());
+    println!(
+        "{cut}'s log after it was connected again ({} lines, the first 10):",
+        new_lines.len()
+    );
     for line in new_lines.iter().take(10) {
         println!("    {line}");
     }
-    println!("test time: {:.1} s after the build ({:.1} s in all)", after_build.elapsed().as_secs_f64(), test_started.elapsed().as_secs_f64());
+    println!(
+        "test time: {:.1} s after the build ({:.1} s in all)",
+        after_build.elapsed().as_secs_f64(),
+        test_started.elapsed().as_secs_f64()
+    );
 
-    assert!(lost.is_empty(), "acknowledged writes lost: {}", some(&lost, 20));
-    assert!(attempts.iter().filter(|a| a.acked && a.sent < cut_at).count() >= 10, "too few writes before the partition to mean anything");
-    for (what, from, to) in [("the partition", cut_at, joined_at), ("the reconnection", joined_at, killed_at), ("the kill", killed_at, until)] {
-        let n = attempts.iter().filter(|a| a.acked && a.sent >= from && a.sent < to).count();
-        assert!(n >= 10, "service did not go on after {what}: {n} writes acknowledged");
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost: {}",
+        some(&lost, 20)
+    );
+    assert!(
+        attempts
+            .iter()
+            .filter(|a| a.acked && a.sent < cut_at)
+            .count()
+            >= 10,
+        "too few writes before the partition to mean anything"
+    );
+    for (what, from, to) in [
+        ("the partition", cut_at, joined_at),
+        ("the reconnection", joined_at, killed_at),
+        ("the kill", killed_at, until),
+    ] {
+        let n = attempts
+            .iter()
+            .filter(|a| a.acked && a.sent >= from && a.sent < to)
+            .count();
+        assert!(
+            n >= 10,
+            "service did not go on after {what}: {n} writes acknowledged"
+        );
     }
     let last_two_seconds = acked_after(&attempts, until.saturating_sub(Duration::from_secs(2)));
-    assert!(last_two_seconds > 0, "no write acknowledged in the last two seconds of the run");
+    assert!(
+        last_two_seconds > 0,
+        "no write acknowledged in the last two seconds of the run"
+    );
 }

@@ -10,7 +10,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("inside the workspace")
+        .to_path_buf()
 }
 
 /// webkvs's boxes listen on fixed ports: its tests take turns.
@@ -18,14 +21,21 @@ static WEBKVS_PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn ovidc() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ovidc"));
-    c.current_dir(root()).env("CARGO_TARGET_DIR", root().join("target/e2e")).env_remove("RUST_LOG");
+    c.current_dir(root())
+        .env("CARGO_TARGET_DIR", root().join("target/e2e"))
+        .env_remove("RUST_LOG");
     c
 }
 
 /// Runs `ovidc run FILE` to completion (the clients finish), within a generous time limit
 /// (the first run compiles the dependencies).
 fn run_to_end(file: &str) -> Output {
-    let child = ovidc().args(["run", file]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("ovidc starts");
+    let child = ovidc()
+        .args(["run", file])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ovidc starts");
     wait_with_limit(child, Duration::from_secs(600))
 }
 
@@ -39,16 +49,26 @@ fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
     }
     let _ = child.kill();
     let out = child.wait_with_output().expect("output");
-    panic!("did not finish in time:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    panic!(
+        "did not finish in time:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn text(out: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 /// No warning from compiling the generated crate (or anything else).
 fn assert_no_warnings(stderr: &str) {
-    assert!(!stderr.lines().any(|l| l.starts_with("warning")), "warnings while building:\n{stderr}");
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("warning")),
+        "warnings while building:\n{stderr}"
+    );
 }
 
 #[test]
@@ -56,8 +76,15 @@ fn kvs_prints_what_its_client_got() {
     let out = run_to_end("examples/kvs/kvs.ovid");
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    for line in ["[front] apple = apple pie", "[front] banana = banana pie", "[front] cherry = cherry pie"] {
-        assert!(stdout.contains(line), "missing `{line}` in:\n{stdout}\n{stderr}");
+    for line in [
+        "[front] apple = apple pie",
+        "[front] banana = banana pie",
+        "[front] cherry = cherry pie",
+    ] {
+        assert!(
+            stdout.contains(line),
+            "missing `{line}` in:\n{stdout}\n{stderr}"
+        );
     }
     assert!(stderr.contains("every client has finished"), "{stderr}");
     assert_no_warnings(&stderr);
@@ -68,7 +95,10 @@ fn pipeline_adds_up_through_workers_batches_and_a_python_agent() {
     let out = run_to_end("examples/pipeline/pipeline.ovid");
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("[edge] sum of squares: 385 from 10 results; 10 recorded"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("[edge] sum of squares: 385 from 10 results; 10 recorded"),
+        "{stdout}\n{stderr}"
+    );
     assert_no_warnings(&stderr);
 }
 
@@ -78,8 +108,14 @@ fn lockservice_clients_take_turns() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     for c in 0..3 {
-        assert!(stdout.contains(&format!("client[{c}] holds printer")), "client[{c}] never held the lock:\n{stdout}\n{stderr}");
-        assert!(stdout.contains(&format!("client[{c}] released printer")), "client[{c}] never released it:\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(&format!("client[{c}] holds printer")),
+            "client[{c}] never held the lock:\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains(&format!("client[{c}] released printer")),
+            "client[{c}] never released it:\n{stdout}\n{stderr}"
+        );
     }
     assert_no_warnings(&stderr);
 }
@@ -88,11 +124,24 @@ fn lockservice_clients_take_turns() {
 fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
     let mut response = String::new();
     s.read_to_string(&mut response)?;
-    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_string();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     Ok((status, body))
 }
 
@@ -106,7 +155,11 @@ fn interrupt(child: &Child) {
 #[test]
 fn webkvs_answers_http_puts_and_gets() {
     let _turn = WEBKVS_PORTS.lock().unwrap_or_else(|e| e.into_inner());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let child = ovidc()
         .args(["run", "examples/webkvs/webkvs.ovid"])
@@ -128,13 +181,22 @@ fn webkvs_answers_http_puts_and_gets() {
     }
     let result = std::panic::catch_unwind(|| {
         assert!(seeded, "webkvs never served the seeded page on {addr}");
-        assert_eq!(http(&addr, "PUT", "/apple", "apple pie").unwrap(), (200, "stored apple".to_string()));
-        assert_eq!(http(&addr, "GET", "/apple", "").unwrap(), (200, "apple pie".to_string()));
+        assert_eq!(
+            http(&addr, "PUT", "/apple", "apple pie").unwrap(),
+            (200, "stored apple".to_string())
+        );
+        assert_eq!(
+            http(&addr, "GET", "/apple", "").unwrap(),
+            (200, "apple pie".to_string())
+        );
         assert_eq!(http(&addr, "GET", "/pear", "").unwrap().0, 404);
         for i in 0..20 {
             let key = format!("/k{i}");
             assert_eq!(http(&addr, "PUT", &key, &format!("v{i}")).unwrap().0, 200);
-            assert_eq!(http(&addr, "GET", &key, "").unwrap(), (200, format!("v{i}")));
+            assert_eq!(
+                http(&addr, "GET", &key, "").unwrap(),
+                (200, format!("v{i}"))
+            );
         }
     });
     interrupt(&child);
@@ -144,7 +206,10 @@ fn webkvs_answers_http_puts_and_gets() {
         eprintln!("{stdout}\n{stderr}");
         std::panic::resume_unwind(e);
     }
-    assert!(out.status.success(), "Ctrl-C stops webkvs cleanly:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "Ctrl-C stops webkvs cleanly:\n{stdout}\n{stderr}"
+    );
     assert!(stderr.contains("ovidc: stopping"), "{stderr}");
     assert_no_warnings(&stderr);
 }
@@ -154,26 +219,50 @@ fn a_port_in_use_is_named() {
     // webkvs's box `front` listens on 127.0.0.1:7000; hold it. (The other examples choose
     // free ports.)
     let _turn = WEBKVS_PORTS.lock().unwrap_or_else(|e| e.into_inner());
-    let _held = std::net::TcpListener::bind("127.0.0.1:7000").expect("port 7000 is free for the test");
-    let out = ovidc().args(["run", "examples/webkvs/webkvs.ovid"]).env("WEBKVS_ADDR", "127.0.0.1:0").output().unwrap();
+    let _held =
+        std::net::TcpListener::bind("127.0.0.1:7000").expect("port 7000 is free for the test");
+    let out = ovidc()
+        .args(["run", "examples/webkvs/webkvs.ovid"])
+        .env("WEBKVS_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}\n{stderr}");
-    assert!(stderr.contains("127.0.0.1:7000: the port is in use"), "{stderr}");
-    assert!(stderr.contains("box `front` stopped unexpectedly"), "{stderr}");
+    assert!(
+        stderr.contains("127.0.0.1:7000: the port is in use"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("box `front` stopped unexpectedly"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_missing_file_is_named() {
-    let out = ovidc().args(["run", "examples/nope/nope.ovid"]).output().unwrap();
+    let out = ovidc()
+        .args(["run", "examples/nope/nope.ovid"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot read `examples/nope/nope.ovid`"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read `examples/nope/nope.ovid`"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn ovidc_test_checks_the_sharded_replicated_store_under_faults() {
     let out = ovidc()
-        .args(["test", "examples/webkvs/webkvs.ovid", "--seeds", "20", "--faults", "delay,reorder,crash,partition"])
+        .args([
+            "test",
+            "examples/webkvs/webkvs.ovid",
+            "--seeds",
+            "20",
+            "--faults",
+            "delay,reorder,crash,partition",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -188,14 +277,26 @@ fn ovidc_test_checks_the_sharded_replicated_store_under_faults() {
 
 #[test]
 fn ovidc_test_checks_every_example_target() {
-    for (file, target) in [("examples/kvs/kvs.ovid", "KVS"), ("examples/lockservice/lockservice.ovid", "locks"), ("examples/pipeline/pipeline.ovid", "workers")] {
+    for (file, target) in [
+        ("examples/kvs/kvs.ovid", "KVS"),
+        ("examples/lockservice/lockservice.ovid", "locks"),
+        ("examples/pipeline/pipeline.ovid", "workers"),
+    ] {
         let out = wait_with_limit(
-            ovidc().args(["test", file, "--seeds", "10"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+            ovidc()
+                .args(["test", file, "--seeds", "10"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
             Duration::from_secs(600),
         );
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{file}: {stdout}\n{stderr}");
-        assert!(stdout.contains(&format!("{target}: 10 seeds")) && stdout.contains("PASS"), "{file}: {stdout}");
+        assert!(
+            stdout.contains(&format!("{target}: 10 seeds")) && stdout.contains("PASS"),
+            "{file}: {stdout}"
+        );
     }
 }
 
@@ -216,18 +317,51 @@ fn ovidc_test_catches_a_broken_transformation_and_its_report_reproduces() {
         (out.status.code(), stdout, stderr)
     };
     let (code, stdout, stderr) = run(&["--seeds", "20"]);
-    assert_eq!(code, Some(1), "the broken shard must fail:\n{stdout}\n{stderr}");
+    assert_eq!(
+        code,
+        Some(1),
+        "the broken shard must fail:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("KVS: FAIL at seed"), "{stdout}");
     assert!(stdout.contains("linearizability violated"), "{stdout}");
     // The report's replay line reproduces the same failure.
-    let replay = stdout.lines().find_map(|l| l.trim().strip_prefix("replay:")).expect("a replay line").trim();
-    let replay = replay.split("--replay").nth(1).expect("a --replay argument").trim().trim_matches('\'');
+    let replay = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("replay:"))
+        .expect("a replay line")
+        .trim();
+    let replay = replay
+        .split("--replay")
+        .nth(1)
+        .expect("a --replay argument")
+        .trim()
+        .trim_matches('\'');
     let (code2, stdout2, stderr2) = run(&["--replay", replay]);
     assert_eq!(code2, Some(1), "{stdout2}\n{stderr2}");
-    let first_line = |s: &str| s.lines().find(|l| l.contains("FAIL")).unwrap_or_default().split(" (").next().unwrap_or_default().to_string();
-    assert_eq!(first_line(&stdout), first_line(&stdout2), "same seed, same failure");
+    let first_line = |s: &str| {
+        s.lines()
+            .find(|l| l.contains("FAIL"))
+            .unwrap_or_default()
+            .split(" (")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        first_line(&stdout),
+        first_line(&stdout2),
+        "same seed, same failure"
+    );
     // Without the fault, the same seeds pass.
-    let out = wait_with_limit(ovidc().args(["test", "examples/kvs/kvs.ovid", "--seeds", "20"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), Duration::from_secs(600));
+    let out = wait_with_limit(
+        ovidc()
+            .args(["test", "examples/kvs/kvs.ovid", "--seeds", "20"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(600),
+    );
     assert!(out.status.success(), "{}", text(&out).0);
 }
 
@@ -236,12 +370,17 @@ fn ovidc_test_checks_every_transformation_and_a_nested_pipeline() {
     // Keys for the encrypted channels, never in source.
     let key = "5a".repeat(32);
     for (file, targets) in [
-        ("tests/ui/every_transformation.ovid", &["KVS", "Backup", "Disk", "Workers"][..]),
+        (
+            "tests/ui/every_transformation.ovid",
+            &["KVS", "Backup", "Disk", "Workers"][..],
+        ),
         ("tests/ui/nested_pipeline.ovid", &["KVS"][..]),
     ] {
         for target in targets {
             let child = ovidc()
-                .args(["test", file, "--seeds", "10", "--faults", "all", "--target", target])
+                .args([
+                    "test", file, "--seeds", "10", "--faults", "all", "--target", target,
+                ])
                 .env("KVS_KEY", &key)
                 .env("OVID_KEY", &key)
                 .stdout(Stdio::piped())
@@ -251,7 +390,10 @@ fn ovidc_test_checks_every_transformation_and_a_nested_pipeline() {
             let out = wait_with_limit(child, Duration::from_secs(600));
             let (stdout, stderr) = text(&out);
             assert!(out.status.success(), "{file} {target}: {stdout}\n{stderr}");
-            assert!(stdout.contains(&format!("{target}: 10 seeds")) && stdout.contains("PASS"), "{file}: {stdout}");
+            assert!(
+                stdout.contains(&format!("{target}: 10 seeds")) && stdout.contains("PASS"),
+                "{file}: {stdout}"
+            );
         }
     }
 }

@@ -27,19 +27,30 @@ impl Processes {
     fn new(logs: PathBuf) -> Processes {
         let _ = std::fs::remove_dir_all(&logs);
         std::fs::create_dir_all(&logs).unwrap();
-        Processes { logs, children: Vec::new() }
+        Processes {
+            logs,
+            children: Vec::new(),
+        }
     }
 
     /// The latest process named `name`.
     fn latest(&mut self, name: &str) -> &mut (String, Child, PathBuf) {
-        self.children.iter_mut().rev().find(|(n, _, _)| n == name).unwrap_or_else(|| panic!("no process {name}"))
+        self.children
+            .iter_mut()
+            .rev()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no process {name}"))
     }
 
     /// Starts `bin args…` as `name`, its stdout and stderr into `<logs>/<name>.log` (or
     /// `<name>.2.log`, … when started again).
     fn start(&mut self, name: &str, bin: &Path, args: &[&str], env: &[(&str, &str)]) {
         let n = self.children.iter().filter(|(c, _, _)| c == name).count();
-        let log = self.logs.join(if n == 0 { format!("{name}.log") } else { format!("{name}.{}.log", n + 1) });
+        let log = self.logs.join(if n == 0 {
+            format!("{name}.log")
+        } else {
+            format!("{name}.{}.log", n + 1)
+        });
         let file = File::create(&log).unwrap();
         let child = Command::new(bin)
             .args(args)
@@ -58,15 +69,24 @@ impl Processes {
         let started = Instant::now();
         let (_, child, log) = self.latest(name);
         while started.elapsed() < limit {
-            if std::fs::read_to_string(&log).unwrap_or_default().contains(text) {
+            if std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(text)
+            {
                 return;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("{name} exited ({status}) before printing `{text}`:\n{}", tail(log, 30));
+                panic!(
+                    "{name} exited ({status}) before printing `{text}`:\n{}",
+                    tail(log, 30)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("{name} did not print `{text}` within {limit:?}:\n{}", tail(log, 30));
+        panic!(
+            "{name} did not print `{text}` within {limit:?}:\n{}",
+            tail(log, 30)
+        );
     }
 
     /// `kill -9`, and reap it.
@@ -99,7 +119,11 @@ impl Drop for Processes {
         }
         if std::thread::panicking() {
             for (name, _, log) in &self.children {
-                eprintln!("---- end of {name}'s log ({}):\n{}", log.display(), tail(log, 40));
+                eprintln!(
+                    "---- end of {name}'s log ({}):\n{}",
+                    log.display(),
+                    tail(log, 40)
+                );
             }
         }
     }
@@ -112,7 +136,12 @@ fn cpu_ticks(child: &Child) -> u64 {
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    let get = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     get(11) + get(12)
 }
 
@@ -124,15 +153,32 @@ fn cpu_ticks(child: &Child) -> u64 {
 /// the most CPU over `window` holds a leader (with two shards, it may hold both).
 fn victim(p: &mut Processes, candidates: &[&str], window: Duration) -> String {
     if let Ok(name) = std::env::var("OVID_FAULTS_KILL")
-        && candidates.contains(&name.as_str()) {
-            return name;
-        }
-    let before: Vec<u64> = candidates.iter().map(|c| cpu_ticks(&p.latest(c).1)).collect();
+        && candidates.contains(&name.as_str())
+    {
+        return name;
+    }
+    let before: Vec<u64> = candidates
+        .iter()
+        .map(|c| cpu_ticks(&p.latest(c).1))
+        .collect();
     std::thread::sleep(window);
-    let used: Vec<u64> = candidates.iter().zip(before).map(|(c, b)| cpu_ticks(&p.latest(c).1).saturating_sub(b)).collect();
-    let shown: Vec<String> = candidates.iter().zip(&used).map(|(c, u)| format!("{c} {u}")).collect();
-    println!("CPU ticks used by the storage boxes over {window:?} of load: {}; the busiest holds a leader", shown.join(", "));
-    let best = (0..candidates.len()).max_by_key(|i| (used[*i], std::cmp::Reverse(*i))).unwrap();
+    let used: Vec<u64> = candidates
+        .iter()
+        .zip(before)
+        .map(|(c, b)| cpu_ticks(&p.latest(c).1).saturating_sub(b))
+        .collect();
+    let shown: Vec<String> = candidates
+        .iter()
+        .zip(&used)
+        .map(|(c, u)| format!("{c} {u}"))
+        .collect();
+    println!(
+        "CPU ticks used by the storage boxes over {window:?} of load: {}; the busiest holds a leader",
+        shown.join(", ")
+    );
+    let best = (0..candidates.len())
+        .max_by_key(|i| (used[*i], std::cmp::Reverse(*i)))
+        .unwrap();
     candidates[best].to_string()
 }
 
@@ -152,25 +198,68 @@ impl Running {
         let ports = free_ports(7);
         let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
         let (controller, http) = (addr(0), addr(6));
-        let boxes = vec![("store0", addr(1)), ("store1", addr(2)), ("store2", addr(3)), ("routing", addr(4)), ("front", addr(5))];
+        let boxes = vec![
+            ("store0", addr(1)),
+            ("store1", addr(2)),
+            ("store2", addr(3)),
+            ("routing", addr(4)),
+            ("front", addr(5)),
+        ];
         let mut p = Processes::new(root().join("target/faults").join(logs));
-        p.start("controller", &bin, &["controller", "--listen", &controller], &[]);
-        p.wait_for("controller", "controller listening", Duration::from_secs(30));
-        let mut r = Running { p, bin, controller, http, boxes };
+        p.start(
+            "controller",
+            &bin,
+            &["controller", "--listen", &controller],
+            &[],
+        );
+        p.wait_for(
+            "controller",
+            "controller listening",
+            Duration::from_secs(30),
+        );
+        let mut r = Running {
+            p,
+            bin,
+            controller,
+            http,
+            boxes,
+        };
         for i in 0..r.boxes.len() {
             r.start_box(r.boxes[i].0);
         }
         let ready = wait_until_serving(&r.http, Duration::from_secs(60));
-        println!("webkvs serving on {}, {} ms after the boxes started", r.http, ready.as_millis());
+        println!(
+            "webkvs serving on {}, {} ms after the boxes started",
+            r.http,
+            ready.as_millis()
+        );
         r
     }
 
     /// Starts (or starts again) box `name` at its address.
     fn start_box(&mut self, name: &str) {
-        let listen = self.boxes.iter().find(|(n, _)| *n == name).expect("a box of webkvs").1.clone();
-        let args = ["box", name, "--controller", &self.controller, "--listen", &listen];
-        self.p.start(name, &self.bin, &args, &[("WEBKVS_ADDR", &self.http)]);
-        self.p.wait_for(name, &format!("box {name} listening"), Duration::from_secs(30));
+        let listen = self
+            .boxes
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("a box of webkvs")
+            .1
+            .clone();
+        let args = [
+            "box",
+            name,
+            "--controller",
+            &self.controller,
+            "--listen",
+            &listen,
+        ];
+        self.p
+            .start(name, &self.bin, &args, &[("WEBKVS_ADDR", &self.http)]);
+        self.p.wait_for(
+            name,
+            &format!("box {name} listening"),
+            Duration::from_secs(30),
+        );
     }
 }
 
@@ -187,10 +276,17 @@ fn webkvs_survives_a_killed_storage_box() {
 
     let load = Load::start(&r.http, "kill");
     std::thread::sleep(Duration::from_secs(1));
-    let victim = victim(&mut r.p, &["store0", "store1", "store2"], Duration::from_secs(2));
+    let victim = victim(
+        &mut r.p,
+        &["store0", "store1", "store2"],
+        Duration::from_secs(2),
+    );
     let killed_at = load.now();
     r.p.kill(&victim);
-    println!("killed {victim} (SIGKILL) at {:.2} s", killed_at.as_secs_f64());
+    println!(
+        "killed {victim} (SIGKILL) at {:.2} s",
+        killed_at.as_secs_f64()
+    );
     std::thread::sleep(Duration::from_secs(10));
     let until = load.now();
     let attempts = load.finish();
@@ -203,14 +299,35 @@ fn webkvs_survives_a_killed_storage_box() {
         lost.len(),
         &[(&format!("kill -9 {victim}"), killed_at, until)],
     );
-    println!("test time: {:.1} s after the build and start ({:.1} s in all)", after_build.elapsed().as_secs_f64(), test_started.elapsed().as_secs_f64());
+    println!(
+        "test time: {:.1} s after the build and start ({:.1} s in all)",
+        after_build.elapsed().as_secs_f64(),
+        test_started.elapsed().as_secs_f64()
+    );
 
-    assert!(lost.is_empty(), "acknowledged writes lost: {}", some(&lost, 20));
-    assert!(attempts.iter().filter(|a| a.acked && a.sent < killed_at).count() >= 10, "too few writes before the kill to mean anything");
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost: {}",
+        some(&lost, 20)
+    );
+    assert!(
+        attempts
+            .iter()
+            .filter(|a| a.acked && a.sent < killed_at)
+            .count()
+            >= 10,
+        "too few writes before the kill to mean anything"
+    );
     let after = acked_after(&attempts, killed_at);
-    assert!(after >= 10, "service did not resume after the kill: {after} writes acknowledged after it");
+    assert!(
+        after >= 10,
+        "service did not resume after the kill: {after} writes acknowledged after it"
+    );
     let last_two_seconds = acked_after(&attempts, until.saturating_sub(Duration::from_secs(2)));
-    assert!(last_two_seconds > 0, "no write acknowledged in the last two seconds of the run");
+    assert!(
+        last_two_seconds > 0,
+        "no write acknowledged in the last two seconds of the run"
+    );
 }
 
 /// A storage box killed and started again must rejoin: its replica proxies recover the log
@@ -226,17 +343,26 @@ fn a_restarted_storage_box_rejoins() {
     let first = victim(&mut r.p, &stores, Duration::from_secs(2));
     let killed_at = load.now();
     r.p.kill(&first);
-    println!("killed {first} (SIGKILL) at {:.2} s", killed_at.as_secs_f64());
+    println!(
+        "killed {first} (SIGKILL) at {:.2} s",
+        killed_at.as_secs_f64()
+    );
     std::thread::sleep(Duration::from_secs(3));
     let restarted_at = load.now();
     r.start_box(&first);
-    println!("started {first} again at {:.2} s", restarted_at.as_secs_f64());
+    println!(
+        "started {first} again at {:.2} s",
+        restarted_at.as_secs_f64()
+    );
     std::thread::sleep(Duration::from_secs(3));
     let others: Vec<&str> = stores.iter().copied().filter(|s| *s != first).collect();
     let second = victim(&mut r.p, &others, Duration::from_secs(2));
     let second_at = load.now();
     r.p.kill(&second);
-    println!("killed {second} (SIGKILL) at {:.2} s", second_at.as_secs_f64());
+    println!(
+        "killed {second} (SIGKILL) at {:.2} s",
+        second_at.as_secs_f64()
+    );
     std::thread::sleep(Duration::from_secs(8));
     let until = load.now();
     let attempts = load.finish();
@@ -253,9 +379,23 @@ fn a_restarted_storage_box_rejoins() {
             (&format!("kill -9 {second}"), second_at, until),
         ],
     );
-    assert!(lost.is_empty(), "acknowledged writes lost: {}", some(&lost, 20));
-    for (what, from, to) in [("the first kill", killed_at, restarted_at), ("the restart", restarted_at, second_at), ("the second kill", second_at, until)] {
-        let n = attempts.iter().filter(|a| a.acked && a.sent >= from && a.sent < to).count();
-        assert!(n >= 10, "service did not go on after {what}: {n} writes acknowledged");
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost: {}",
+        some(&lost, 20)
+    );
+    for (what, from, to) in [
+        ("the first kill", killed_at, restarted_at),
+        ("the restart", restarted_at, second_at),
+        ("the second kill", second_at, until),
+    ] {
+        let n = attempts
+            .iter()
+            .filter(|a| a.acked && a.sent >= from && a.sent < to)
+            .count();
+        assert!(
+            n >= 10,
+            "service did not go on after {what}: {n} writes acknowledged"
+        );
     }
 }

@@ -9,8 +9,13 @@ use proptest::prelude::*;
 /// diagnostics (the point is that it returns at all).
 fn front_end(text: &str) -> usize {
     let no_imports = |_: &Path| Err(std::io::Error::other("imports are not read in this test"));
-    let (program, diagnostics) = ovidc::syntax::load_source(Path::new("input.ovid"), text.to_string(), &no_imports);
-    let diagnostics = if diagnostics.is_empty() { ovidc::check::check(&program).err().unwrap_or_default() } else { diagnostics };
+    let (program, diagnostics) =
+        ovidc::syntax::load_source(Path::new("input.ovid"), text.to_string(), &no_imports);
+    let diagnostics = if diagnostics.is_empty() {
+        ovidc::check::check(&program).err().unwrap_or_default()
+    } else {
+        diagnostics
+    };
     for d in &diagnostics {
         // Rendering must not panic either, whatever the span.
         let _ = ovidc::diagnostic::render(&program.sources, d, ovidc::diagnostic::Style::Plain);
@@ -41,12 +46,80 @@ fn corpus() -> Vec<String> {
 
 /// Pieces of the language to splice into inputs, so mutations reach deep into the grammar.
 const TOKENS: &[&str] = &[
-    "message", "agent", "system", "accepts", "uses", "state", "on", "start", "impl", "rust", "process",
-    "let", "if", "else", "match", "for", "in", "send", "reply", "finish", "print", "instance", "box", "at",
-    "by", "some", "none", "true", "false", "deterministic", "{", "}", "(", ")", "<", ">", "[", "]", ";",
-    ":", ",", ".", "->", "|>", "=>", "=", "==", "+", "-", "*", "/", "%", "!", "&&", "||", "\"", "\"x\"",
-    "0", "99999999999999999999999999999999999999999", "5ms", "_", "KVS", "key", "Map<String, Int>",
-    "Option<", "List<", "shard(2, by: key)", "replicate(3)", "/*", "*/", "//", "\n", "é", "\u{0}",
+    "message",
+    "agent",
+    "system",
+    "accepts",
+    "uses",
+    "state",
+    "on",
+    "start",
+    "impl",
+    "rust",
+    "process",
+    "let",
+    "if",
+    "else",
+    "match",
+    "for",
+    "in",
+    "send",
+    "reply",
+    "finish",
+    "print",
+    "instance",
+    "box",
+    "at",
+    "by",
+    "some",
+    "none",
+    "true",
+    "false",
+    "deterministic",
+    "{",
+    "}",
+    "(",
+    ")",
+    "<",
+    ">",
+    "[",
+    "]",
+    ";",
+    ":",
+    ",",
+    ".",
+    "->",
+    "|>",
+    "=>",
+    "=",
+    "==",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "!",
+    "&&",
+    "||",
+    "\"",
+    "\"x\"",
+    "0",
+    "99999999999999999999999999999999999999999",
+    "5ms",
+    "_",
+    "KVS",
+    "key",
+    "Map<String, Int>",
+    "Option<",
+    "List<",
+    "shard(2, by: key)",
+    "replicate(3)",
+    "/*",
+    "*/",
+    "//",
+    "\n",
+    "é",
+    "\u{0}",
 ];
 
 proptest! {
@@ -116,9 +189,17 @@ proptest! {
 #[test]
 fn nesting_at_the_limit_is_accepted_and_beyond_it_reported() {
     let limit = ovidc::syntax::MAX_NESTING - 2; // two levels are taken by the agent and handler braces
-    let ok = format!("agent A {{ on start {{ let x = {}1{}; }} }}", "(".repeat(limit), ")".repeat(limit));
+    let ok = format!(
+        "agent A {{ on start {{ let x = {}1{}; }} }}",
+        "(".repeat(limit),
+        ")".repeat(limit)
+    );
     assert_eq!(front_end(&ok), 0);
-    let deep = format!("agent A {{ on start {{ let x = {}1{}; }} }}", "(".repeat(limit + 1), ")".repeat(limit + 1));
+    let deep = format!(
+        "agent A {{ on start {{ let x = {}1{}; }} }}",
+        "(".repeat(limit + 1),
+        ")".repeat(limit + 1)
+    );
     assert_eq!(front_end(&deep), 1);
 }
 
@@ -131,8 +212,13 @@ fn long_else_if_chains_are_fine() {
 /// The codes of the diagnostics `text` gets.
 fn codes(text: &str) -> Vec<&'static str> {
     let no_imports = |_: &Path| Err(std::io::Error::other("imports are not read in this test"));
-    let (program, diagnostics) = ovidc::syntax::load_source(Path::new("input.ovid"), text.to_string(), &no_imports);
-    let diagnostics = if diagnostics.is_empty() { ovidc::check::check(&program).err().unwrap_or_default() } else { diagnostics };
+    let (program, diagnostics) =
+        ovidc::syntax::load_source(Path::new("input.ovid"), text.to_string(), &no_imports);
+    let diagnostics = if diagnostics.is_empty() {
+        ovidc::check::check(&program).err().unwrap_or_default()
+    } else {
+        diagnostics
+    };
     diagnostics.iter().map(|d| d.code.as_str()).collect()
 }
 
@@ -141,7 +227,8 @@ fn comparisons_do_not_count_as_nesting() {
     // `<` is a bracket only in a type; a comparison opens nothing.
     let ifs = "if a < b { print(a); } ".repeat(200);
     let many = "a < b, ".repeat(100);
-    let text = format!("agent A {{ on start {{ let a = 1; let b = 2; {ifs} print({many} b > a); }} }}");
+    let text =
+        format!("agent A {{ on start {{ let a = 1; let b = 2; {ifs} print({many} b > a); }} }}");
     assert_eq!(codes(&text), Vec::<&str>::new());
 }
 
@@ -156,12 +243,24 @@ fn brackets_in_strings_and_comments_do_not_count() {
 
 #[test]
 fn deep_brackets_and_type_arguments_are_refused_before_parsing() {
-    let parens = format!("agent A {{ on start {{ let x = {}1{}; }} }}", "(".repeat(10_000), ")".repeat(10_000));
+    let parens = format!(
+        "agent A {{ on start {{ let x = {}1{}; }} }}",
+        "(".repeat(10_000),
+        ")".repeat(10_000)
+    );
     assert_eq!(codes(&parens), ["ovid::syntax::too_deep"]);
     let unclosed = format!("agent A {{ on start {{ let x = {}", "[".repeat(10_000));
     assert_eq!(codes(&unclosed), ["ovid::syntax::too_deep"]);
-    for (open, close) in [("message M { f: ", " }"), ("agent A { on start { let x: ", " = []; } }"), ("agent A { state s: ", "; }")] {
-        let text = format!("{open}{}Int{}{close}", "List<".repeat(10_000), ">".repeat(10_000));
+    for (open, close) in [
+        ("message M { f: ", " }"),
+        ("agent A { on start { let x: ", " = []; } }"),
+        ("agent A { state s: ", "; }"),
+    ] {
+        let text = format!(
+            "{open}{}Int{}{close}",
+            "List<".repeat(10_000),
+            ">".repeat(10_000)
+        );
         assert_eq!(codes(&text), ["ovid::syntax::too_deep"], "{open}");
     }
 }
@@ -170,10 +269,14 @@ fn deep_brackets_and_type_arguments_are_refused_before_parsing() {
 fn an_unclosed_block_comment_is_reported_at_its_start() {
     let text = "message M {}\n/* never closed\nagent A {}\n";
     let no_imports = |_: &Path| Err(std::io::Error::other("imports are not read in this test"));
-    let (_, diagnostics) = ovidc::syntax::load_source(Path::new("input.ovid"), text.to_string(), &no_imports);
+    let (_, diagnostics) =
+        ovidc::syntax::load_source(Path::new("input.ovid"), text.to_string(), &no_imports);
     assert_eq!(diagnostics.len(), 1);
     assert_eq!(diagnostics[0].message, "unclosed block comment");
-    assert_eq!((diagnostics[0].span.start, diagnostics[0].span.end), (13, 15));
+    assert_eq!(
+        (diagnostics[0].span.start, diagnostics[0].span.end),
+        (13, 15)
+    );
 }
 
 #[test]
@@ -194,7 +297,10 @@ agent A {
     assert_eq!(codes(text), Vec::<&str>::new());
     // `-2147483648` is the negation of a literal that does not fit in `I32`: generated code
     // spells that literal, so it is refused (write `-2147483647 - 1`).
-    assert_eq!(codes("agent A { state small: I32 = -2147483648; }"), ["ovid::type::mismatch"]);
+    assert_eq!(
+        codes("agent A { state small: I32 = -2147483648; }"),
+        ["ovid::type::mismatch"]
+    );
 }
 
 #[test]
@@ -243,10 +349,22 @@ fn long_chains_without_brackets_are_refused_not_overflowing() {
     let n = 100_000;
     let chains = [
         format!("agent A {{ on start {{ let x = {}1; }} }}", "-".repeat(n)),
-        format!("agent A {{ on start {{ let x = {}1; }} }}", "1 + ".repeat(n)),
-        format!("message M {{ a: Int }} agent A {{ accepts M; on M(m) {{ let x = m{}; }} }}", ".a".repeat(n)),
-        format!("agent A {{ on start {{ let x = \"\"{}; }} }}", ".trim()".repeat(n)),
-        format!("agent A {{ on start {{ {} {{ }} }} }}", "if true { } else ".repeat(n)),
+        format!(
+            "agent A {{ on start {{ let x = {}1; }} }}",
+            "1 + ".repeat(n)
+        ),
+        format!(
+            "message M {{ a: Int }} agent A {{ accepts M; on M(m) {{ let x = m{}; }} }}",
+            ".a".repeat(n)
+        ),
+        format!(
+            "agent A {{ on start {{ let x = \"\"{}; }} }}",
+            ".trim()".repeat(n)
+        ),
+        format!(
+            "agent A {{ on start {{ {} {{ }} }} }}",
+            "if true { } else ".repeat(n)
+        ),
     ];
     for text in chains {
         assert_eq!(codes(&text), ["ovid::syntax::too_deep"], "{}", &text[..60]);
@@ -268,11 +386,20 @@ fn the_limits_together_fit_a_small_stack() {
         "else if true { } ".repeat(chain - 1) + "else if false { } else",
         "}".repeat(blocks - 1),
     );
-    let run = std::thread::Builder::new().stack_size(2 << 20).spawn(move || codes(&text)).expect("thread starts");
+    let run = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || codes(&text))
+        .expect("thread starts");
     assert_eq!(run.join().expect("no stack overflow"), Vec::<&str>::new());
-    let one_more = format!("agent A {{ on start {{ if true {{ }} {} {{ }} }} }}", "else if true { } ".repeat(chain + 1) + "else");
+    let one_more = format!(
+        "agent A {{ on start {{ if true {{ }} {} {{ }} }} }}",
+        "else if true { } ".repeat(chain + 1) + "else"
+    );
     assert_eq!(codes(&one_more), ["ovid::syntax::too_deep"]);
-    let deeper = format!("agent A {{ on start {{ let x = {}1; }} }}", "1 + ".repeat(ovidc::syntax::MAX_EXPR_DEPTH));
+    let deeper = format!(
+        "agent A {{ on start {{ let x = {}1; }} }}",
+        "1 + ".repeat(ovidc::syntax::MAX_EXPR_DEPTH)
+    );
     assert_eq!(codes(&deeper), ["ovid::syntax::too_deep"]);
 }
 
@@ -280,11 +407,16 @@ fn the_limits_together_fit_a_small_stack() {
 fn a_file_imported_as_name_and_as_dot_slash_name_is_loaded_once() {
     let shapes = "message Point { x: Int, y: Int }";
     let read = |p: &Path| {
-        if p.file_name().is_some_and(|n| n == "shapes.ovid") { Ok(shapes.to_string()) } else { Err(std::io::Error::other("no such file")) }
+        if p.file_name().is_some_and(|n| n == "shapes.ovid") {
+            Ok(shapes.to_string())
+        } else {
+            Err(std::io::Error::other("no such file"))
+        }
     };
     for root in ["main.ovid", "./main.ovid", "dir/main.ovid"] {
         let text = "import \"shapes.ovid\";\nimport \"./shapes.ovid\";\nimport \"./main.ovid\";\nmessage Segment { from: Point, to: Point }";
-        let (program, diagnostics) = ovidc::syntax::load_source(Path::new(root), text.to_string(), &read);
+        let (program, diagnostics) =
+            ovidc::syntax::load_source(Path::new(root), text.to_string(), &read);
         assert!(diagnostics.is_empty(), "{root}");
         assert_eq!(program.files.len(), 2, "{root}");
         assert!(ovidc::check::check(&program).is_ok(), "{root}");

@@ -7,7 +7,10 @@ use ovidc::diagnostic::{self, Code, Style};
 use ovidc::syntax;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// Loads a file by its workspace-relative path, so diagnostics name it the same on every
@@ -20,7 +23,9 @@ fn load(relative: &Path) -> (syntax::Program, Vec<diagnostic::Diagnostic>) {
 }
 
 fn relative(path: &Path) -> PathBuf {
-    path.strip_prefix(root()).expect("under the workspace").to_path_buf()
+    path.strip_prefix(root())
+        .expect("under the workspace")
+        .to_path_buf()
 }
 
 fn diagnostics_of(relative: &Path) -> (syntax::Program, Vec<diagnostic::Diagnostic>) {
@@ -44,9 +49,15 @@ fn failing_files_render_their_diagnostics() {
     settings().bind(|| {
         insta::glob!("../../tests/ui/fail", "*.ovid", |path| {
             let (program, diagnostics) = diagnostics_of(&relative(path));
-            assert!(!diagnostics.is_empty(), "{} should fail to check", path.display());
-            let rendered: Vec<String> =
-                diagnostics.iter().map(|d| diagnostic::render(&program.sources, d, Style::Plain)).collect();
+            assert!(
+                !diagnostics.is_empty(),
+                "{} should fail to check",
+                path.display()
+            );
+            let rendered: Vec<String> = diagnostics
+                .iter()
+                .map(|d| diagnostic::render(&program.sources, d, Style::Plain))
+                .collect();
             insta::assert_snapshot!("fail", rendered.join("\n"));
         });
     });
@@ -55,15 +66,25 @@ fn failing_files_render_their_diagnostics() {
 #[test]
 fn every_error_code_has_a_failing_file_that_reports_it() {
     for code in Code::ALL {
-        let name = code.as_str().trim_start_matches("ovid::").replace("::", "-");
+        let name = code
+            .as_str()
+            .trim_start_matches("ovid::")
+            .replace("::", "-");
         let file = PathBuf::from(format!("tests/ui/fail/{name}.ovid"));
-        assert!(root().join(&file).exists(), "no failing file {} for {code}", file.display());
+        assert!(
+            root().join(&file).exists(),
+            "no failing file {} for {code}",
+            file.display()
+        );
         let (_, diagnostics) = diagnostics_of(&file);
         assert!(
             diagnostics.iter().any(|d| d.code == *code),
             "{} reports {:?}, not {code}",
             file.display(),
-            diagnostics.iter().map(|d| d.code.as_str()).collect::<Vec<_>>()
+            diagnostics
+                .iter()
+                .map(|d| d.code.as_str())
+                .collect::<Vec<_>>()
         );
     }
 }
@@ -72,7 +93,10 @@ fn every_error_code_has_a_failing_file_that_reports_it() {
 fn diagnostics_as_json_carry_file_line_and_code() {
     let file = PathBuf::from("tests/ui/fail/shard-missing_key.ovid");
     let (program, diagnostics) = diagnostics_of(&file);
-    let json: Vec<_> = diagnostics.iter().map(|d| diagnostic::to_json(&program.sources, d)).collect();
+    let json: Vec<_> = diagnostics
+        .iter()
+        .map(|d| diagnostic::to_json(&program.sources, d))
+        .collect();
     let value = serde_json::to_value(&json).expect("serializable");
     assert_eq!(value[0]["code"], "ovid::shard::missing_key");
     assert_eq!(value[0]["file"], "tests/ui/fail/shard-missing_key.ovid");
@@ -85,9 +109,16 @@ fn examples_check_and_their_models_are_snapshotted() {
     settings().bind(|| {
         insta::glob!("../../examples", "*/*.ovid", |path| {
             let (program, diagnostics) = diagnostics_of(&relative(path));
-            let rendered: Vec<String> =
-                diagnostics.iter().map(|d| diagnostic::render(&program.sources, d, Style::Plain)).collect();
-            assert!(diagnostics.is_empty(), "{} does not check:\n{}", path.display(), rendered.join("\n"));
+            let rendered: Vec<String> = diagnostics
+                .iter()
+                .map(|d| diagnostic::render(&program.sources, d, Style::Plain))
+                .collect();
+            assert!(
+                diagnostics.is_empty(),
+                "{} does not check:\n{}",
+                path.display(),
+                rendered.join("\n")
+            );
             let model = ovidc::check::check(&program).expect("checked above");
             insta::assert_yaml_snapshot!("model", model);
         });
@@ -108,7 +139,10 @@ fn expansions_are_snapshotted() {
             // Every route's key is a prefix of its value (DESIGN.md: ART).
             for table in expanded.routes.values() {
                 for (k, v) in table {
-                    assert!(v.starts_with(k.as_str()), "route {k} -> {v} is not under {k}");
+                    assert!(
+                        v.starts_with(k.as_str()),
+                        "route {k} -> {v} is not under {k}"
+                    );
                 }
             }
             insta::assert_snapshot!("graph", ovidc::graph::text(&model, &expanded, &boxes));

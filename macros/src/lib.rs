@@ -120,10 +120,16 @@ fn expand_agent(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStre
         }
     };
     if let Some((_, path, _)) = &imp.trait_ {
-        return Err(syn::Error::new(path.span(), "`#[ovid::agent]` goes on an inherent impl block, not a trait impl"));
+        return Err(syn::Error::new(
+            path.span(),
+            "`#[ovid::agent]` goes on an inherent impl block, not a trait impl",
+        ));
     }
     if !imp.generics.params.is_empty() {
-        return Err(syn::Error::new(imp.generics.span(), "generic agents are not supported"));
+        return Err(syn::Error::new(
+            imp.generics.span(),
+            "generic agents are not supported",
+        ));
     }
 
     let mut methods = Vec::new();
@@ -150,7 +156,10 @@ fn expand_agent(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStre
                 push_err(
                     syn::Error::new(
                         message.span(),
-                        format!("`{key}` already has a handler: `{}`; an agent has one handler per message type", first.ident),
+                        format!(
+                            "`{key}` already has a handler: `{}`; an agent has one handler per message type",
+                            first.ident
+                        ),
                     ),
                     &mut errors,
                 );
@@ -285,10 +294,16 @@ fn classify(f: &ImplItemFn, marked: bool) -> syn::Result<Option<Method>> {
     };
     let sig = &f.sig;
     if let Some(a) = &sig.asyncness {
-        return Err(syn::Error::new(a.span(), "agent handlers are synchronous: an agent never blocks; remove `async`"));
+        return Err(syn::Error::new(
+            a.span(),
+            "agent handlers are synchronous: an agent never blocks; remove `async`",
+        ));
     }
     if !sig.generics.params.is_empty() {
-        return Err(syn::Error::new(sig.generics.span(), "agent handlers cannot be generic"));
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "agent handlers cannot be generic",
+        ));
     }
     let expected = match role_name {
         "on_start" => "fn on_start(&mut self, ctx: &mut ovid::Context)",
@@ -301,23 +316,35 @@ fn classify(f: &ImplItemFn, marked: bool) -> syn::Result<Option<Method>> {
         Some(FnArg::Receiver(r)) => {
             return Err(syn::Error::new(
                 r.self_token.span(),
-                format!("an agent's `{name}` takes `&mut self`: the agent's state changes one message at a time\nhelp: {expected}"),
+                format!(
+                    "an agent's `{name}` takes `&mut self`: the agent's state changes one message at a time\nhelp: {expected}"
+                ),
             ));
         }
         _ => {
             return Err(syn::Error::new(
                 sig.ident.span(),
-                format!("`{name}` needs a `&mut self` receiver to be an agent handler\nhelp: {expected}"),
+                format!(
+                    "`{name}` needs a `&mut self` receiver to be an agent handler\nhelp: {expected}"
+                ),
             ));
         }
     }
     let rest: Vec<&FnArg> = inputs.collect();
     let want = if role_name == "on_start" { 1 } else { 2 };
     if rest.len() != want {
-        let span = if rest.len() > want { rest[want].span() } else { sig.ident.span() };
+        let span = if rest.len() > want {
+            rest[want].span()
+        } else {
+            sig.ident.span()
+        };
         return Err(syn::Error::new(
             span,
-            format!("`{name}` takes {} parameter(s) besides `&mut self`, found {}\nhelp: {expected}", want, rest.len()),
+            format!(
+                "`{name}` takes {} parameter(s) besides `&mut self`, found {}\nhelp: {expected}",
+                want,
+                rest.len()
+            ),
         ));
     }
     let typed = |arg: &FnArg| -> syn::Result<Type> {
@@ -330,7 +357,9 @@ fn classify(f: &ImplItemFn, marked: bool) -> syn::Result<Option<Method>> {
     if !matches!(&ctx_ty, Type::Reference(r) if r.mutability.is_some()) {
         return Err(syn::Error::new(
             ctx_ty.span(),
-            format!("the second parameter of `{name}` is the context and must be `&mut ovid::Context`\nhelp: {expected}"),
+            format!(
+                "the second parameter of `{name}` is the context and must be `&mut ovid::Context`\nhelp: {expected}"
+            ),
         ));
     }
     let role = match role_name {
@@ -341,16 +370,28 @@ fn classify(f: &ImplItemFn, marked: bool) -> syn::Result<Option<Method>> {
             if let Type::Reference(r) = &message {
                 return Err(syn::Error::new(
                     r.span(),
-                    format!("`{name}` must take its message by value, not by reference\nhelp: {expected}"),
+                    format!(
+                        "`{name}` must take its message by value, not by reference\nhelp: {expected}"
+                    ),
                 ));
             }
-            Role::Handler { message: Box::new(message) }
+            Role::Handler {
+                message: Box::new(message),
+            }
         }
     };
     if !matches!(role, Role::Handler { .. })
         && let ReturnType::Type(_, ty) = &sig.output
-            && !is_unit(ty) {
-                return Err(syn::Error::new(ty.span(), format!("`{name}` returns nothing: there is no message to reply to")));
-            }
-    Ok(Some(Method { ident: sig.ident.clone(), role, output: sig.output.clone() }))
+        && !is_unit(ty)
+    {
+        return Err(syn::Error::new(
+            ty.span(),
+            format!("`{name}` returns nothing: there is no message to reply to"),
+        ));
+    }
+    Ok(Some(Method {
+        ident: sig.ident.clone(),
+        role,
+        output: sig.output.clone(),
+    }))
 }

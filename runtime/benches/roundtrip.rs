@@ -49,7 +49,10 @@ impl Kvs {
 }
 
 fn put() -> Put {
-    Put { key: "key-0001".into(), value: "value-0001".into() }
+    Put {
+        key: "key-0001".into(),
+        value: "value-0001".into(),
+    }
 }
 
 /// Latency percentiles of a run.
@@ -61,7 +64,10 @@ struct Stats {
 fn stats(mut samples: Vec<Duration>) -> Stats {
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    Stats { p50: at(0.50), p99: at(0.99) }
+    Stats {
+        p50: at(0.50),
+        p99: at(0.99),
+    }
 }
 
 /// Runs `$body` (an expression that awaits one round trip) WARMUP times, then ROUND_TRIPS
@@ -191,7 +197,10 @@ async fn ovid_stream() -> f64 {
     receiver.await.unwrap();
     let rate = STREAM as f64 / start.elapsed().as_secs_f64();
     let m = a.metrics();
-    println!("  (stream: {} frames out, {} retransmissions)", m.frames_out, m.retransmissions);
+    println!(
+        "  (stream: {} frames out, {} retransmissions)",
+        m.frames_out, m.retransmissions
+    );
     drop(source);
     a.shutdown().await;
     b.shutdown().await;
@@ -218,13 +227,25 @@ async fn run() {
     let cross = tokio::spawn(ovid_cross_box()).await.unwrap();
     row("ovid PUT across two boxes", &cross);
     let rate = tokio::spawn(ovid_stream()).await.unwrap();
-    println!("ovid stream of {STREAM} messages      {:>10.0} messages/s", rate);
+    println!(
+        "ovid stream of {STREAM} messages      {:>10.0} messages/s",
+        rate
+    );
     let r1 = co.p50.as_secs_f64() / raw_local.p50.as_secs_f64();
     let r2 = cross.p50.as_secs_f64() / raw_net.p50.as_secs_f64();
     println!();
-    println!("co-located / in-process  p50 ratio {r1:.2}x  (target <= 2.00x: {})", verdict(r1 <= 2.0));
-    println!("cross-box / raw TCP      p50 ratio {r2:.2}x  (target <= 1.25x: {})", verdict(r2 <= 1.25));
-    println!("stream                   {rate:.0} msg/s (target >= 500000: {})", verdict(rate >= 500_000.0));
+    println!(
+        "co-located / in-process  p50 ratio {r1:.2}x  (target <= 2.00x: {})",
+        verdict(r1 <= 2.0)
+    );
+    println!(
+        "cross-box / raw TCP      p50 ratio {r2:.2}x  (target <= 1.25x: {})",
+        verdict(r2 <= 1.25)
+    );
+    println!(
+        "stream                   {rate:.0} msg/s (target >= 500000: {})",
+        verdict(rate >= 500_000.0)
+    );
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -235,10 +256,15 @@ fn main() {
     let current = std::env::args().any(|a| a == "--current-thread");
     let rt = if current {
         println!("runtime: tokio current_thread");
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         println!("runtime: tokio multi_thread, 2 workers");
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
     }
     .unwrap();
     rt.block_on(run());

@@ -26,7 +26,10 @@ impl Clock {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        Clock { epoch_millis, start: tokio::time::Instant::now() }
+        Clock {
+            epoch_millis,
+            start: tokio::time::Instant::now(),
+        }
     }
 
     /// Milliseconds since the Unix epoch.
@@ -128,8 +131,15 @@ impl Outside {
     /// Puts `message` in the agent's inbox with correlation tag `tag` (the sender it sees is
     /// its own identifier); `false` if the agent has stopped.
     pub fn deliver<M: Message>(&self, message: M, tag: u64) -> bool {
-        let Some(tx) = self.inbox.upgrade() else { return false };
-        let env = crate::message::Envelope { from: self.me.clone(), to: self.me.clone(), payload: Payload::new(message), tag };
+        let Some(tx) = self.inbox.upgrade() else {
+            return false;
+        };
+        let env = crate::message::Envelope {
+            from: self.me.clone(),
+            to: self.me.clone(),
+            payload: Payload::new(message),
+            tag,
+        };
         tx.send(env).is_ok()
     }
 }
@@ -139,7 +149,9 @@ impl Context {
     pub fn new(me: impl Into<Id>) -> Self {
         let me = me.into();
         // FNV-1a of the identifier: a different, repeatable random stream per agent.
-        let seed = me.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let seed = me.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
         Context {
             me,
             sender: None,
@@ -155,14 +167,20 @@ impl Context {
     }
 
     /// Connects the context to the agent's inbox, for [`Context::outside`] (the box does this).
-    pub(crate) fn set_inbox(&mut self, inbox: tokio::sync::mpsc::WeakUnboundedSender<crate::message::Envelope>) {
+    pub(crate) fn set_inbox(
+        &mut self,
+        inbox: tokio::sync::mpsc::WeakUnboundedSender<crate::message::Envelope>,
+    ) {
         self.inbox = Some(inbox);
     }
 
     /// A handle for feeding this agent input from outside the box (see [`Outside`]); `None`
     /// when the agent runs without a box (a test driving it by hand).
     pub fn outside(&self) -> Option<Outside> {
-        self.inbox.clone().map(|inbox| Outside { me: self.me.clone(), inbox })
+        self.inbox.clone().map(|inbox| Outside {
+            me: self.me.clone(),
+            inbox,
+        })
     }
 
     /// Prepares the context for the next handler call (the box does this).
@@ -210,13 +228,25 @@ impl Context {
     /// with correlation tag `tag`: the receiver's replies go to `from`, not to this agent.
     pub fn forward(&mut self, to: &str, from: Id, tag: u64, payload: Payload) {
         let to = self.intern(to);
-        self.effects.push(Effect::Forward { to, physical: false, from, tag, payload });
+        self.effects.push(Effect::Forward {
+            to,
+            physical: false,
+            from,
+            tag,
+            payload,
+        });
     }
 
     /// Like [`Context::forward`] to a physical identifier, bypassing the ART.
     pub fn forward_physical(&mut self, to: &str, from: Id, tag: u64, payload: Payload) {
         let to = self.intern(to);
-        self.effects.push(Effect::Forward { to, physical: true, from, tag, payload });
+        self.effects.push(Effect::Forward {
+            to,
+            physical: true,
+            from,
+            tag,
+            payload,
+        });
     }
 
     /// Sends `message` to the identifier `to`, as this agent knows it (resolved by its ART).
@@ -233,7 +263,10 @@ impl Context {
     /// Sends `message` straight to a physical identifier, bypassing the ART.
     pub fn send_physical<M: Message>(&mut self, to: &str, message: M) {
         let to = self.intern(to);
-        self.effects.push(Effect::SendPhysical { to, payload: Payload::new(message) });
+        self.effects.push(Effect::SendPhysical {
+            to,
+            payload: Payload::new(message),
+        });
     }
 
     /// Replies to the sender of the message being handled (at its physical identifier).
@@ -242,14 +275,22 @@ impl Context {
     /// warning.
     pub fn reply<M: Message>(&mut self, message: M) {
         match self.sender.clone() {
-            Some(to) => self.effects.push(Effect::SendPhysical { to, payload: Payload::new(message) }),
-            None => tracing::warn!(agent = %self.me, message = M::NAME, "reply outside a message handler dropped"),
+            Some(to) => self.effects.push(Effect::SendPhysical {
+                to,
+                payload: Payload::new(message),
+            }),
+            None => {
+                tracing::warn!(agent = %self.me, message = M::NAME, "reply outside a message handler dropped")
+            }
         }
     }
 
     /// Arms the timer `name` to fire `after` from now, replacing an armed timer of that name.
     pub fn set_timer(&mut self, name: impl Into<String>, after: Duration) {
-        self.effects.push(Effect::SetTimer { name: name.into(), after });
+        self.effects.push(Effect::SetTimer {
+            name: name.into(),
+            after,
+        });
     }
 
     /// Disarms the timer `name`; nothing happens if it is not armed.
@@ -265,7 +306,10 @@ impl Context {
     /// Publishes `value` as the gauge `name` among the box's counters
     /// ([`crate::BoxHandle::gauges`]).
     pub fn set_metric(&mut self, name: impl Into<String>, value: u64) {
-        self.effects.push(Effect::Metric { name: name.into(), value });
+        self.effects.push(Effect::Metric {
+            name: name.into(),
+            value,
+        });
     }
 
     /// Declares the agent done: the box stops it after this handler.

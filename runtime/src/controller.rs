@@ -19,7 +19,10 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::manager::{AgentStarted, AgentStopped, StartAgent, StartFailed, UpdateBrt};
 use crate::message::{Message, Payload};
-use crate::routing::{ArtAnswer, BrtAnswer, CONTROLLER, ResolveArt, ResolveBrt, RouteUpdate, is_refinement, manager_id, system_messages};
+use crate::routing::{
+    ArtAnswer, BrtAnswer, CONTROLLER, ResolveArt, ResolveBrt, RouteUpdate, is_refinement,
+    manager_id, system_messages,
+};
 
 /// A node of the Logical Agent Transformation Tree: an agent and what it was transformed into.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,12 +37,18 @@ pub struct LattNode {
 impl LattNode {
     /// A leaf.
     pub fn leaf(id: impl Into<String>) -> Self {
-        LattNode { id: id.into(), children: Vec::new() }
+        LattNode {
+            id: id.into(),
+            children: Vec::new(),
+        }
     }
 
     /// A node with children.
     pub fn node(id: impl Into<String>, children: Vec<LattNode>) -> Self {
-        LattNode { id: id.into(), children }
+        LattNode {
+            id: id.into(),
+            children,
+        }
     }
 
     /// The node with identifier `id`, in this subtree.
@@ -93,14 +102,34 @@ impl Placement {
     }
 
     /// Places the physical agent `id`, of `kind`, in the box `in_box`.
-    pub fn agent(mut self, id: impl Into<String>, in_box: impl Into<String>, kind: impl Into<String>) -> Self {
-        self.agents.insert(id.into(), AgentPlan { in_box: in_box.into(), kind: kind.into(), config: Vec::new() });
+    pub fn agent(
+        mut self,
+        id: impl Into<String>,
+        in_box: impl Into<String>,
+        kind: impl Into<String>,
+    ) -> Self {
+        self.agents.insert(
+            id.into(),
+            AgentPlan {
+                in_box: in_box.into(),
+                kind: kind.into(),
+                config: Vec::new(),
+            },
+        );
         self
     }
 
     /// Adds the ART entry `agent: ident → physical`.
-    pub fn route(mut self, agent: impl Into<String>, ident: impl Into<String>, physical: impl Into<String>) -> Self {
-        self.routes.entry(agent.into()).or_default().insert(ident.into(), physical.into());
+    pub fn route(
+        mut self,
+        agent: impl Into<String>,
+        ident: impl Into<String>,
+        physical: impl Into<String>,
+    ) -> Self {
+        self.routes
+            .entry(agent.into())
+            .or_default()
+            .insert(ident.into(), physical.into());
         self
     }
 
@@ -197,7 +226,17 @@ pub struct Picture {
     pub placement: Placement,
 }
 
-system_messages!(RegisterBox, Registered, Ping, Pong, Place, SetRoute, Invalidate, Describe, Picture);
+system_messages!(
+    RegisterBox,
+    Registered,
+    Ping,
+    Pong,
+    Place,
+    SetRoute,
+    Invalidate,
+    Describe,
+    Picture
+);
 
 /// Where the controller thinks an identifier runs.
 enum Location {
@@ -224,7 +263,10 @@ pub struct Controller {
 impl Controller {
     /// A controller for a placement.
     pub fn new(placement: Placement) -> Self {
-        Controller { placement, ..Controller::default() }
+        Controller {
+            placement,
+            ..Controller::default()
+        }
     }
 
     /// The placement it holds.
@@ -237,14 +279,22 @@ impl Controller {
         if let Some(p) = self.placement.routes.get(agent).and_then(|r| r.get(ident)) {
             return Some(p.clone());
         }
-        if ident == CONTROLLER || ident.starts_with("$box/") || self.placement.agents.contains_key(ident) || self.running.contains_key(ident) {
+        if ident == CONTROLLER
+            || ident.starts_with("$box/")
+            || self.placement.agents.contains_key(ident)
+            || self.running.contains_key(ident)
+        {
             return Some(ident.to_string());
         }
         // A virtual agent: the first of its physical agents that is placed.
         let node = self.placement.latt.as_ref()?.find(ident)?;
         node.leaves()
             .into_iter()
-            .find(|leaf| is_refinement(ident, leaf) && (self.placement.agents.contains_key(*leaf) || self.running.contains_key(*leaf)))
+            .find(|leaf| {
+                is_refinement(ident, leaf)
+                    && (self.placement.agents.contains_key(*leaf)
+                        || self.running.contains_key(*leaf))
+            })
             .map(str::to_string)
     }
 
@@ -264,12 +314,20 @@ impl Controller {
     /// The agents placed in box `name`, those that others in the box send to first: a box
     /// starts agents in this order, so a client's first message finds its proxy running.
     fn start_order(&self, name: &str) -> Vec<String> {
-        let mut left: Vec<&String> = self.placement.agents.iter().filter(|(_, p)| p.in_box == name).map(|(id, _)| id).collect();
+        let mut left: Vec<&String> = self
+            .placement
+            .agents
+            .iter()
+            .filter(|(_, p)| p.in_box == name)
+            .map(|(id, _)| id)
+            .collect();
         let mut order: Vec<String> = Vec::with_capacity(left.len());
         while !left.is_empty() {
             let ready = |id: &&String| {
                 self.placement.routes.get(*id).is_none_or(|table| {
-                    table.values().all(|t| t == *id || order.contains(t) || !left.contains(&t))
+                    table
+                        .values()
+                        .all(|t| t == *id || order.contains(t) || !left.contains(&t))
                 })
             };
             // A cycle of routes (rare): start the rest in identifier order.
@@ -284,22 +342,52 @@ impl Controller {
         let waiting = std::mem::take(&mut self.waiting);
         for (asker, req, id) in waiting {
             match self.locate(&id) {
-                Location::At(addr) => ctx.send_physical(&asker, BrtAnswer { req, id, addr: Some(addr) }),
+                Location::At(addr) => ctx.send_physical(
+                    &asker,
+                    BrtAnswer {
+                        req,
+                        id,
+                        addr: Some(addr),
+                    },
+                ),
                 Location::NotYet => self.waiting.push((asker, req, id)),
-                Location::Unknown => ctx.send_physical(&asker, BrtAnswer { req, id, addr: None }),
+                Location::Unknown => ctx.send_physical(
+                    &asker,
+                    BrtAnswer {
+                        req,
+                        id,
+                        addr: None,
+                    },
+                ),
             }
         }
     }
 
     fn start(&self, ctx: &mut Context, id: &str, plan: &AgentPlan, state: Option<Vec<u8>>) {
-        let art = self.placement.routes.get(id).map(|r| r.clone().into_iter().collect()).unwrap_or_default();
-        let start = StartAgent { id: id.to_string(), kind: plan.kind.clone(), config: plan.config.clone(), art, state };
+        let art = self
+            .placement
+            .routes
+            .get(id)
+            .map(|r| r.clone().into_iter().collect())
+            .unwrap_or_default();
+        let start = StartAgent {
+            id: id.to_string(),
+            kind: plan.kind.clone(),
+            config: plan.config.clone(),
+            art,
+            state,
+        };
         ctx.send_physical(&manager_id(&plan.in_box), start);
     }
 
     fn broadcast_brt(&self, ctx: &mut Context, entries: Vec<(String, Option<String>)>) {
         for name in self.boxes.keys() {
-            ctx.send_physical(&manager_id(name), UpdateBrt { entries: entries.clone() });
+            ctx.send_physical(
+                &manager_id(name),
+                UpdateBrt {
+                    entries: entries.clone(),
+                },
+            );
         }
     }
 }
@@ -317,15 +405,27 @@ impl Agent for Controller {
             if physical.is_none() {
                 tracing::warn!(agent = %q.agent, ident = %q.ident, "ART miss for an unknown identifier");
             }
-            ctx.reply(ArtAnswer { req: q.req, ident: q.ident, physical });
+            ctx.reply(ArtAnswer {
+                req: q.req,
+                ident: q.ident,
+                physical,
+            });
         } else if is::<ResolveBrt>(&message) {
             let q = message.decode::<ResolveBrt>()?;
             match self.locate(&q.id) {
-                Location::At(addr) => ctx.reply(BrtAnswer { req: q.req, id: q.id, addr: Some(addr) }),
+                Location::At(addr) => ctx.reply(BrtAnswer {
+                    req: q.req,
+                    id: q.id,
+                    addr: Some(addr),
+                }),
                 Location::NotYet => self.waiting.push((ctx.sender().to_string(), q.req, q.id)),
                 Location::Unknown => {
                     tracing::warn!(id = %q.id, "BRT miss for an unknown identifier");
-                    ctx.reply(BrtAnswer { req: q.req, id: q.id, addr: None });
+                    ctx.reply(BrtAnswer {
+                        req: q.req,
+                        id: q.id,
+                        addr: None,
+                    });
                 }
             }
         } else if is::<RegisterBox>(&message) {
@@ -334,7 +434,12 @@ impl Agent for Controller {
             if self.boxes.contains_key(&r.name) {
                 // The box restarted (a box registers once per start): what ran there is gone,
                 // and every BRT entry for it is stale.
-                let lost: Vec<String> = self.running.iter().filter(|(_, b)| **b == r.name).map(|(id, _)| id.clone()).collect();
+                let lost: Vec<String> = self
+                    .running
+                    .iter()
+                    .filter(|(_, b)| **b == r.name)
+                    .map(|(id, _)| id.clone())
+                    .collect();
                 tracing::warn!(box_name = %r.name, agents = lost.len(), "box restarted; starting its agents again");
                 for id in &lost {
                     self.running.remove(id);
@@ -383,15 +488,25 @@ impl Agent for Controller {
         } else if is::<SetRoute>(&message) {
             let s = message.decode::<SetRoute>()?;
             if let Some(p) = &s.physical
-                && !is_refinement(&s.ident, p) {
-                    return Err(Error::UnknownIdentifier(format!("route `{}` → `{p}`: the key is not a prefix", s.ident)));
-                }
+                && !is_refinement(&s.ident, p)
+            {
+                return Err(Error::UnknownIdentifier(format!(
+                    "route `{}` → `{p}`: the key is not a prefix",
+                    s.ident
+                )));
+            }
             let routes = self.placement.routes.entry(s.agent.clone()).or_default();
             match &s.physical {
                 Some(p) => routes.insert(s.ident.clone(), p.clone()),
                 None => routes.remove(&s.ident),
             };
-            ctx.send_physical(&s.agent, RouteUpdate { ident: s.ident, physical: s.physical });
+            ctx.send_physical(
+                &s.agent,
+                RouteUpdate {
+                    ident: s.ident,
+                    physical: s.physical,
+                },
+            );
         } else if is::<Invalidate>(&message) {
             let i = message.decode::<Invalidate>()?;
             self.broadcast_brt(ctx, vec![(i.id, None)]);
@@ -404,7 +519,10 @@ impl Agent for Controller {
                 placement: self.placement.clone(),
             });
         } else {
-            return Err(Error::UnknownMessage { agent: CONTROLLER.to_string(), name: message.name().to_string() });
+            return Err(Error::UnknownMessage {
+                agent: CONTROLLER.to_string(),
+                name: message.name().to_string(),
+            });
         }
         Ok(())
     }

@@ -78,7 +78,8 @@ pub enum Runs {
 impl Deployment {
     /// Parses `deployment.json`.
     pub fn from_json(json: &str) -> Result<Self, Error> {
-        serde_json::from_str(json).map_err(|e| Error::Invalid(format!("bad deployment description: {e}")))
+        serde_json::from_str(json)
+            .map_err(|e| Error::Invalid(format!("bad deployment description: {e}")))
     }
 
     /// The box named `name`.
@@ -97,10 +98,21 @@ impl Deployment {
                     Runs::Agent { agent } => (agent.clone(), serde_json::to_vec(&a.bindings)),
                     Runs::Proxy { proxy, config } => (proxy.clone(), serde_json::to_vec(config)),
                 };
-                (a.id.clone(), AgentPlan { in_box: a.in_box.clone(), kind, config: config.unwrap_or_default() })
+                (
+                    a.id.clone(),
+                    AgentPlan {
+                        in_box: a.in_box.clone(),
+                        kind,
+                        config: config.unwrap_or_default(),
+                    },
+                )
             })
             .collect();
-        Placement { agents, routes: self.routes.clone(), latt: Some(self.latt.clone()) }
+        Placement {
+            agents,
+            routes: self.routes.clone(),
+            latt: Some(self.latt.clone()),
+        }
     }
 }
 
@@ -115,12 +127,17 @@ impl Bindings {
         if config.is_empty() {
             return Ok(Bindings::default());
         }
-        serde_json::from_slice(config).map(Bindings).map_err(|e| Error::Invalid(format!("bad agent configuration: {e}")))
+        serde_json::from_slice(config)
+            .map(Bindings)
+            .map_err(|e| Error::Invalid(format!("bad agent configuration: {e}")))
     }
 
     /// The identifier `name` is wired to (the name itself if unbound, as in a hand-made test).
     pub fn get(&self, name: &str) -> String {
-        self.0.get(name).cloned().unwrap_or_else(|| name.to_string())
+        self.0
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
     }
 }
 
@@ -143,8 +160,16 @@ mod tests {
         let d = Deployment::from_json(json).unwrap();
         let p = d.placement();
         assert_eq!(p.agents["client"].kind, "Client");
-        assert_eq!(Bindings::from_config(&p.agents["client"].config).unwrap().get("kvs"), "KVS");
-        assert_eq!(p.agents["KVS/ShardIngressProxy0"].config, br#"{"by":"key"}"#);
+        assert_eq!(
+            Bindings::from_config(&p.agents["client"].config)
+                .unwrap()
+                .get("kvs"),
+            "KVS"
+        );
+        assert_eq!(
+            p.agents["KVS/ShardIngressProxy0"].config,
+            br#"{"by":"key"}"#
+        );
         assert_eq!(p.routes["client"]["KVS"], "KVS/ShardIngressProxy0");
         assert_eq!(p.latt.unwrap().leaves(), vec!["client"]);
     }

@@ -35,7 +35,11 @@ impl Endpoint {
             Some(p) => p.clone(),
             None => {
                 let ident: Id = to.into();
-                let p = self.router.resolve_art(&self.id, &ident).await.ok_or_else(|| Error::UnknownIdentifier(to.to_string()))?;
+                let p = self
+                    .router
+                    .resolve_art(&self.id, &ident)
+                    .await
+                    .ok_or_else(|| Error::UnknownIdentifier(to.to_string()))?;
                 self.art.insert(ident, p.clone())?;
                 p
             }
@@ -45,7 +49,12 @@ impl Endpoint {
     }
 
     /// Sends an already wrapped payload to `to` (resolved by the ART) with a correlation tag.
-    pub async fn send_payload(&mut self, to: &str, payload: Payload, tag: u64) -> Result<(), Error> {
+    pub async fn send_payload(
+        &mut self,
+        to: &str,
+        payload: Payload,
+        tag: u64,
+    ) -> Result<(), Error> {
         let physical = self.resolve(to).await?;
         self.send_payload_physical(&physical, payload, tag);
         Ok(())
@@ -54,19 +63,34 @@ impl Endpoint {
     /// Sends an already wrapped payload straight to a physical identifier, with a tag.
     pub fn send_payload_physical(&self, to: &str, payload: Payload, tag: u64) {
         Metrics::inc(&self.router.metrics.messages_out);
-        self.router.route(Envelope { from: self.id.clone(), to: to.into(), payload, tag });
+        self.router.route(Envelope {
+            from: self.id.clone(),
+            to: to.into(),
+            payload,
+            tag,
+        });
     }
 
     /// Sends `message` straight to a physical identifier.
     pub fn send_physical<M: Message>(&self, to: &str, message: M) {
         Metrics::inc(&self.router.metrics.messages_out);
-        self.router.route(Envelope { from: self.id.clone(), to: to.into(), payload: Payload::new(message), tag: 0 });
+        self.router.route(Envelope {
+            from: self.id.clone(),
+            to: to.into(),
+            payload: Payload::new(message),
+            tag: 0,
+        });
     }
 
     /// Sends `message` straight to a physical identifier given as an [`Id`] (no allocation).
     pub fn send_to_id<M: Message>(&self, to: &Id, message: M) {
         Metrics::inc(&self.router.metrics.messages_out);
-        self.router.route(Envelope { from: self.id.clone(), to: to.clone(), payload: Payload::new(message), tag: 0 });
+        self.router.route(Envelope {
+            from: self.id.clone(),
+            to: to.clone(),
+            payload: Payload::new(message),
+            tag: 0,
+        });
     }
 
     /// The next envelope for this endpoint (`None` once the box has shut down).
@@ -81,7 +105,11 @@ impl Endpoint {
     }
 
     /// Sends `message` to `to` and waits for the next message, decoded as an `R`.
-    pub async fn request<M: Message, R: Message>(&mut self, to: &str, message: M) -> Result<R, Error> {
+    pub async fn request<M: Message, R: Message>(
+        &mut self,
+        to: &str,
+        message: M,
+    ) -> Result<R, Error> {
         self.send(to, message).await?;
         Ok(self.recv_message::<R>().await?.1)
     }
@@ -92,7 +120,11 @@ impl Endpoint {
             return Ok(p.clone());
         }
         let id: Id = ident.into();
-        let p = self.router.resolve_art(&self.id, &id).await.ok_or_else(|| Error::UnknownIdentifier(ident.to_string()))?;
+        let p = self
+            .router
+            .resolve_art(&self.id, &id)
+            .await
+            .ok_or_else(|| Error::UnknownIdentifier(ident.to_string()))?;
         self.art.insert(id, p.clone())?;
         Ok(p)
     }
@@ -101,8 +133,11 @@ impl Endpoint {
 impl Drop for Endpoint {
     fn drop(&mut self) {
         if let Ok(mut local) = self.router.local.write()
-            && local.get(&self.id).is_some_and(|s| s.generation == self.generation) {
-                local.remove(&self.id);
-            }
+            && local
+                .get(&self.id)
+                .is_some_and(|s| s.generation == self.generation)
+        {
+            local.remove(&self.id);
+        }
     }
 }

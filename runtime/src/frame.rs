@@ -59,20 +59,30 @@ pub enum Header<'a> {
 }
 
 /// Appends one frame (length prefix, header, and the payload if `envelope` is given) to `buf`.
-pub fn encode(buf: &mut BytesMut, header: &Header<'_>, envelope: Option<&Envelope>) -> Result<(), Error> {
+pub fn encode(
+    buf: &mut BytesMut,
+    header: &Header<'_>,
+    envelope: Option<&Envelope>,
+) -> Result<(), Error> {
     let start = buf.len();
     buf.put_u32(0); // the length, patched below
     let tmp = std::mem::take(buf);
-    *buf = postcard::to_extend(header, tmp).map_err(|e| Error::Encode { name: "frame header".into(), source: e })?;
+    *buf = postcard::to_extend(header, tmp).map_err(|e| Error::Encode {
+        name: "frame header".into(),
+        source: e,
+    })?;
     if let Some(env) = envelope
-        && let Err(e) = env.payload.encode_into(buf) {
-            buf.truncate(start);
-            return Err(e);
-        }
+        && let Err(e) = env.payload.encode_into(buf)
+    {
+        buf.truncate(start);
+        return Err(e);
+    }
     let len = buf.len() - start - 4;
     if len > MAX_FRAME {
         buf.truncate(start);
-        return Err(Error::BadFrame(format!("frame of {len} bytes is larger than {MAX_FRAME}")));
+        return Err(Error::BadFrame(format!(
+            "frame of {len} bytes is larger than {MAX_FRAME}"
+        )));
     }
     buf[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(())
@@ -80,14 +90,17 @@ pub fn encode(buf: &mut BytesMut, header: &Header<'_>, envelope: Option<&Envelop
 
 /// Splits a frame body (without its length prefix) into its header and the payload bytes.
 pub fn decode(frame: &Bytes) -> Result<(Header<'_>, Bytes), Error> {
-    let (header, rest) = postcard::take_from_bytes::<Header<'_>>(frame).map_err(|e| Error::BadFrame(e.to_string()))?;
+    let (header, rest) = postcard::take_from_bytes::<Header<'_>>(frame)
+        .map_err(|e| Error::BadFrame(e.to_string()))?;
     let offset = frame.len() - rest.len();
     Ok((header, frame.slice(offset..)))
 }
 
 /// The length-delimited codec matching [`encode`], with [`MAX_FRAME`] as its limit.
 pub fn codec() -> tokio_util::codec::LengthDelimitedCodec {
-    tokio_util::codec::LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec()
+    tokio_util::codec::LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
 }
 
 #[cfg(test)]
@@ -104,18 +117,44 @@ mod tests {
     fn data_frame_round_trips_and_payload_decodes() {
         let mut buf = BytesMut::new();
         let env = Envelope::new("a", "b", Ping(7));
-        encode(&mut buf, &Header::Data { seq: 3, from: "a", to: "b", name: "Ping", tag: 9 }, Some(&env)).unwrap();
+        encode(
+            &mut buf,
+            &Header::Data {
+                seq: 3,
+                from: "a",
+                to: "b",
+                name: "Ping",
+                tag: 9,
+            },
+            Some(&env),
+        )
+        .unwrap();
         let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
         assert_eq!(len, buf.len() - 4);
         let body = buf.split_off(4).freeze();
         let (h, payload) = decode(&body).unwrap();
-        assert_eq!(h, Header::Data { seq: 3, from: "a", to: "b", name: "Ping", tag: 9 });
-        let p = crate::Payload::Encoded { name: "Ping".into(), bytes: payload };
+        assert_eq!(
+            h,
+            Header::Data {
+                seq: 3,
+                from: "a",
+                to: "b",
+                name: "Ping",
+                tag: 9
+            }
+        );
+        let p = crate::Payload::Encoded {
+            name: "Ping".into(),
+            bytes: payload,
+        };
         assert_eq!(p.decode::<Ping>().unwrap(), Ping(7));
     }
 
     #[test]
     fn garbage_is_a_bad_frame() {
-        assert!(matches!(decode(&Bytes::from_static(&[0xff, 0xff, 0xff])), Err(Error::BadFrame(_))));
+        assert!(matches!(
+            decode(&Bytes::from_static(&[0xff, 0xff, 0xff])),
+            Err(Error::BadFrame(_))
+        ));
     }
 }

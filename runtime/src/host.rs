@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::agent::Agent;
+use crate::context::Clock;
 use crate::controller::{Controller, Ping, RegisterBox};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
@@ -25,7 +26,6 @@ use crate::manager::{AgentStarted, AgentStopped, BoxManager};
 use crate::message::{Envelope, Id, Payload};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::routing::{Art, CONTROLLER, Router, Slot, manager_id};
-use crate::context::Clock;
 use crate::runner::{Control, Runner};
 use crate::shutdown::Lifecycle;
 use crate::transport::{self, Peers, TransportEnv};
@@ -55,7 +55,12 @@ pub struct BoxBuilder {
 impl BoxBuilder {
     /// A box named `name`, listening on `127.0.0.1:0`, without a controller.
     pub fn new(name: impl Into<String>) -> Self {
-        BoxBuilder { name: name.into(), listen: "127.0.0.1:0".into(), controller: ControllerAt::Nowhere, kinds: HashMap::new() }
+        BoxBuilder {
+            name: name.into(),
+            listen: "127.0.0.1:0".into(),
+            controller: ControllerAt::Nowhere,
+            kinds: HashMap::new(),
+        }
     }
 
     /// The address to listen on for other boxes (`host:port`; port 0 picks a free one).
@@ -77,8 +82,15 @@ impl BoxBuilder {
     }
 
     /// Teaches the box to make agents of kind `kind` (for the controller's `StartAgent`).
-    pub fn kind<A: Agent>(mut self, kind: impl Into<String>, make: impl Fn(&[u8]) -> A + Send + Sync + 'static) -> Self {
-        self.kinds.insert(kind.into(), Arc::new(move |config| Ok(Box::new(make(config)) as Box<dyn Agent>)));
+    pub fn kind<A: Agent>(
+        mut self,
+        kind: impl Into<String>,
+        make: impl Fn(&[u8]) -> A + Send + Sync + 'static,
+    ) -> Self {
+        self.kinds.insert(
+            kind.into(),
+            Arc::new(move |config| Ok(Box::new(make(config)) as Box<dyn Agent>)),
+        );
         self
     }
 
@@ -109,7 +121,13 @@ impl BoxBuilder {
             lifecycle: lifecycle.clone(),
         };
         let has_controller = !matches!(self.controller, ControllerAt::Nowhere);
-        let router = Arc::new(Router::new(&self.name, addr.clone(), has_controller, Peers::new(env), metrics));
+        let router = Arc::new(Router::new(
+            &self.name,
+            addr.clone(),
+            has_controller,
+            Peers::new(env),
+            metrics,
+        ));
         if let ControllerAt::Remote(at) = &self.controller {
             router.set_brt(CONTROLLER, Some(at));
         }
@@ -125,18 +143,45 @@ impl BoxBuilder {
             changed,
         });
         let shutdown = lifecycle.listener().ok_or(Error::Closed)?;
-        tokio::spawn(transport::accept_loop(listener, router.clone(), lifecycle.clone(), shutdown));
+        tokio::spawn(transport::accept_loop(
+            listener,
+            router.clone(),
+            lifecycle.clone(),
+            shutdown,
+        ));
 
-        core.spawn_agent(router.manager.clone(), Box::new(BoxManager::new(Arc::downgrade(&core))), Art::new(), None, false)?;
+        core.spawn_agent(
+            router.manager.clone(),
+            Box::new(BoxManager::new(Arc::downgrade(&core))),
+            Art::new(),
+            None,
+            false,
+        )?;
         let hosts_controller = matches!(self.controller, ControllerAt::Here(_));
         if let ControllerAt::Here(controller) = self.controller {
-            core.spawn_agent(CONTROLLER.into(), Box::new(controller), Art::new(), None, false)?;
+            core.spawn_agent(
+                CONTROLLER.into(),
+                Box::new(controller),
+                Art::new(),
+                None,
+                false,
+            )?;
         }
         let registered = has_controller.then(|| {
-            router.call_controller(|req| RegisterBox { req, name: self.name.clone(), addr: addr.to_string(), kinds, hosts_controller })
+            router.call_controller(|req| RegisterBox {
+                req,
+                name: self.name.clone(),
+                addr: addr.to_string(),
+                kinds,
+                hosts_controller,
+            })
         });
         tracing::info!(box_name = %self.name, %addr, "box started");
-        Ok(BoxHandle { core, done_rx: Some(done_rx), registered: Mutex::new(registered) })
+        Ok(BoxHandle {
+            core,
+            done_rx: Some(done_rx),
+            registered: Mutex::new(registered),
+        })
     }
 }
 
@@ -144,7 +189,12 @@ impl BoxBuilder {
 fn random_session() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.finish() | 1
 }
 
@@ -162,7 +212,10 @@ pub(crate) struct BoxCore {
 impl BoxCore {
     /// Makes an agent of `kind`.
     pub(crate) fn make(&self, kind: &str, config: &[u8]) -> Result<Box<dyn Agent>, Error> {
-        let factory = self.kinds.get(kind).ok_or_else(|| Error::UnknownKind(kind.to_string()))?;
+        let factory = self
+            .kinds
+            .get(kind)
+            .ok_or_else(|| Error::UnknownKind(kind.to_string()))?;
         factory(config)
     }
 
@@ -188,7 +241,14 @@ impl BoxCore {
             if local.contains_key(&id) {
                 return Err(Error::AgentExists(id.to_string()));
             }
-            local.insert(id.clone(), Slot { inbox: tx, control: Some(ctl_tx), generation });
+            local.insert(
+                id.clone(),
+                Slot {
+                    inbox: tx,
+                    control: Some(ctl_tx),
+                    generation,
+                },
+            );
         }
         if art.get(CONTROLLER).is_none() {
             art.insert(CONTROLLER.into(), CONTROLLER.into())?;
@@ -196,7 +256,10 @@ impl BoxCore {
         let weak = Arc::downgrade(self);
         let inbox_tx = {
             let local = self.router.local.read().expect("routing table poisoned");
-            local.get(&id).map(|s| s.inbox.downgrade()).ok_or(Error::Closed)?
+            local
+                .get(&id)
+                .map(|s| s.inbox.downgrade())
+                .ok_or(Error::Closed)?
         };
         let runner = Runner {
             inbox_tx,
@@ -214,8 +277,15 @@ impl BoxCore {
         tokio::spawn(runner.run(rx, ctl_rx, shutdown));
         tracing::debug!(box_name = %self.router.box_name, %id, "agent started");
         if announce && self.router.has_controller {
-            let started = AgentStarted { id: id.to_string(), in_box: self.router.box_name.clone() };
-            self.router.route(Envelope::new(self.router.manager.clone(), CONTROLLER, started));
+            let started = AgentStarted {
+                id: id.to_string(),
+                in_box: self.router.box_name.clone(),
+            };
+            self.router.route(Envelope::new(
+                self.router.manager.clone(),
+                CONTROLLER,
+                started,
+            ));
         }
         Ok(())
     }
@@ -230,15 +300,26 @@ impl BoxCore {
         }
         self.changed.send_modify(|n| *n += 1);
         if report && self.router.has_controller {
-            let stopped = AgentStopped { id: id.to_string(), in_box: self.router.box_name.clone(), state: None };
-            self.router.route(Envelope::new(self.router.manager.clone(), CONTROLLER, stopped));
+            let stopped = AgentStopped {
+                id: id.to_string(),
+                in_box: self.router.box_name.clone(),
+                state: None,
+            };
+            self.router.route(Envelope::new(
+                self.router.manager.clone(),
+                CONTROLLER,
+                stopped,
+            ));
         }
     }
 
     /// Sends a command to a running agent.
     pub(crate) fn control(&self, id: &str, cmd: Control) -> Result<(), Error> {
         let local = self.router.local.read().expect("routing table poisoned");
-        let ctl = local.get(id).and_then(|s| s.control.as_ref()).ok_or_else(|| Error::DeadAgent(id.to_string()))?;
+        let ctl = local
+            .get(id)
+            .and_then(|s| s.control.as_ref())
+            .ok_or_else(|| Error::DeadAgent(id.to_string()))?;
         ctl.send(cmd).map_err(|_| Error::DeadAgent(id.to_string()))
     }
 }
@@ -293,27 +374,44 @@ impl BoxHandle {
         if !self.core.router.has_controller {
             return Ok(());
         }
-        self.core.router.call_controller(|req| Ping { req }).await.map_err(|_| Error::Closed)?;
+        self.core
+            .router
+            .call_controller(|req| Ping { req })
+            .await
+            .map_err(|_| Error::Closed)?;
         Ok(())
     }
 
     /// Starts `agent` as `id` in this box (and tells the controller, if any).
     pub fn spawn(&self, id: impl Into<Id>, agent: impl Agent) -> Result<(), Error> {
-        self.core.spawn_agent(id.into(), Box::new(agent), Art::new(), None, true)
+        self.core
+            .spawn_agent(id.into(), Box::new(agent), Art::new(), None, true)
     }
 
     /// Starts `agent` as `id` with its state restored from a snapshot.
-    pub fn spawn_restored(&self, id: impl Into<Id>, agent: impl Agent, state: Vec<u8>) -> Result<(), Error> {
-        self.core.spawn_agent(id.into(), Box::new(agent), Art::new(), Some(state), true)
+    pub fn spawn_restored(
+        &self,
+        id: impl Into<Id>,
+        agent: impl Agent,
+        state: Vec<u8>,
+    ) -> Result<(), Error> {
+        self.core
+            .spawn_agent(id.into(), Box::new(agent), Art::new(), Some(state), true)
     }
 
     /// Starts `agent` as `id` with initial ART entries (identifier → physical identifier).
-    pub fn spawn_with_routes(&self, id: impl Into<Id>, agent: impl Agent, routes: &[(&str, &str)]) -> Result<(), Error> {
+    pub fn spawn_with_routes(
+        &self,
+        id: impl Into<Id>,
+        agent: impl Agent,
+        routes: &[(&str, &str)],
+    ) -> Result<(), Error> {
         let mut art = Art::new();
         for (k, v) in routes {
             art.insert((*k).into(), (*v).into())?;
         }
-        self.core.spawn_agent(id.into(), Box::new(agent), art, None, true)
+        self.core
+            .spawn_agent(id.into(), Box::new(agent), art, None, true)
     }
 
     /// Opens an endpoint with identifier `id` in this box.
@@ -327,21 +425,47 @@ impl BoxHandle {
             if local.contains_key(&id) {
                 return Err(Error::AgentExists(id.to_string()));
             }
-            local.insert(id.clone(), Slot { inbox: tx, control: None, generation });
+            local.insert(
+                id.clone(),
+                Slot {
+                    inbox: tx,
+                    control: None,
+                    generation,
+                },
+            );
         }
         let mut art = Art::new();
         art.insert(CONTROLLER.into(), CONTROLLER.into())?;
-        Ok(Endpoint { id, router: router.clone(), inbox: rx, art, generation })
+        Ok(Endpoint {
+            id,
+            router: router.clone(),
+            inbox: rx,
+            art,
+            generation,
+        })
     }
 
     /// Whether an agent (or endpoint) `id` runs in this box.
     pub fn is_running(&self, id: &str) -> bool {
-        self.core.router.local.read().expect("routing table poisoned").contains_key(id)
+        self.core
+            .router
+            .local
+            .read()
+            .expect("routing table poisoned")
+            .contains_key(id)
     }
 
     /// The identifiers of the agents and endpoints in this box, sorted.
     pub fn agents(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.core.router.local.read().expect("routing table poisoned").keys().map(|k| k.to_string()).collect();
+        let mut ids: Vec<String> = self
+            .core
+            .router
+            .local
+            .read()
+            .expect("routing table poisoned")
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
         ids.sort();
         ids
     }
@@ -389,7 +513,13 @@ impl BoxHandle {
 
     /// The BRT entry for `id`, if cached.
     pub fn brt_entry(&self, id: &str) -> Option<String> {
-        self.core.router.brt.read().expect("routing table poisoned").get(id).map(|a| a.to_string())
+        self.core
+            .router
+            .brt
+            .read()
+            .expect("routing table poisoned")
+            .get(id)
+            .map(|a| a.to_string())
     }
 
     /// Fault injection: drops every connection this box dialed; they are re-established and
@@ -409,7 +539,12 @@ impl BoxHandle {
         self.core.lifecycle.begin();
         // Agents stop when their senders are dropped (connections and the listener stop on
         // the broadcast).
-        self.core.router.local.write().expect("routing table poisoned").clear();
+        self.core
+            .router
+            .local
+            .write()
+            .expect("routing table poisoned")
+            .clear();
         if let Some(mut rx) = self.done_rx.take() {
             let _ = rx.recv().await;
         }

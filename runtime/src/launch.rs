@@ -110,10 +110,19 @@ pub fn main(system: System) -> ExitCode {
     let (deployment_json, kinds) = (system.deployment, system.kinds);
     let cli = Cli::parse();
     // The simulator runs every agent hundreds of times over; their warnings would drown its report.
-    let quiet = if matches!(cli.command, Command::Test(_)) { "off" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| quiet.into());
+    let quiet = if matches!(cli.command, Command::Test(_)) {
+        "off"
+    } else {
+        "warn"
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| quiet.into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
     let deployment = match Deployment::from_json(deployment_json) {
         Ok(d) => d,
         Err(e) => {
@@ -125,7 +134,10 @@ pub fn main(system: System) -> ExitCode {
         Command::Test(args) => return run_test(&system, args),
         other => Cli { command: other },
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the tokio runtime: {e}");
@@ -135,7 +147,11 @@ pub fn main(system: System) -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Controller { listen } => run_controller(&deployment, &listen).await,
-            Command::Box { name, controller, listen } => run_box(&deployment, kinds, &name, &controller, listen).await,
+            Command::Box {
+                name,
+                controller,
+                listen,
+            } => run_box(&deployment, kinds, &name, &controller, listen).await,
             Command::Local => run_local(&deployment, kinds).await,
             Command::Deployment => {
                 println!("{deployment_json}");
@@ -165,14 +181,20 @@ fn run_test(system: &System, args: TestArgs) -> ExitCode {
     };
     crate::sim::quiet_agent_panics();
     // As invoked, so that the printed command lines can be pasted back.
-    let program = std::env::args().next().unwrap_or_else(|| "system".to_string());
+    let program = std::env::args()
+        .next()
+        .unwrap_or_else(|| "system".to_string());
     match crate::sim::test_system(system, &options) {
         Ok(report) => {
             print!("{}", report.render(&program));
             if report.targets.is_empty() {
                 println!("no transformed agents to test");
             }
-            if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -184,14 +206,22 @@ fn run_test(system: &System, args: TestArgs) -> ExitCode {
 /// The simulator's options from the flags of `test`.
 fn test_options(args: TestArgs) -> Result<crate::sim::Options, Error> {
     use crate::sim::{FaultEvent, Faults, Options, Scenario};
-    let replay = args.replay.as_deref().map(Scenario::parse_replay).transpose()?;
+    let replay = args
+        .replay
+        .as_deref()
+        .map(Scenario::parse_replay)
+        .transpose()?;
     Ok(Options {
         seeds: args.seeds,
         seed: args.seed,
         ops: args.ops,
         clients: args.clients.max(1),
         faults: Faults::parse(&args.faults)?,
-        events: args.events.as_deref().map(FaultEvent::parse_list).transpose()?,
+        events: args
+            .events
+            .as_deref()
+            .map(FaultEvent::parse_list)
+            .transpose()?,
         target: args.target,
         replay,
         shrink: !args.no_shrink,
@@ -212,10 +242,25 @@ async fn run_controller(deployment: &Deployment, listen: &str) -> Result<(), Err
     Ok(())
 }
 
-async fn run_box(deployment: &Deployment, kinds: Kinds, name: &str, controller: &str, listen: Option<String>) -> Result<(), Error> {
-    let spec = deployment.find_box(name).ok_or_else(|| Error::UnknownIdentifier(format!("box `{name}` (not in the deployment)")))?;
-    let listen = listen.or_else(|| spec.address.clone()).unwrap_or_else(|| "127.0.0.1:0".to_string());
-    let b = kinds(BoxBuilder::new(name)).listen(&listen).controller_at(controller).start().await.map_err(|e| bind_error(e, name, &listen))?;
+async fn run_box(
+    deployment: &Deployment,
+    kinds: Kinds,
+    name: &str,
+    controller: &str,
+    listen: Option<String>,
+) -> Result<(), Error> {
+    let spec = deployment
+        .find_box(name)
+        .ok_or_else(|| Error::UnknownIdentifier(format!("box `{name}` (not in the deployment)")))?;
+    let listen = listen
+        .or_else(|| spec.address.clone())
+        .unwrap_or_else(|| "127.0.0.1:0".to_string());
+    let b = kinds(BoxBuilder::new(name))
+        .listen(&listen)
+        .controller_at(controller)
+        .start()
+        .await
+        .map_err(|e| bind_error(e, name, &listen))?;
     b.ready().await?;
     println!("ovid: box {name} listening on {}", b.addr());
     let watched = spec.agents.clone();
@@ -230,10 +275,18 @@ async fn run_box(deployment: &Deployment, kinds: Kinds, name: &str, controller: 
 }
 
 async fn run_local(deployment: &Deployment, kinds: Kinds) -> Result<(), Error> {
-    let control = BoxBuilder::new("controller").with_controller(Controller::new(deployment.placement())).start().await?;
+    let control = BoxBuilder::new("controller")
+        .with_controller(Controller::new(deployment.placement()))
+        .start()
+        .await?;
     let mut boxes: Vec<BoxHandle> = Vec::new();
     for spec in &deployment.boxes {
-        boxes.push(kinds(BoxBuilder::new(&spec.name)).controller_at(control.addr()).start().await?);
+        boxes.push(
+            kinds(BoxBuilder::new(&spec.name))
+                .controller_at(control.addr())
+                .start()
+                .await?,
+        );
     }
     for b in &boxes {
         b.ready().await?;
@@ -241,8 +294,20 @@ async fn run_local(deployment: &Deployment, kinds: Kinds) -> Result<(), Error> {
     let clients: Vec<(usize, String)> = deployment
         .clients
         .iter()
-        .filter_map(|c| deployment.agents.iter().find(|a| &a.id == c).map(|a| (a.in_box.clone(), c.clone())))
-        .filter_map(|(in_box, c)| deployment.boxes.iter().position(|b| b.name == in_box).map(|i| (i, c)))
+        .filter_map(|c| {
+            deployment
+                .agents
+                .iter()
+                .find(|a| &a.id == c)
+                .map(|a| (a.in_box.clone(), c.clone()))
+        })
+        .filter_map(|(in_box, c)| {
+            deployment
+                .boxes
+                .iter()
+                .position(|b| b.name == in_box)
+                .map(|i| (i, c))
+        })
         .collect();
     if clients.is_empty() {
         stopped().await;
@@ -286,10 +351,11 @@ async fn report_finished(b: &BoxHandle, ids: &[String]) {
 async fn stopped() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -305,9 +371,15 @@ async fn stopped() {
 fn bind_error(e: Error, what: &str, addr: &str) -> Error {
     match e {
         Error::Io(io) if io.kind() == std::io::ErrorKind::AddrInUse => {
-            Error::Io(std::io::Error::new(io.kind(), format!("{what} cannot listen on {addr}: the port is in use")))
+            Error::Io(std::io::Error::new(
+                io.kind(),
+                format!("{what} cannot listen on {addr}: the port is in use"),
+            ))
         }
-        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), format!("{what} cannot listen on {addr}: {io}"))),
+        Error::Io(io) => Error::Io(std::io::Error::new(
+            io.kind(),
+            format!("{what} cannot listen on {addr}: {io}"),
+        )),
         other => other,
     }
 }

@@ -67,6 +67,10 @@ pub mod __private {
     /// Takes an `M` out of `payload` if that is what it holds (one generic call per handler,
     /// so a type that is not a message gives one compile error).
     pub fn take<M: Message>(payload: Payload) -> Take<M> {
-        if payload.is::<M>() { Take::Hit(payload.decode::<M>()) } else { Take::Miss(payload) }
+        if payload.is::<M>() {
+            Take::Hit(payload.decode::<M>())
+        } else {
+            Take::Miss(payload)
+        }
     }
 }

@@ -95,7 +95,16 @@ pub struct MetricsReport {
     pub metrics: MetricsSnapshot,
 }
 
-system_messages!(StartAgent, StopAgent, AgentStarted, StartFailed, AgentStopped, UpdateBrt, GetMetrics, MetricsReport);
+system_messages!(
+    StartAgent,
+    StopAgent,
+    AgentStarted,
+    StartFailed,
+    AgentStopped,
+    UpdateBrt,
+    GetMetrics,
+    MetricsReport
+);
 
 /// The box manager agent (see the module docs).
 pub(crate) struct BoxManager {
@@ -111,7 +120,9 @@ impl BoxManager {
 
 impl Agent for BoxManager {
     fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
-        let Some(core) = self.core.upgrade() else { return Err(Error::Closed) };
+        let Some(core) = self.core.upgrade() else {
+            return Err(Error::Closed);
+        };
         let router = &core.router;
         match message.name() {
             n if n == <ArtAnswer as crate::Message>::NAME => {
@@ -138,10 +149,15 @@ impl Agent for BoxManager {
                     .into_iter()
                     .try_for_each(|(k, v)| art.insert(k.into(), v.into()))
                     .and_then(|()| core.make(&s.kind, &s.config))
-                    .and_then(|agent| core.spawn_agent(Id::from(s.id.as_str()), agent, art, s.state, true));
+                    .and_then(|agent| {
+                        core.spawn_agent(Id::from(s.id.as_str()), agent, art, s.state, true)
+                    });
                 if let Err(e) = started {
                     tracing::warn!(box_name = %router.box_name, id = %s.id, error = %e, "cannot start agent");
-                    ctx.reply(StartFailed { id: s.id, error: e.to_string() });
+                    ctx.reply(StartFailed {
+                        id: s.id,
+                        error: e.to_string(),
+                    });
                 }
             }
             n if n == <StopAgent as crate::Message>::NAME => {
@@ -150,11 +166,19 @@ impl Agent for BoxManager {
                 core.control(&s.id, Control::Stop(tx))?;
                 // The agent answers from its own task; forward its snapshot when it does.
                 let asker: Id = ctx.sender().into();
-                let (router, manager, in_box) = (core.router.clone(), router.manager.clone(), router.box_name.clone());
+                let (router, manager, in_box) = (
+                    core.router.clone(),
+                    router.manager.clone(),
+                    router.box_name.clone(),
+                );
                 tokio::spawn(async move {
                     let state = rx.await.ok().and_then(|r| r.ok());
                     // (The controller hears of the stop from the box itself, in any case.)
-                    let stopped = AgentStopped { id: s.id, in_box, state };
+                    let stopped = AgentStopped {
+                        id: s.id,
+                        in_box,
+                        state,
+                    };
                     router.route(crate::Envelope::new(manager, asker, stopped));
                 });
             }
@@ -165,9 +189,18 @@ impl Agent for BoxManager {
             }
             n if n == <GetMetrics as crate::Message>::NAME => {
                 let q = message.decode::<GetMetrics>()?;
-                ctx.reply(MetricsReport { req: q.req, box_name: router.box_name.clone(), metrics: router.metrics.snapshot() });
+                ctx.reply(MetricsReport {
+                    req: q.req,
+                    box_name: router.box_name.clone(),
+                    metrics: router.metrics.snapshot(),
+                });
             }
-            other => return Err(Error::UnknownMessage { agent: ctx.me().to_string(), name: other.to_string() }),
+            other => {
+                return Err(Error::UnknownMessage {
+                    agent: ctx.me().to_string(),
+                    name: other.to_string(),
+                });
+            }
         }
         Ok(())
     }

@@ -59,7 +59,10 @@ impl<M: Message> AnyMessage for M {
         // postcard writes into anything that is `Extend<u8>`; `BytesMut` is. We move the buffer
         // in and back out so no bytes are copied.
         let buf = std::mem::take(out);
-        *out = postcard::to_extend(self, buf).map_err(|e| Error::Encode { name: M::NAME.into(), source: e })?;
+        *out = postcard::to_extend(self, buf).map_err(|e| Error::Encode {
+            name: M::NAME.into(),
+            source: e,
+        })?;
         Ok(())
     }
 
@@ -110,7 +113,10 @@ impl Payload {
             Payload::Local(m) => {
                 let found = m.name();
                 if found != M::NAME {
-                    return Err(Error::WrongType { expected: M::NAME, found: found.to_string() });
+                    return Err(Error::WrongType {
+                        expected: M::NAME,
+                        found: found.to_string(),
+                    });
                 }
                 if (*m).as_any().is::<M>() {
                     return Ok(*m.into_any().downcast::<M>().expect("checked above"));
@@ -119,13 +125,22 @@ impl Payload {
                 // message): the messages are the same if their encodings are.
                 let mut bytes = BytesMut::new();
                 m.encode_into(&mut bytes)?;
-                postcard::from_bytes(&bytes).map_err(|e| Error::Decode { name: M::NAME.into(), source: e })
+                postcard::from_bytes(&bytes).map_err(|e| Error::Decode {
+                    name: M::NAME.into(),
+                    source: e,
+                })
             }
             Payload::Encoded { name, bytes } => {
                 if &*name != M::NAME {
-                    return Err(Error::WrongType { expected: M::NAME, found: name.to_string() });
+                    return Err(Error::WrongType {
+                        expected: M::NAME,
+                        found: name.to_string(),
+                    });
                 }
-                postcard::from_bytes(&bytes).map_err(|e| Error::Decode { name: M::NAME.into(), source: e })
+                postcard::from_bytes(&bytes).map_err(|e| Error::Decode {
+                    name: M::NAME.into(),
+                    source: e,
+                })
             }
         }
     }
@@ -139,13 +154,15 @@ impl Payload {
                 None => {
                     let mut bytes = BytesMut::new();
                     m.encode_into(&mut bytes).ok()?;
-                    postcard::from_bytes(&bytes).ok().map(std::borrow::Cow::Owned)
+                    postcard::from_bytes(&bytes)
+                        .ok()
+                        .map(std::borrow::Cow::Owned)
                 }
             },
             Payload::Local(_) => None,
-            Payload::Encoded { name, bytes } if &**name == M::NAME => {
-                postcard::from_bytes(bytes).ok().map(std::borrow::Cow::Owned)
-            }
+            Payload::Encoded { name, bytes } if &**name == M::NAME => postcard::from_bytes(bytes)
+                .ok()
+                .map(std::borrow::Cow::Owned),
             Payload::Encoded { .. } => None,
         }
     }
@@ -178,7 +195,9 @@ impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Payload::Local(m) => write!(f, "Payload::Local({})", m.name()),
-            Payload::Encoded { name, bytes } => write!(f, "Payload::Encoded({name}, {} bytes)", bytes.len()),
+            Payload::Encoded { name, bytes } => {
+                write!(f, "Payload::Encoded({name}, {} bytes)", bytes.len())
+            }
         }
     }
 }
@@ -202,6 +221,11 @@ pub struct Envelope {
 impl Envelope {
     /// An envelope for a message value.
     pub fn new<M: Message>(from: impl Into<Id>, to: impl Into<Id>, message: M) -> Self {
-        Envelope { from: from.into(), to: to.into(), payload: Payload::new(message), tag: 0 }
+        Envelope {
+            from: from.into(),
+            to: to.into(),
+            payload: Payload::new(message),
+            tag: 0,
+        }
     }
 }

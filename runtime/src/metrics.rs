@@ -36,7 +36,10 @@ impl Metrics {
     /// Adds one to a counter.
     /// Sets the gauge `name`.
     pub fn set_gauge(&self, name: String, value: u64) {
-        self.gauges.lock().expect("gauges poisoned").insert(name, value);
+        self.gauges
+            .lock()
+            .expect("gauges poisoned")
+            .insert(name, value);
     }
 
     /// The gauges agents published, by name.
@@ -54,7 +57,10 @@ impl Metrics {
             messages_in: self.messages_in.load(Relaxed),
             messages_out: self.messages_out.load(Relaxed),
             // Everything delivered here that did not come off the wire came from this box.
-            local_deliveries: self.messages_in.load(Relaxed).saturating_sub(self.frames_in.load(Relaxed)),
+            local_deliveries: self
+                .messages_in
+                .load(Relaxed)
+                .saturating_sub(self.frames_in.load(Relaxed)),
             frames_out: self.frames_out.load(Relaxed),
             frames_in: self.frames_in.load(Relaxed),
             art_misses: self.art_misses.load(Relaxed),

@@ -62,11 +62,21 @@ pub struct ProcessAgent {
 impl ProcessAgent {
     /// An agent running `command` (through `sh -c`), wired by `bindings`.
     pub fn new(command: impl Into<String>, bindings: Bindings, codec: Arc<dyn JsonCodec>) -> Self {
-        ProcessAgent { command: command.into(), bindings, codec, stdin: None, next_msg_id: 0, pending: HashMap::new() }
+        ProcessAgent {
+            command: command.into(),
+            bindings,
+            codec,
+            stdin: None,
+            next_msg_id: 0,
+            pending: HashMap::new(),
+        }
     }
 
     fn write(&mut self, ctx: &Context, line: Value) {
-        let sent = self.stdin.as_ref().is_some_and(|tx| tx.send(line.to_string()).is_ok());
+        let sent = self
+            .stdin
+            .as_ref()
+            .is_some_and(|tx| tx.send(line.to_string()).is_ok());
         if !sent {
             tracing::warn!(agent = %ctx.me(), "external process is not running; message dropped");
         }
@@ -74,12 +84,20 @@ impl ProcessAgent {
 
     fn output(&mut self, ctx: &mut Context, line: &str) -> Result<(), Error> {
         let bad = |why: String| Error::Invalid(format!("external agent {}: {why}", ctx.me()));
-        let msg: Value = serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}: {line}")))?;
-        let dest = msg.get("dest").and_then(Value::as_str).unwrap_or_default().to_string();
+        let msg: Value =
+            serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}: {line}")))?;
+        let dest = msg
+            .get("dest")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let Some(Value::Object(mut body)) = msg.get("body").cloned() else {
             return Err(bad(format!("no `body` object: {line}")));
         };
-        let ty = body.remove("type").and_then(|t| t.as_str().map(str::to_string)).ok_or_else(|| bad(format!("no `body.type`: {line}")))?;
+        let ty = body
+            .remove("type")
+            .and_then(|t| t.as_str().map(str::to_string))
+            .ok_or_else(|| bad(format!("no `body.type`: {line}")))?;
         body.remove("msg_id");
         let in_reply_to = body.remove("in_reply_to").and_then(|v| v.as_u64());
         if ty == "init_ok" {
@@ -120,7 +138,9 @@ impl Agent for ProcessAgent {
                 return;
             }
         };
-        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else { return };
+        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return;
+        };
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
         tokio::spawn(async move {
             while let Some(mut line) = rx.recv().await {

@@ -40,7 +40,8 @@ pub fn manager_id(box_name: &str) -> String {
 
 /// Whether `physical` may be the value of ART key `ident`: equal, or under `ident/`.
 pub fn is_refinement(ident: &str, physical: &str) -> bool {
-    physical == ident || (physical.starts_with(ident) && physical.as_bytes().get(ident.len()) == Some(&b'/'))
+    physical == ident
+        || (physical.starts_with(ident) && physical.as_bytes().get(ident.len()) == Some(&b'/'))
 }
 
 /// An agent routing table: identifier the agent uses → physical identifier.
@@ -63,7 +64,9 @@ impl Art {
     /// Caches `ident → physical`; refused unless `ident` is a path prefix of `physical`.
     pub fn insert(&mut self, ident: Id, physical: Id) -> Result<(), Error> {
         if !is_refinement(&ident, &physical) {
-            return Err(Error::UnknownIdentifier(format!("ART entry `{ident}` → `{physical}`: the key is not a prefix")));
+            return Err(Error::UnknownIdentifier(format!(
+                "ART entry `{ident}` → `{physical}`: the key is not a prefix"
+            )));
         }
         self.map.insert(ident, physical);
         Ok(())
@@ -190,7 +193,13 @@ pub(crate) struct Router {
 
 impl Router {
     /// A router for a box; `peers` carries envelopes to other boxes.
-    pub(crate) fn new(box_name: &str, addr: Id, has_controller: bool, peers: Peers, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        box_name: &str,
+        addr: Id,
+        has_controller: bool,
+        peers: Peers,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Router {
             box_name: box_name.to_string(),
             manager: manager_id(box_name).into(),
@@ -235,7 +244,12 @@ impl Router {
             }
         }
         // 2. Another box, if the BRT knows which.
-        let addr = self.brt.read().expect("routing table poisoned").get(&env.to).cloned();
+        let addr = self
+            .brt
+            .read()
+            .expect("routing table poisoned")
+            .get(&env.to)
+            .cloned();
         match addr {
             Some(addr) => self.send_to_box(&addr, env),
             None => self.brt_miss(env),
@@ -260,7 +274,13 @@ impl Router {
         }
         let mut pending = self.pending_brt.lock().expect("pending table poisoned");
         // The answer may have arrived between our BRT look-up and taking this lock.
-        if let Some(addr) = self.brt.read().expect("routing table poisoned").get(&env.to).cloned() {
+        if let Some(addr) = self
+            .brt
+            .read()
+            .expect("routing table poisoned")
+            .get(&env.to)
+            .cloned()
+        {
             drop(pending);
             self.send_to_box(&addr, env);
             return;
@@ -274,7 +294,11 @@ impl Router {
                 Metrics::inc(&self.metrics.brt_misses);
                 tracing::debug!(box_name = %self.box_name, %id, "BRT miss: asking the controller");
                 let req = self.next_req.fetch_add(1, Ordering::Relaxed);
-                self.route(Envelope::new(self.manager.clone(), CONTROLLER, ResolveBrt { req, id }));
+                self.route(Envelope::new(
+                    self.manager.clone(),
+                    CONTROLLER,
+                    ResolveBrt { req, id },
+                ));
             }
         }
     }
@@ -290,7 +314,10 @@ impl Router {
                 for env in parked {
                     self.send_to_box(&addr, env);
                 }
-                self.brt.write().expect("routing table poisoned").insert(id.into(), addr);
+                self.brt
+                    .write()
+                    .expect("routing table poisoned")
+                    .insert(id.into(), addr);
             }
             None => {
                 for env in parked {
@@ -302,7 +329,12 @@ impl Router {
 
     /// Caches `id → addr` if the BRT has no entry for `id` (learnt from incoming traffic).
     pub(crate) fn learn(&self, id: &Id, addr: &Id) {
-        if self.local.read().expect("routing table poisoned").contains_key(id) {
+        if self
+            .local
+            .read()
+            .expect("routing table poisoned")
+            .contains_key(id)
+        {
             return;
         }
         let mut brt = self.brt.write().expect("routing table poisoned");
@@ -332,11 +364,18 @@ impl Router {
 
     /// Sends a question to the controller from the box manager; the answer comes back on
     /// the returned channel (the box manager matches it by `req`).
-    pub(crate) fn call_controller<M: Message>(&self, question: impl FnOnce(u64) -> M) -> oneshot::Receiver<Payload> {
+    pub(crate) fn call_controller<M: Message>(
+        &self,
+        question: impl FnOnce(u64) -> M,
+    ) -> oneshot::Receiver<Payload> {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.calls.lock().expect("calls poisoned").insert(req, tx);
-        self.route(Envelope::new(self.manager.clone(), CONTROLLER, question(req)));
+        self.route(Envelope::new(
+            self.manager.clone(),
+            CONTROLLER,
+            question(req),
+        ));
         rx
     }
 
@@ -349,11 +388,20 @@ impl Router {
     }
 
     /// Asks the controller which physical agent `agent` reaches by `ident` (an ART miss).
-    pub(crate) fn resolve_art(&self, agent: &Id, ident: &Id) -> impl Future<Output = Option<Id>> + Send + 'static {
+    pub(crate) fn resolve_art(
+        &self,
+        agent: &Id,
+        ident: &Id,
+    ) -> impl Future<Output = Option<Id>> + Send + 'static {
         Metrics::inc(&self.metrics.art_misses);
         let no_controller = !self.has_controller;
-        let rx = (!no_controller)
-            .then(|| self.call_controller(|req| ResolveArt { req, agent: agent.to_string(), ident: ident.to_string() }));
+        let rx = (!no_controller).then(|| {
+            self.call_controller(|req| ResolveArt {
+                req,
+                agent: agent.to_string(),
+                ident: ident.to_string(),
+            })
+        });
         let ident = ident.clone();
         async move {
             let Some(rx) = rx else {

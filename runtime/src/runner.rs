@@ -17,8 +17,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use rustc_hash::FxHashMap;
 use futures::stream::FuturesUnordered;
+use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::time::{DelayQueue, delay_queue};
 
@@ -88,7 +88,14 @@ impl Runner {
             agent.on_start(ctx);
             Ok(())
         });
-        self.apply(&mut ctx, &mut effects, &mut timers, &mut timer_keys, &mut parked, &mut resolving);
+        self.apply(
+            &mut ctx,
+            &mut effects,
+            &mut timers,
+            &mut timer_keys,
+            &mut parked,
+            &mut resolving,
+        );
 
         let mut shut_down = false;
         while alive && !ctx.is_finished() {
@@ -119,7 +126,14 @@ impl Runner {
                     });
                 }
             }
-            self.apply(&mut ctx, &mut effects, &mut timers, &mut timer_keys, &mut parked, &mut resolving);
+            self.apply(
+                &mut ctx,
+                &mut effects,
+                &mut timers,
+                &mut timer_keys,
+                &mut parked,
+                &mut resolving,
+            );
         }
         if ctx.is_finished() {
             tracing::info!(agent = %self.id, "agent finished");
@@ -149,7 +163,11 @@ impl Runner {
     }
 
     /// Calls into the agent, turning a panic into a stopped agent rather than a dead box.
-    fn call(&mut self, ctx: &mut Context, f: impl FnOnce(&mut dyn Agent, &mut Context) -> Result<(), Error>) -> bool {
+    fn call(
+        &mut self,
+        ctx: &mut Context,
+        f: impl FnOnce(&mut dyn Agent, &mut Context) -> Result<(), Error>,
+    ) -> bool {
         let agent = &mut *self.agent;
         match std::panic::catch_unwind(AssertUnwindSafe(|| f(agent, ctx))) {
             Ok(Ok(())) => true,
@@ -180,17 +198,39 @@ impl Runner {
         let tag = ctx.tag();
         for effect in effects.drain(..) {
             match effect {
-                Effect::Send { to, payload } => self.send(to, (self.id.clone(), tag, payload), parked, resolving),
-                Effect::Forward { to, physical: false, from, tag, payload } => {
-                    self.send(to, (from, tag, payload), parked, resolving)
+                Effect::Send { to, payload } => {
+                    self.send(to, (self.id.clone(), tag, payload), parked, resolving)
                 }
-                Effect::Forward { to, physical: true, from, tag, payload } => {
+                Effect::Forward {
+                    to,
+                    physical: false,
+                    from,
+                    tag,
+                    payload,
+                } => self.send(to, (from, tag, payload), parked, resolving),
+                Effect::Forward {
+                    to,
+                    physical: true,
+                    from,
+                    tag,
+                    payload,
+                } => {
                     Metrics::inc(&self.router.metrics.messages_out);
-                    self.router.route(Envelope { from, to, payload, tag });
+                    self.router.route(Envelope {
+                        from,
+                        to,
+                        payload,
+                        tag,
+                    });
                 }
                 Effect::SendPhysical { to, payload } => {
                     Metrics::inc(&self.router.metrics.messages_out);
-                    self.router.route(Envelope { from: self.id.clone(), to, payload, tag });
+                    self.router.route(Envelope {
+                        from: self.id.clone(),
+                        to,
+                        payload,
+                        tag,
+                    });
                 }
                 Effect::SetTimer { name, after } => match timer_keys.get(&name) {
                     Some(key) => timers.reset(key, after),
@@ -211,14 +251,25 @@ impl Runner {
     }
 
     /// Sends through the ART, parking the message if the identifier is not cached yet.
-    fn send(&mut self, to: Id, message: Parked, parked: &mut FxHashMap<Id, VecDeque<Parked>>, resolving: &mut FuturesUnordered<Resolving>) {
+    fn send(
+        &mut self,
+        to: Id,
+        message: Parked,
+        parked: &mut FxHashMap<Id, VecDeque<Parked>>,
+        resolving: &mut FuturesUnordered<Resolving>,
+    ) {
         Metrics::inc(&self.router.metrics.messages_out);
         if let Some(waiting) = parked.get_mut(&to) {
             // Behind earlier messages to the same identifier: keep the order.
             waiting.push_back(message);
         } else if let Some(physical) = self.art.get(&to) {
             let (from, tag, payload) = message;
-            self.router.route(Envelope { from, to: physical.clone(), payload, tag });
+            self.router.route(Envelope {
+                from,
+                to: physical.clone(),
+                payload,
+                tag,
+            });
         } else {
             tracing::debug!(agent = %self.id, ident = %to, "ART miss: asking the controller");
             let answer = self.router.resolve_art(&self.id, &to);
@@ -229,7 +280,12 @@ impl Runner {
     }
 
     /// The controller answered an ART miss: cache it and send what was parked.
-    fn resolved(&mut self, ident: Id, answer: Option<Id>, parked: &mut FxHashMap<Id, VecDeque<Parked>>) {
+    fn resolved(
+        &mut self,
+        ident: Id,
+        answer: Option<Id>,
+        parked: &mut FxHashMap<Id, VecDeque<Parked>>,
+    ) {
         let waiting = parked.remove(&ident).unwrap_or_default();
         let physical = answer.filter(|p| match self.art.insert(ident.clone(), p.clone()) {
             Ok(()) => true,
@@ -239,10 +295,17 @@ impl Runner {
             }
         });
         for (from, tag, payload) in waiting {
-            let env = Envelope { from, to: physical.clone().unwrap_or_else(|| ident.clone()), payload, tag };
+            let env = Envelope {
+                from,
+                to: physical.clone().unwrap_or_else(|| ident.clone()),
+                payload,
+                tag,
+            };
             match &physical {
                 Some(_) => self.router.route(env),
-                None => self.router.reject(&env, &Error::UnknownIdentifier(ident.to_string())),
+                None => self
+                    .router
+                    .reject(&env, &Error::UnknownIdentifier(ident.to_string())),
             }
         }
     }

@@ -22,7 +22,11 @@ pub(crate) struct Shutdown {
 impl Shutdown {
     /// A listener from the box's broadcast receiver and completion sender.
     pub(crate) fn new(notify: broadcast::Receiver<()>, done: mpsc::Sender<()>) -> Shutdown {
-        Shutdown { is_shutdown: false, notify, _done: done }
+        Shutdown {
+            is_shutdown: false,
+            notify,
+            _done: done,
+        }
     }
 
     /// Waits for the signal (returns at once if it was already received).
@@ -52,7 +56,13 @@ impl Lifecycle {
     pub(crate) fn new() -> (Lifecycle, mpsc::Receiver<()>) {
         let (notify, _) = broadcast::channel(1);
         let (done, done_rx) = mpsc::channel(1);
-        (Lifecycle { notify, done: std::sync::Mutex::new(Some(done)) }, done_rx)
+        (
+            Lifecycle {
+                notify,
+                done: std::sync::Mutex::new(Some(done)),
+            },
+            done_rx,
+        )
     }
 
     /// A listener for a new task, or `None` if the box is shutting down.

@@ -97,7 +97,10 @@ pub(crate) struct Peers {
 impl Peers {
     /// No peers yet.
     pub(crate) fn new(env: TransportEnv) -> Self {
-        Peers { map: Mutex::new(FxHashMap::default()), env }
+        Peers {
+            map: Mutex::new(FxHashMap::default()),
+            env,
+        }
     }
 
     /// The peer at `addr`, creating it (and its writer task) on first use.
@@ -107,7 +110,12 @@ impl Peers {
             return p.clone();
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let peer = Arc::new(Peer { addr: addr.clone(), tx, inbound: Mutex::default(), kill: AtomicBool::new(false) });
+        let peer = Arc::new(Peer {
+            addr: addr.clone(),
+            tx,
+            inbound: Mutex::default(),
+            kill: AtomicBool::new(false),
+        });
         map.insert(addr.clone(), peer.clone());
         // During shutdown no writer starts; the queue is dropped and sends to it fail.
         if let Some(shutdown) = self.env.lifecycle.listener() {
@@ -232,13 +240,24 @@ impl Writer {
     /// Dials, shakes hands, and re-sends what the peer has not acknowledged.
     async fn connect(
         &mut self,
-    ) -> Result<(tokio::net::tcp::OwnedWriteHalf, tokio::task::JoinHandle<()>, oneshot::Receiver<()>), Error> {
+    ) -> Result<
+        (
+            tokio::net::tcp::OwnedWriteHalf,
+            tokio::task::JoinHandle<()>,
+            oneshot::Receiver<()>,
+        ),
+        Error,
+    > {
         let stream = TcpStream::connect(&*self.peer.addr).await?;
         stream.set_nodelay(true)?;
         let (rd, mut wr) = stream.into_split();
         let mut frames = FramedRead::new(rd, frame::codec());
         self.buf.clear();
-        let hello = Header::Hello { name: &self.env.box_name, listen: &self.env.listen, session: self.env.session };
+        let hello = Header::Hello {
+            name: &self.env.box_name,
+            listen: &self.env.listen,
+            session: self.env.session,
+        };
         frame::encode(&mut self.buf, &hello, None)?;
         wr.write_all(&self.buf).await?;
         let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next())
@@ -263,7 +282,10 @@ impl Writer {
             wr.write_all(&part).await?;
         }
         if resent > 0 {
-            self.env.metrics.retransmissions.fetch_add(resent, Ordering::Relaxed);
+            self.env
+                .metrics
+                .retransmissions
+                .fetch_add(resent, Ordering::Relaxed);
             tracing::info!(peer = %self.peer.addr, frames = resent, "retransmitted after reconnect");
         }
         let (lost_tx, lost_rx) = oneshot::channel();
@@ -288,7 +310,9 @@ impl Writer {
                     n = rx.recv_many(&mut self.batch, BATCH) => if n == 0 { return Stop::Shutdown },
                 }
             }
-            let Some(bytes) = self.encode_batch() else { continue };
+            let Some(bytes) = self.encode_batch() else {
+                continue;
+            };
             self.prune();
             let written = tokio::select! {
                 _ = shutdown.recv() => return Stop::Shutdown,
@@ -310,7 +334,13 @@ impl Writer {
         self.buf.clear();
         let first = self.next_seq;
         for env in self.batch.drain(..) {
-            let header = Header::Data { seq: self.next_seq, from: &env.from, to: &env.to, name: env.payload.name(), tag: env.tag };
+            let header = Header::Data {
+                seq: self.next_seq,
+                from: &env.from,
+                to: &env.to,
+                name: env.payload.name(),
+                tag: env.tag,
+            };
             match frame::encode(&mut self.buf, &header, Some(&env)) {
                 Ok(()) => self.next_seq += 1,
                 Err(e) => {
@@ -322,9 +352,16 @@ impl Writer {
         if self.next_seq == first {
             return None;
         }
-        self.env.metrics.frames_out.fetch_add(self.next_seq - first, Ordering::Relaxed);
+        self.env
+            .metrics
+            .frames_out
+            .fetch_add(self.next_seq - first, Ordering::Relaxed);
         let bytes = self.buf.split().freeze();
-        self.unacked.push_back(Batch { first, last: self.next_seq - 1, bytes: bytes.clone() });
+        self.unacked.push_back(Batch {
+            first,
+            last: self.next_seq - 1,
+            bytes: bytes.clone(),
+        });
         Some(bytes)
     }
 
@@ -338,7 +375,11 @@ impl Writer {
 }
 
 /// Reads `Ack` frames from a dialed connection; signals `lost` when it closes.
-async fn read_acks(mut frames: FramedRead<OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>, acked: Arc<AtomicU64>, lost: oneshot::Sender<()>) {
+async fn read_acks(
+    mut frames: FramedRead<OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
+    acked: Arc<AtomicU64>,
+    lost: oneshot::Sender<()>,
+) {
     while let Some(Ok(f)) = frames.next().await {
         let f = f.freeze();
         match frame::decode(&f) {
@@ -352,7 +393,12 @@ async fn read_acks(mut frames: FramedRead<OwnedReadHalf, tokio_util::codec::Leng
 }
 
 /// Accepts connections from other boxes until shutdown.
-pub(crate) async fn accept_loop(listener: TcpListener, router: Arc<Router>, lifecycle: Arc<Lifecycle>, mut shutdown: Shutdown) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    router: Arc<Router>,
+    lifecycle: Arc<Lifecycle>,
+    mut shutdown: Shutdown,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.recv() => return,
@@ -360,7 +406,9 @@ pub(crate) async fn accept_loop(listener: TcpListener, router: Arc<Router>, life
         };
         match accepted {
             Ok((stream, remote)) => {
-                let Some(conn_shutdown) = lifecycle.listener() else { return };
+                let Some(conn_shutdown) = lifecycle.listener() else {
+                    return;
+                };
                 let task = Receiver::new(router.clone(), remote);
                 tokio::spawn(task.run(stream, conn_shutdown));
             }
@@ -383,7 +431,11 @@ struct Receiver {
 
 impl Receiver {
     fn new(router: Arc<Router>, remote: SocketAddr) -> Self {
-        Receiver { router, remote, interned: FxHashSet::default() }
+        Receiver {
+            router,
+            remote,
+            interned: FxHashSet::default(),
+        }
     }
 
     fn intern(&mut self, s: &str, learn_at: Option<&Id>) -> Id {
@@ -424,7 +476,12 @@ impl Receiver {
         };
         let first = first.freeze();
         let (session, listen) = match frame::decode(&first) {
-            Ok((Header::Hello { listen, session, .. }, _)) => (session, Id::from(listen)),
+            Ok((
+                Header::Hello {
+                    listen, session, ..
+                },
+                _,
+            )) => (session, Id::from(listen)),
             _ => {
                 self.bad_frame("the first frame is not Hello");
                 return;
@@ -434,12 +491,18 @@ impl Receiver {
         let delivered = {
             let mut inbound = peer.inbound.lock().expect("inbound poisoned");
             if inbound.session != session {
-                *inbound = Inbound { session, delivered: 0 };
+                *inbound = Inbound {
+                    session,
+                    delivered: 0,
+                };
             }
             inbound.delivered
         };
         let mut out = BytesMut::new();
-        let welcome = Header::Welcome { name: &self.router.box_name, delivered };
+        let welcome = Header::Welcome {
+            name: &self.router.box_name,
+            delivered,
+        };
         if frame::encode(&mut out, &welcome, None).is_err() || wr.write_all(&out).await.is_err() {
             return;
         }
@@ -472,11 +535,28 @@ impl Receiver {
                 Some(Some(Ok(f))) => {
                     let f = f.freeze();
                     match frame::decode(&f) {
-                        Ok((Header::Data { seq, from, to, name, tag }, payload)) => {
+                        Ok((
+                            Header::Data {
+                                seq,
+                                from,
+                                to,
+                                name,
+                                tag,
+                            },
+                            payload,
+                        )) => {
                             let from = self.intern(from, Some(&listen));
                             let to = self.intern(to, None);
                             let name = self.intern(name, None);
-                            let env = Envelope { from, to, payload: Payload::Encoded { name, bytes: payload }, tag };
+                            let env = Envelope {
+                                from,
+                                to,
+                                payload: Payload::Encoded {
+                                    name,
+                                    bytes: payload,
+                                },
+                                tag,
+                            };
                             let mut inbound = peer.inbound.lock().expect("inbound poisoned");
                             if inbound.session != session {
                                 // The sender restarted and a newer connection took over.
@@ -499,7 +579,9 @@ impl Receiver {
                             last_delivered = seq;
                             if !armed {
                                 armed = true;
-                                ack_timer.as_mut().reset(tokio::time::Instant::now() + ACK_DELAY);
+                                ack_timer
+                                    .as_mut()
+                                    .reset(tokio::time::Instant::now() + ACK_DELAY);
                             }
                         }
                         Ok((other, _)) => {
@@ -519,7 +601,13 @@ impl Receiver {
             // Acknowledge everything delivered so far.
             if last_delivered > acked {
                 out.clear();
-                let _ = frame::encode(&mut out, &Header::Ack { upto: last_delivered }, None);
+                let _ = frame::encode(
+                    &mut out,
+                    &Header::Ack {
+                        upto: last_delivered,
+                    },
+                    None,
+                );
                 if wr.write_all(&out).await.is_err() {
                     return;
                 }

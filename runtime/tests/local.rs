@@ -13,9 +13,21 @@ async fn co_located_put_and_get_without_serialization() {
     let b = BoxBuilder::new("solo").start().await.unwrap();
     b.spawn("KVS", Kvs::default()).unwrap();
     let mut client = b.endpoint("client").unwrap();
-    let ok: PutOk = client.request("KVS", Put { key: "k".into(), value: "v".into() }).await.unwrap();
+    let ok: PutOk = client
+        .request(
+            "KVS",
+            Put {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(ok, PutOk { key: "k".into() });
-    let got: GetOk = client.request("KVS", Get { key: "k".into() }).await.unwrap();
+    let got: GetOk = client
+        .request("KVS", Get { key: "k".into() })
+        .await
+        .unwrap();
     assert_eq!(got.value.as_deref(), Some("v"));
     let m = b.metrics();
     assert_eq!(m.local_deliveries, 4);
@@ -57,16 +69,29 @@ async fn cancelled_and_reset_timers() {
             self.fired.push(name.to_string());
         }
         fn on_how_many(&mut self, _ctx: &mut Context, _q: HowMany) -> Count {
-            Count(self.fired.len() as u64 * 10 + if self.fired.last().map(String::as_str) == Some("c") { 1 } else { 0 })
+            Count(
+                self.fired.len() as u64 * 10
+                    + if self.fired.last().map(String::as_str) == Some("c") {
+                        1
+                    } else {
+                        0
+                    },
+            )
         }
     }
     let b = BoxBuilder::new("timers").start().await.unwrap();
     b.spawn("t", T::default()).unwrap();
     let mut client = b.endpoint("client").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(client.request::<_, Count>("t", HowMany).await.unwrap(), Count(10));
+    assert_eq!(
+        client.request::<_, Count>("t", HowMany).await.unwrap(),
+        Count(10)
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(client.request::<_, Count>("t", HowMany).await.unwrap(), Count(21));
+    assert_eq!(
+        client.request::<_, Count>("t", HowMany).await.unwrap(),
+        Count(21)
+    );
     b.shutdown().await;
 }
 
@@ -74,13 +99,34 @@ async fn cancelled_and_reset_timers() {
 async fn stop_snapshot_and_restore_elsewhere() {
     let b = BoxBuilder::new("snap").start().await.unwrap();
     b.spawn("KVS", Kvs::default()).unwrap();
-    assert!(matches!(b.spawn("KVS", Kvs::default()), Err(Error::AgentExists(_))));
+    assert!(matches!(
+        b.spawn("KVS", Kvs::default()),
+        Err(Error::AgentExists(_))
+    ));
     let mut client = b.endpoint("client").unwrap();
-    let _: PutOk = client.request("KVS", Put { key: "a".into(), value: "1".into() }).await.unwrap();
+    let _: PutOk = client
+        .request(
+            "KVS",
+            Put {
+                key: "a".into(),
+                value: "1".into(),
+            },
+        )
+        .await
+        .unwrap();
 
     // Wedged, the agent takes no transitions; the snapshot is consistent.
     b.wedge("KVS").unwrap();
-    client.send("KVS", Put { key: "b".into(), value: "2".into() }).await.unwrap();
+    client
+        .send(
+            "KVS",
+            Put {
+                key: "b".into(),
+                value: "2".into(),
+            },
+        )
+        .await
+        .unwrap();
     let state = b.snapshot("KVS").await.unwrap();
     b.unwedge("KVS").unwrap();
     let _: PutOk = client.recv_message().await.unwrap().1;
@@ -88,13 +134,25 @@ async fn stop_snapshot_and_restore_elsewhere() {
     let last = b.stop_agent("KVS").await.unwrap();
     assert!(!b.is_running("KVS"));
     b.spawn_restored("KVS2", Kvs::default(), state).unwrap();
-    let got: GetOk = client.request("KVS2", Get { key: "a".into() }).await.unwrap();
+    let got: GetOk = client
+        .request("KVS2", Get { key: "a".into() })
+        .await
+        .unwrap();
     assert_eq!(got.value.as_deref(), Some("1"));
-    let got: GetOk = client.request("KVS2", Get { key: "b".into() }).await.unwrap();
-    assert_eq!(got.value, None, "the snapshot was taken while wedged, before `b`");
+    let got: GetOk = client
+        .request("KVS2", Get { key: "b".into() })
+        .await
+        .unwrap();
+    assert_eq!(
+        got.value, None,
+        "the snapshot was taken while wedged, before `b`"
+    );
 
     b.spawn_restored("KVS3", Kvs::default(), last).unwrap();
-    let got: GetOk = client.request("KVS3", Get { key: "b".into() }).await.unwrap();
+    let got: GetOk = client
+        .request("KVS3", Get { key: "b".into() })
+        .await
+        .unwrap();
     assert_eq!(got.value.as_deref(), Some("2"));
     b.shutdown().await;
 }
@@ -105,9 +163,15 @@ async fn unknown_messages_and_identifiers_are_rejected_and_counted() {
     b.spawn("KVS", Kvs::default()).unwrap();
     let mut client = b.endpoint("client").unwrap();
     client.send("KVS", HowMany).await.unwrap(); // Kvs has no handler for it
-    client.send("nobody", Get { key: "k".into() }).await.unwrap();
+    client
+        .send("nobody", Get { key: "k".into() })
+        .await
+        .unwrap();
     // The store still works, and the rejection came first (one agent, one queue).
-    let got: GetOk = client.request("KVS", Get { key: "k".into() }).await.unwrap();
+    let got: GetOk = client
+        .request("KVS", Get { key: "k".into() })
+        .await
+        .unwrap();
     assert_eq!(got.value, None);
     assert_eq!(b.metrics().rejections, 2);
     b.shutdown().await;
@@ -122,7 +186,16 @@ async fn a_panicking_agent_stops_without_taking_the_box_down() {
     client.send("ticker", Boom).await.unwrap();
     b.wait_stopped("ticker").await;
     client.send("ticker", HowMany).await.unwrap(); // dead: rejected
-    let ok: PutOk = client.request("KVS", Put { key: "k".into(), value: "v".into() }).await.unwrap();
+    let ok: PutOk = client
+        .request(
+            "KVS",
+            Put {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(ok.key, "k");
     assert_eq!(b.metrics().rejections, 2);
     b.shutdown().await;
@@ -135,12 +208,24 @@ fn an_agent_runs_without_a_box() {
     let mut kvs = Kvs::default();
     let mut ctx = Context::new("KVS");
     ctx.begin(Some("client".into()), 0);
-    kvs.on_message(&mut ctx, Payload::new(Put { key: "k".into(), value: "v".into() })).unwrap();
+    kvs.on_message(
+        &mut ctx,
+        Payload::new(Put {
+            key: "k".into(),
+            value: "v".into(),
+        }),
+    )
+    .unwrap();
     let effects = ctx.take_effects();
     assert_eq!(effects.len(), 1);
-    let Effect::SendPhysical { to, payload } = effects.into_iter().next().unwrap() else { panic!("a reply") };
+    let Effect::SendPhysical { to, payload } = effects.into_iter().next().unwrap() else {
+        panic!("a reply")
+    };
     assert_eq!(&*to, "client");
-    assert_eq!(payload.decode::<PutOk>().unwrap(), PutOk { key: "k".into() });
+    assert_eq!(
+        payload.decode::<PutOk>().unwrap(),
+        PutOk { key: "k".into() }
+    );
     assert_eq!(kvs.accepts(), &["Put", "Get"]);
     let snap = kvs.snapshot().unwrap();
     let mut other = Kvs::default();

@@ -12,21 +12,48 @@ fn sharded() -> Placement {
         .agent("KVS/Shard0", "back", "Kvs")
         .agent("KVS/Shard1", "back", "Kvs")
         .route("client", "KVS", "KVS/Shard1")
-        .latt(LattNode::node("system", vec![LattNode::node("KVS", vec![LattNode::leaf("KVS/Shard0"), LattNode::leaf("KVS/Shard1")])]))
+        .latt(LattNode::node(
+            "system",
+            vec![LattNode::node(
+                "KVS",
+                vec![LattNode::leaf("KVS/Shard0"), LattNode::leaf("KVS/Shard1")],
+            )],
+        ))
 }
 
 #[tokio::test]
 async fn art_and_brt_misses_are_resolved_by_the_controller() {
     init_tracing();
-    let front = BoxBuilder::new("front").with_controller(Controller::new(sharded())).start().await.unwrap();
-    let back = BoxBuilder::new("back").controller_at(front.addr()).kind("Kvs", |_| Kvs::default()).start().await.unwrap();
+    let front = BoxBuilder::new("front")
+        .with_controller(Controller::new(sharded()))
+        .start()
+        .await
+        .unwrap();
+    let back = BoxBuilder::new("back")
+        .controller_at(front.addr())
+        .kind("Kvs", |_| Kvs::default())
+        .start()
+        .await
+        .unwrap();
     front.ready().await.unwrap();
     back.ready().await.unwrap();
-    assert!(back.is_running("KVS/Shard0") && back.is_running("KVS/Shard1"), "the controller started the placed agents");
+    assert!(
+        back.is_running("KVS/Shard0") && back.is_running("KVS/Shard1"),
+        "the controller started the placed agents"
+    );
 
     let mut client = front.endpoint("client").unwrap();
     // ART miss: `client` reaches `KVS` as `KVS/Shard1` (its route); BRT miss: that runs in `back`.
-    let ok: PutOk = client.request("KVS", Put { key: "k".into(), value: "v".into() }).await.unwrap();
+    let ok: PutOk = client
+        .request(
+            "KVS",
+            Put {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(ok.key, "k");
     let m = front.metrics();
     assert_eq!((m.art_misses, m.brt_misses), (1, 1));
@@ -34,7 +61,10 @@ async fn art_and_brt_misses_are_resolved_by_the_controller() {
 
     // Cached now: no more questions.
     for _ in 0..10 {
-        let _: GetOk = client.request("KVS", Get { key: "k".into() }).await.unwrap();
+        let _: GetOk = client
+            .request("KVS", Get { key: "k".into() })
+            .await
+            .unwrap();
     }
     let m = front.metrics();
     assert_eq!((m.art_misses, m.brt_misses), (1, 1));
@@ -58,20 +88,51 @@ async fn art_and_brt_misses_are_resolved_by_the_controller() {
 async fn an_agent_moves_between_boxes_with_its_state() {
     init_tracing();
     let placement = Placement::new().agent("KVS", "b1", "Kvs");
-    let c = BoxBuilder::new("c").with_controller(Controller::new(placement)).start().await.unwrap();
-    let b1 = BoxBuilder::new("b1").controller_at(c.addr()).kind("Kvs", |_| Kvs::default()).start().await.unwrap();
-    let b2 = BoxBuilder::new("b2").controller_at(c.addr()).kind("Kvs", |_| Kvs::default()).start().await.unwrap();
+    let c = BoxBuilder::new("c")
+        .with_controller(Controller::new(placement))
+        .start()
+        .await
+        .unwrap();
+    let b1 = BoxBuilder::new("b1")
+        .controller_at(c.addr())
+        .kind("Kvs", |_| Kvs::default())
+        .start()
+        .await
+        .unwrap();
+    let b2 = BoxBuilder::new("b2")
+        .controller_at(c.addr())
+        .kind("Kvs", |_| Kvs::default())
+        .start()
+        .await
+        .unwrap();
     b1.ready().await.unwrap();
     b2.ready().await.unwrap();
 
     let mut client = c.endpoint("client").unwrap();
-    let _: PutOk = client.request("KVS", Put { key: "k".into(), value: "v".into() }).await.unwrap();
+    let _: PutOk = client
+        .request(
+            "KVS",
+            Put {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        )
+        .await
+        .unwrap();
 
     // Wedge-and-move: stop it (getting its state), place it in b2 from that state.
     let state = b1.stop_agent("KVS").await.unwrap();
     b1.sync_controller().await.unwrap(); // the controller has seen `AgentStopped`
     let mut operator = c.endpoint("operator").unwrap();
-    let place = Place { id: "KVS".into(), plan: AgentPlan { in_box: "b2".into(), kind: "Kvs".into(), config: vec![] }, state: Some(state) };
+    let place = Place {
+        id: "KVS".into(),
+        plan: AgentPlan {
+            in_box: "b2".into(),
+            kind: "Kvs".into(),
+            config: vec![],
+        },
+        state: Some(state),
+    };
     operator.send("controller", place).await.unwrap();
     b2.sync_controller().await.unwrap();
     while !b2.is_running("KVS") {
@@ -80,7 +141,10 @@ async fn an_agent_moves_between_boxes_with_its_state() {
     // The controller invalidated the stale BRT entries; `c` asks again and finds b2. (The
     // Pong reaches c's manager after the invalidation, so it has been applied.)
     c.sync_controller().await.unwrap();
-    let got: GetOk = client.request("KVS", Get { key: "k".into() }).await.unwrap();
+    let got: GetOk = client
+        .request("KVS", Get { key: "k".into() })
+        .await
+        .unwrap();
     assert_eq!(got.value.as_deref(), Some("v"));
     assert_eq!(c.brt_entry("KVS").as_deref(), Some(b2.addr()));
     assert_eq!(c.metrics().brt_misses, 2);
@@ -118,15 +182,42 @@ async fn the_controller_can_change_an_agents_route() {
         .unwrap();
     b.ready().await.unwrap();
     let mut client = b.endpoint("client").unwrap();
-    client.send_physical("front", Put { key: "x".into(), value: "1".into() });
+    client.send_physical(
+        "front",
+        Put {
+            key: "x".into(),
+            value: "1".into(),
+        },
+    );
     let _: PutOk = client.recv_message().await.unwrap().1;
     let mut op = b.endpoint("op").unwrap();
-    op.send("controller", SetRoute { agent: "front".into(), ident: "KVS".into(), physical: Some("KVS/B".into()) }).await.unwrap();
+    op.send(
+        "controller",
+        SetRoute {
+            agent: "front".into(),
+            ident: "KVS".into(),
+            physical: Some("KVS/B".into()),
+        },
+    )
+    .await
+    .unwrap();
     b.sync_controller().await.unwrap();
-    client.send_physical("front", Put { key: "y".into(), value: "2".into() });
+    client.send_physical(
+        "front",
+        Put {
+            key: "y".into(),
+            value: "2".into(),
+        },
+    );
     let _: PutOk = client.recv_message().await.unwrap().1;
-    let a: GetOk = client.request("KVS/A", Get { key: "y".into() }).await.unwrap();
-    let bb: GetOk = client.request("KVS/B", Get { key: "y".into() }).await.unwrap();
+    let a: GetOk = client
+        .request("KVS/A", Get { key: "y".into() })
+        .await
+        .unwrap();
+    let bb: GetOk = client
+        .request("KVS/B", Get { key: "y".into() })
+        .await
+        .unwrap();
     assert_eq!((a.value, bb.value.as_deref()), (None, Some("2")));
     b.shutdown().await;
 }

@@ -28,12 +28,20 @@ async fn exactly_once_in_order_across_dropped_connections() {
     let receiver = tokio::spawn(async move {
         let mut next = 0;
         while next < N {
-            let (_, Seq(i)) = tokio::time::timeout(Duration::from_secs(10), sink.recv_message::<Seq>()).await.expect("stalled").unwrap();
+            let (_, Seq(i)) =
+                tokio::time::timeout(Duration::from_secs(10), sink.recv_message::<Seq>())
+                    .await
+                    .expect("stalled")
+                    .unwrap();
             assert_eq!(i, next, "out of order, lost or duplicated");
             next += 1;
         }
         // Nothing more arrives: no duplicate slipped through after the last one.
-        assert!(tokio::time::timeout(Duration::from_millis(100), sink.recv()).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), sink.recv())
+                .await
+                .is_err()
+        );
     });
     for i in 0..N {
         source.send_physical("sink", Seq(i));
@@ -46,7 +54,10 @@ async fn exactly_once_in_order_across_dropped_connections() {
     receiver.await.unwrap();
     let (ma, mb) = (a.metrics(), b.metrics());
     println!("sender {ma:?}\nreceiver {mb:?}");
-    assert!(ma.connections > 3, "the connection was dropped and re-established");
+    assert!(
+        ma.connections > 3,
+        "the connection was dropped and re-established"
+    );
     assert_eq!(ma.frames_out, N);
     assert_eq!(mb.frames_in, N);
     assert_eq!(mb.messages_in, N);
@@ -63,10 +74,22 @@ struct RawBox {
 impl RawBox {
     async fn connect(addr: &str, session: u64) -> (RawBox, u64) {
         let stream = TcpStream::connect(addr).await.unwrap();
-        let mut raw = RawBox { framed: Framed::new(stream, frame::codec()) };
-        raw.frame(&Header::Hello { name: "raw", listen: "127.0.0.1:9", session }, None).await;
+        let mut raw = RawBox {
+            framed: Framed::new(stream, frame::codec()),
+        };
+        raw.frame(
+            &Header::Hello {
+                name: "raw",
+                listen: "127.0.0.1:9",
+                session,
+            },
+            None,
+        )
+        .await;
         let welcome = raw.framed.next().await.unwrap().unwrap().freeze();
-        let Ok((Header::Welcome { delivered, .. }, _)) = frame::decode(&welcome) else { panic!("no Welcome") };
+        let Ok((Header::Welcome { delivered, .. }, _)) = frame::decode(&welcome) else {
+            panic!("no Welcome")
+        };
         (raw, delivered)
     }
 
@@ -78,7 +101,17 @@ impl RawBox {
 
     async fn data(&mut self, seq: u64, to: &str, msg: Seq) {
         let env = Envelope::new("raw-sender", to, msg);
-        self.frame(&Header::Data { seq, from: "raw-sender", to, name: "Seq", tag: 0 }, Some(&env)).await;
+        self.frame(
+            &Header::Data {
+                seq,
+                from: "raw-sender",
+                to,
+                name: "Seq",
+                tag: 0,
+            },
+            Some(&env),
+        )
+        .await;
     }
 
     async fn bytes(&mut self, raw: &[u8]) {
@@ -130,9 +163,23 @@ async fn bad_frames_are_rejected_and_the_box_keeps_going() {
     raw.bytes(&[0, 0, 0, 2, 0xde, 0xad]).await;
     raw.data(1, "nobody", Seq(1)).await;
     let env = Envelope::new("raw-sender", "KVS", Seq(5));
-    raw.frame(&Header::Data { seq: 2, from: "raw-sender", to: "KVS", name: "Put", tag: 0 }, Some(&env)).await;
+    raw.frame(
+        &Header::Data {
+            seq: 2,
+            from: "raw-sender",
+            to: "KVS",
+            name: "Put",
+            tag: 0,
+        },
+        Some(&env),
+    )
+    .await;
     raw.data(3, "sink", Seq(3)).await;
-    assert_eq!(sink.recv_message::<Seq>().await.unwrap().1, Seq(3), "good frames after bad ones still arrive");
+    assert_eq!(
+        sink.recv_message::<Seq>().await.unwrap().1,
+        Seq(3),
+        "good frames after bad ones still arrive"
+    );
     raw.bytes(&[0x7f, 0xff, 0xff, 0xff]).await;
 
     // The box still serves: a new connection works, and so does the store.
@@ -140,7 +187,16 @@ async fn bad_frames_are_rejected_and_the_box_keeps_going() {
     raw2.data(1, "sink", Seq(9)).await;
     assert_eq!(sink.recv_message::<Seq>().await.unwrap().1, Seq(9));
     let mut client = b.endpoint("client").unwrap();
-    let ok: PutOk = client.request("KVS", Put { key: "k".into(), value: "v".into() }).await.unwrap();
+    let ok: PutOk = client
+        .request(
+            "KVS",
+            Put {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(ok.key, "k");
     // Give the store a moment to reject the undecodable Put, then count: no Hello, garbage,
     // unknown identifier, undecodable message, oversized frame.

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ovid::controller::AgentPlan;
-use ovid::{BoxBuilder, BoxHandle, Context, Controller, Endpoint, LattNode, Message, Payload, Placement};
+use ovid::{
+    BoxBuilder, BoxHandle, Context, Controller, Endpoint, LattNode, Message, Payload, Placement,
+};
 use ovid_stdlib::expansion::{Args, Expansion, Request, Role, Value};
 use ovid_stdlib::proxy::{self, Hooks, stable_hash};
 use serde::{Deserialize, Serialize};
@@ -90,12 +92,26 @@ impl Hooks for KeyHooks {
 type Stage = (fn(&Request) -> Expansion, Args);
 
 /// The proxies that run near the sender when the system spans two boxes.
-const FRONT: &[&str] = &["ShardIngressProxy", "LoadBalancer", "BatchEncoder", "Compressor", "Encryptor", "Monitor", "Auditor"];
+const FRONT: &[&str] = &[
+    "ShardIngressProxy",
+    "LoadBalancer",
+    "BatchEncoder",
+    "Compressor",
+    "Encryptor",
+    "Monitor",
+    "Auditor",
+];
 
 /// A placement of `X` (agent kind `kind`) expanded by `stages` (outermost first; each later
 /// stage applies to the copies of the one before), for the sender `client`.
 fn placement(kind: &str, stages: &[Stage], two_boxes: bool) -> (Placement, usize) {
-    let in_box = |proxy: Option<&str>| if two_boxes && !proxy.is_some_and(|p| FRONT.contains(&p)) { "b" } else { "a" };
+    let in_box = |proxy: Option<&str>| {
+        if two_boxes && !proxy.is_some_and(|p| FRONT.contains(&p)) {
+            "b"
+        } else {
+            "a"
+        }
+    };
     let mut p = Placement::new();
     let mut hops = 0;
     // (node id, its senders): what the next stage expands.
@@ -109,16 +125,28 @@ fn placement(kind: &str, stages: &[Stage], two_boxes: bool) -> (Placement, usize
             for c in &e.children {
                 match &c.role {
                     Role::Copy => {
-                        let copy_senders: Vec<String> = e.sends.iter().filter(|(_, t)| t.contains(&c.id)).map(|(s, _)| s.clone()).collect();
+                        let copy_senders: Vec<String> = e
+                            .sends
+                            .iter()
+                            .filter(|(_, t)| t.contains(&c.id))
+                            .map(|(s, _)| s.clone())
+                            .collect();
                         next.push((c.id.clone(), copy_senders));
                     }
                     Role::Proxy { proxy, config } => {
-                        let plan = AgentPlan { in_box: in_box(Some(proxy)).into(), kind: proxy.to_string(), config: serde_json::to_vec(config).unwrap() };
+                        let plan = AgentPlan {
+                            in_box: in_box(Some(proxy)).into(),
+                            kind: proxy.to_string(),
+                            config: serde_json::to_vec(config).unwrap(),
+                        };
                         p.agents.insert(c.id.clone(), plan);
                         leaves.push(LattNode::leaf(c.id.clone()));
                         if let Some(Value::List(targets)) = config.get("targets") {
                             for t in targets {
-                                p.routes.entry(c.id.clone()).or_default().insert(t.clone(), t.clone());
+                                p.routes
+                                    .entry(c.id.clone())
+                                    .or_default()
+                                    .insert(t.clone(), t.clone());
                             }
                         }
                     }
@@ -129,24 +157,42 @@ fn placement(kind: &str, stages: &[Stage], two_boxes: bool) -> (Placement, usize
             } else {
                 // The previous stage's proxies reach this copy through its entry for them.
                 for (sender, entry) in &e.entry {
-                    p.routes.entry(sender.clone()).or_default().insert(id.clone(), entry.clone());
+                    p.routes
+                        .entry(sender.clone())
+                        .or_default()
+                        .insert(id.clone(), entry.clone());
                 }
             }
             // Proxies on one request's path: the entry, and one egress/decoder per stage.
-            hops += e.children.iter().filter(|c| matches!(c.role, Role::Proxy { .. })).count().clamp(1, 2);
+            hops += e
+                .children
+                .iter()
+                .filter(|c| matches!(c.role, Role::Proxy { .. }))
+                .count()
+                .clamp(1, 2);
         }
         level = next;
         let _ = i;
     }
     for (id, _) in &level {
-        p.agents.insert(id.clone(), AgentPlan { in_box: in_box(None).into(), kind: kind.into(), config: Vec::new() });
+        p.agents.insert(
+            id.clone(),
+            AgentPlan {
+                in_box: in_box(None).into(),
+                kind: kind.into(),
+                config: Vec::new(),
+            },
+        );
         leaves.push(LattNode::leaf(id.clone()));
     }
     if stages.is_empty() {
         hops = 0;
     }
     p = p.route("client", "X", entry_of_client);
-    (p.latt(LattNode::node("system", vec![LattNode::node("X", leaves)])), hops)
+    (
+        p.latt(LattNode::node("system", vec![LattNode::node("X", leaves)])),
+        hops,
+    )
 }
 
 async fn start(placement: Placement, two_boxes: bool) -> (Vec<BoxHandle>, Endpoint) {
@@ -154,12 +200,19 @@ async fn start(placement: Placement, two_boxes: bool) -> (Vec<BoxHandle>, Endpoi
         for (k, f) in proxy::kinds(Arc::new(KeyHooks)) {
             b = b.kind_boxed(k, f);
         }
-        b.kind("Kvs", |_| Kvs::default()).kind("Sink", |_| Sink::default())
+        b.kind("Kvs", |_| Kvs::default())
+            .kind("Sink", |_| Sink::default())
     };
-    let a = kinds(BoxBuilder::new("a").with_controller(Controller::new(placement))).start().await.unwrap();
+    let a = kinds(BoxBuilder::new("a").with_controller(Controller::new(placement)))
+        .start()
+        .await
+        .unwrap();
     let mut boxes = vec![];
     if two_boxes {
-        let b = kinds(BoxBuilder::new("b").controller_at(a.addr())).start().await.unwrap();
+        let b = kinds(BoxBuilder::new("b").controller_at(a.addr()))
+            .start()
+            .await
+            .unwrap();
         b.ready().await.unwrap();
         boxes.push(b);
     }
@@ -172,14 +225,19 @@ async fn start(placement: Placement, two_boxes: bool) -> (Vec<BoxHandle>, Endpoi
 /// p50 of a PUT round trip, in microseconds, measured in a task of its own (the main task of
 /// `#[tokio::main]` runs outside the runtime's workers: every wake-up would cross threads).
 async fn put_p50(placement: Placement, two_boxes: bool) -> f64 {
-    tokio::spawn(put_p50_in_task(placement, two_boxes)).await.expect("the measurement runs")
+    tokio::spawn(put_p50_in_task(placement, two_boxes))
+        .await
+        .expect("the measurement runs")
 }
 
 async fn put_p50_in_task(placement: Placement, two_boxes: bool) -> f64 {
     let (boxes, mut ep) = start(placement, two_boxes).await;
     let mut times = Vec::with_capacity(10_000);
     for i in 0..12_000u64 {
-        let put = Put { key: format!("k{}", i % 64), value: "v".into() };
+        let put = Put {
+            key: format!("k{}", i % 64),
+            value: "v".into(),
+        };
         let t = Instant::now();
         let _: PutOk = ep.request("X", put).await.unwrap();
         if i >= 2_000 {
@@ -196,7 +254,9 @@ async fn put_p50_in_task(placement: Placement, two_boxes: bool) -> f64 {
 
 /// Messages per second of a one-way stream of `n` items (in a task of its own).
 async fn stream_rate(placement: Placement, n: u64) -> f64 {
-    tokio::spawn(stream_rate_in_task(placement, n)).await.expect("the measurement runs")
+    tokio::spawn(stream_rate_in_task(placement, n))
+        .await
+        .expect("the measurement runs")
 }
 
 async fn stream_rate_in_task(placement: Placement, n: u64) -> f64 {
@@ -204,10 +264,19 @@ async fn stream_rate_in_task(placement: Placement, n: u64) -> f64 {
     let target = ep.resolve("X").await.unwrap();
     let t = Instant::now();
     for i in 0..n {
-        ep.send_physical(&target, Item { n: i, text: "a small message".into() });
+        ep.send_physical(
+            &target,
+            Item {
+                n: i,
+                text: "a small message".into(),
+            },
+        );
     }
     ep.send_physical(&target, Flush {});
-    let (_, done): (_, Flushed) = tokio::time::timeout(Duration::from_secs(120), ep.recv_message()).await.expect("the stream ends").unwrap();
+    let (_, done): (_, Flushed) = tokio::time::timeout(Duration::from_secs(120), ep.recv_message())
+        .await
+        .expect("the stream ends")
+        .unwrap();
     let elapsed = t.elapsed();
     assert_eq!(done.count, n, "every item arrived");
     drop(ep);
@@ -218,18 +287,38 @@ async fn stream_rate_in_task(placement: Placement, n: u64) -> f64 {
 }
 
 fn args(pairs: &[(&str, Value)]) -> Args {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let shard = (ovid_stdlib::shard::expand as fn(&Request) -> Expansion, args(&[("n", Value::Int(2)), ("by", Value::Str("key".into()))]));
-    let lb = (ovid_stdlib::load_balance::expand as fn(&Request) -> Expansion, args(&[("n", Value::Int(2))]));
-    let batch1 = (ovid_stdlib::batch::expand as fn(&Request) -> Expansion, args(&[("size", Value::Int(1)), ("linger", Value::Int(1))]));
-    let compress = (ovid_stdlib::compress::expand as fn(&Request) -> Expansion, args(&[("algo", Value::Str("lz4".into()))]));
-    let monitor = (ovid_stdlib::monitor::expand as fn(&Request) -> Expansion, Args::new());
+    let shard = (
+        ovid_stdlib::shard::expand as fn(&Request) -> Expansion,
+        args(&[("n", Value::Int(2)), ("by", Value::Str("key".into()))]),
+    );
+    let lb = (
+        ovid_stdlib::load_balance::expand as fn(&Request) -> Expansion,
+        args(&[("n", Value::Int(2))]),
+    );
+    let batch1 = (
+        ovid_stdlib::batch::expand as fn(&Request) -> Expansion,
+        args(&[("size", Value::Int(1)), ("linger", Value::Int(1))]),
+    );
+    let compress = (
+        ovid_stdlib::compress::expand as fn(&Request) -> Expansion,
+        args(&[("algo", Value::Str("lz4".into()))]),
+    );
+    let monitor = (
+        ovid_stdlib::monitor::expand as fn(&Request) -> Expansion,
+        Args::new(),
+    );
 
-    println!("PUT round trip, p50 (10,000 after 2,000 warm-up), tokio multi_thread with 2 workers\n");
+    println!(
+        "PUT round trip, p50 (10,000 after 2,000 warm-up), tokio multi_thread with 2 workers\n"
+    );
     let (plain, _) = placement("Kvs", &[], false);
     let base = put_p50(plain, false).await;
     println!("{:<44} {:>8.2} µs", "plain, one box (baseline)", base);
@@ -238,30 +327,58 @@ async fn main() {
         ("load_balance(2): balancer", vec![lb]),
         ("monitor: monitor proxy", vec![monitor]),
         ("batch(1): encoder + decoder", vec![batch1]),
-        ("compress(lz4): compressor + decompressor", vec![compress.clone()]),
+        (
+            "compress(lz4): compressor + decompressor",
+            vec![compress.clone()],
+        ),
     ];
     for (name, stages) in cases {
         let (p, hops) = placement("Kvs", &stages, false);
         let p50 = put_p50(p, false).await;
-        println!("{:<44} {:>8.2} µs  (+{:.2} µs, {hops} hops: {:.2} µs per hop)", name, p50, p50 - base, (p50 - base) / hops as f64);
+        println!(
+            "{:<44} {:>8.2} µs  (+{:.2} µs, {hops} hops: {:.2} µs per hop)",
+            name,
+            p50,
+            p50 - base,
+            (p50 - base) / hops as f64
+        );
     }
     let (plain2, _) = placement("Kvs", &[], true);
     let base2 = put_p50(plain2, true).await;
     println!("{:<44} {:>8.2} µs", "plain, two boxes (baseline)", base2);
     let (p, hops) = placement("Kvs", &[shard], true);
     let p50 = put_p50(p, true).await;
-    println!("{:<44} {:>8.2} µs  (+{:.2} µs, {hops} hops: {:.2} µs per hop)", "shard(2) across two boxes", p50, p50 - base2, (p50 - base2) / hops as f64);
+    println!(
+        "{:<44} {:>8.2} µs  (+{:.2} µs, {hops} hops: {:.2} µs per hop)",
+        "shard(2) across two boxes",
+        p50,
+        p50 - base2,
+        (p50 - base2) / hops as f64
+    );
 
     const N: u64 = 200_000;
     println!("\nOne-way stream of {N} small messages between two boxes\n");
-    let batch64 = (ovid_stdlib::batch::expand as fn(&Request) -> Expansion, args(&[("size", Value::Int(64)), ("linger", Value::Int(1))]));
+    let batch64 = (
+        ovid_stdlib::batch::expand as fn(&Request) -> Expansion,
+        args(&[("size", Value::Int(64)), ("linger", Value::Int(1))]),
+    );
     let (plain, _) = placement("Sink", &[], true);
     let base = stream_rate(plain, N).await;
     println!("{:<44} {:>12.0} msg/s", "plain (baseline)", base);
     let (p, _) = placement("Sink", std::slice::from_ref(&batch64), true);
     let r = stream_rate(p, N).await;
-    println!("{:<44} {:>12.0} msg/s  ({:.2}x)", "batch(64, 1ms)", r, r / base);
+    println!(
+        "{:<44} {:>12.0} msg/s  ({:.2}x)",
+        "batch(64, 1ms)",
+        r,
+        r / base
+    );
     let (p, _) = placement("Sink", &[batch64, compress], true);
     let r = stream_rate(p, N).await;
-    println!("{:<44} {:>12.0} msg/s  ({:.2}x)", "batch(64, 1ms) |> compress(lz4)", r, r / base);
+    println!(
+        "{:<44} {:>12.0} msg/s  ({:.2}x)",
+        "batch(64, 1ms) |> compress(lz4)",
+        r,
+        r / base
+    );
 }

@@ -15,7 +15,13 @@ use crate::spec::{Param, ParamKind, Spec, Target};
 pub const SPEC: Spec = Spec {
     name: "audit",
     target: Target::Both,
-    params: &[Param { name: "path", kind: ParamKind::Str, positional: true, required: false, doc: "the log file (default audit.log in the box's directory)" }],
+    params: &[Param {
+        name: "path",
+        kind: ParamKind::Str,
+        positional: true,
+        required: false,
+        doc: "the log file (default audit.log in the box's directory)",
+    }],
     preconditions: &[],
     summary: "keeps an append-only log of the messages",
     expand,
@@ -23,14 +29,27 @@ pub const SPEC: Spec = Spec {
 
 /// One `Auditor{i}` per sender, appending what passes to the log before forwarding it.
 pub fn expand(req: &Request) -> Expansion {
-    let config = Args::from([("path".to_string(), Value::Str(string(req.args, "path", "audit.log")))]);
+    let config = Args::from([(
+        "path".to_string(),
+        Value::Str(string(req.args, "path", "audit.log")),
+    )]);
     pass_through(req, "Auditor", config)
 }
 
 /// The proxy agents of this transformation, by kind: `Auditor`. It opens (creating it and its
 /// directory if needed) its log when it starts; a log it cannot open is an error then.
-pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
-    vec![("Auditor", proxy::factory(|args| Auditor::open(string(args, "path", "audit.log").as_ref(), proxy::one_target(args, "Auditor")?)))]
+pub fn proxies(
+    _hooks: &std::sync::Arc<dyn crate::proxy::Hooks>,
+) -> Vec<(&'static str, ovid::Factory)> {
+    vec![(
+        "Auditor",
+        proxy::factory(|args| {
+            Auditor::open(
+                string(args, "path", "audit.log").as_ref(),
+                proxy::one_target(args, "Auditor")?,
+            )
+        }),
+    )]
 }
 
 /// One line of the audit log (JSON lines: one object per message, in the order they passed).
@@ -66,12 +85,26 @@ impl Auditor {
     /// An auditor appending to the file at `path` (relative paths are under the box's working
     /// directory), creating it and its directory if needed.
     pub fn open(path: &Path, target: String) -> Result<Self, Error> {
-        let cannot = |e: std::io::Error| proxy::bad_config("Auditor", format!("cannot open the audit log `{}`: {e}", path.display()));
+        let cannot = |e: std::io::Error| {
+            proxy::bad_config(
+                "Auditor",
+                format!("cannot open the audit log `{}`: {e}", path.display()),
+            )
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(cannot)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(cannot)?;
-        Ok(Auditor { target, path: path.to_path_buf(), file, line: Vec::new() })
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(cannot)?;
+        Ok(Auditor {
+            target,
+            path: path.to_path_buf(),
+            file,
+            line: Vec::new(),
+        })
     }
 }
 
@@ -88,7 +121,8 @@ impl ovid::Agent for Auditor {
             payload: proxy::hex(&bytes),
         };
         self.line.clear();
-        serde_json::to_writer(&mut self.line, &record).map_err(|e| proxy::rejected("Auditor", e))?;
+        serde_json::to_writer(&mut self.line, &record)
+            .map_err(|e| proxy::rejected("Auditor", e))?;
         self.line.push(b'\n');
         // One write per line on a file opened for appending: lines of several auditors sharing
         // a log do not interleave. No buffer in between, so the line is with the OS now.

@@ -15,8 +15,20 @@ pub const SPEC: Spec = Spec {
     name: "batch",
     target: Target::Channel,
     params: &[
-        Param { name: "size", kind: ParamKind::Int { min: 1, max: 65536 }, positional: true, required: true, doc: "the most messages in one batch" },
-        Param { name: "linger", kind: ParamKind::Duration, positional: true, required: false, doc: "how long a partial batch waits (default 1ms)" },
+        Param {
+            name: "size",
+            kind: ParamKind::Int { min: 1, max: 65536 },
+            positional: true,
+            required: true,
+            doc: "the most messages in one batch",
+        },
+        Param {
+            name: "linger",
+            kind: ParamKind::Duration,
+            positional: true,
+            required: false,
+            doc: "how long a partial batch waits (default 1ms)",
+        },
     ],
     preconditions: &[],
     summary: "packs messages on a channel into batches",
@@ -27,13 +39,18 @@ pub const SPEC: Spec = Spec {
 pub fn expand(req: &Request) -> Expansion {
     let config = Args::from([
         ("size".to_string(), Value::Int(int(req.args, "size", 64))),
-        ("linger_ms".to_string(), Value::Int(int(req.args, "linger", 1))),
+        (
+            "linger_ms".to_string(),
+            Value::Int(int(req.args, "linger", 1)),
+        ),
     ]);
     channel_pair(req, "BatchEncoder", "BatchDecoder", config)
 }
 
 /// The proxy agents of this transformation, by kind: `BatchEncoder` and `BatchDecoder`.
-pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
+pub fn proxies(
+    _hooks: &std::sync::Arc<dyn crate::proxy::Hooks>,
+) -> Vec<(&'static str, ovid::Factory)> {
     vec![
         (
             "BatchEncoder",
@@ -41,9 +58,13 @@ pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'stati
                 let size = int(args, "size", 64);
                 let linger_ms = int(args, "linger_ms", 1);
                 if size < 1 || linger_ms < 0 {
-                    return Err(proxy::bad_config("BatchEncoder", format!("size {size} and linger_ms {linger_ms} must be at least 1 and 0")));
+                    return Err(proxy::bad_config(
+                        "BatchEncoder",
+                        format!("size {size} and linger_ms {linger_ms} must be at least 1 and 0"),
+                    ));
                 }
-                let max_bytes = int(args, "max_bytes", MAX_BYTES as i64).clamp(1, MAX_BYTES as i64) as usize;
+                let max_bytes =
+                    int(args, "max_bytes", MAX_BYTES as i64).clamp(1, MAX_BYTES as i64) as usize;
                 Ok(BatchEncoder {
                     target: proxy::one_target(args, "BatchEncoder")?,
                     size: size as usize,
@@ -54,7 +75,14 @@ pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'stati
                 })
             }),
         ),
-        ("BatchDecoder", proxy::factory(|args| Ok(BatchDecoder { target: proxy::one_target(args, "BatchDecoder")? }))),
+        (
+            "BatchDecoder",
+            proxy::factory(|args| {
+                Ok(BatchDecoder {
+                    target: proxy::one_target(args, "BatchDecoder")?,
+                })
+            }),
+        ),
     ]
 }
 
@@ -149,11 +177,17 @@ pub struct BatchDecoder {
 impl ovid::Agent for BatchDecoder {
     fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
         if !message.is::<Batch>() {
-            return Err(proxy::rejected("BatchDecoder", format!("expected a batch, got `{}`", message.name())));
+            return Err(proxy::rejected(
+                "BatchDecoder",
+                format!("expected a batch, got `{}`", message.name()),
+            ));
         }
         let batch = message.decode::<Batch>()?;
         for item in batch.items {
-            let payload = Payload::Encoded { name: item.name.into(), bytes: item.bytes.into() };
+            let payload = Payload::Encoded {
+                name: item.name.into(),
+                bytes: item.bytes.into(),
+            };
             ctx.forward(&self.target, item.from.into(), item.tag, payload);
         }
         Ok(())

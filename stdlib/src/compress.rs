@@ -25,12 +25,17 @@ pub const SPEC: Spec = Spec {
 
 /// A `Compressor{i}` near each sender and a `Decompressor{i}` near the agent.
 pub fn expand(req: &Request) -> Expansion {
-    let config = Args::from([("algo".to_string(), Value::Str(string(req.args, "algo", "lz4")))]);
+    let config = Args::from([(
+        "algo".to_string(),
+        Value::Str(string(req.args, "algo", "lz4")),
+    )]);
     channel_pair(req, "Compressor", "Decompressor", config)
 }
 
 /// The proxy agents of this transformation, by kind: `Compressor` and `Decompressor`.
-pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
+pub fn proxies(
+    _hooks: &std::sync::Arc<dyn crate::proxy::Hooks>,
+) -> Vec<(&'static str, ovid::Factory)> {
     vec![
         (
             "Compressor",
@@ -38,12 +43,27 @@ pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'stati
                 let algo = match string(args, "algo", "lz4").as_str() {
                     "lz4" => Codec::Lz4,
                     "zstd" => Codec::Zstd,
-                    other => return Err(proxy::bad_config("Compressor", format!("unknown algorithm `{other}` (lz4 or zstd)"))),
+                    other => {
+                        return Err(proxy::bad_config(
+                            "Compressor",
+                            format!("unknown algorithm `{other}` (lz4 or zstd)"),
+                        ));
+                    }
                 };
-                Ok(Compressor { target: proxy::one_target(args, "Compressor")?, algo })
+                Ok(Compressor {
+                    target: proxy::one_target(args, "Compressor")?,
+                    algo,
+                })
             }),
         ),
-        ("Decompressor", proxy::factory(|args| Ok(Decompressor { target: proxy::one_target(args, "Decompressor")? }))),
+        (
+            "Decompressor",
+            proxy::factory(|args| {
+                Ok(Decompressor {
+                    target: proxy::one_target(args, "Decompressor")?,
+                })
+            }),
+        ),
     ]
 }
 
@@ -82,39 +102,63 @@ const ZSTD_LEVEL: i32 = 3;
 
 /// Compresses the postcard encoding of a message.
 pub fn compress(algo: Codec, name: &str, bytes: &[u8]) -> Result<Compressed, Error> {
-    let len = u32::try_from(bytes.len()).ok().filter(|l| *l as usize <= MAX_LEN);
-    let Some(len) = len else { return Err(proxy::rejected("Compressor", format!("message of {} bytes is too large", bytes.len()))) };
+    let len = u32::try_from(bytes.len())
+        .ok()
+        .filter(|l| *l as usize <= MAX_LEN);
+    let Some(len) = len else {
+        return Err(proxy::rejected(
+            "Compressor",
+            format!("message of {} bytes is too large", bytes.len()),
+        ));
+    };
     let packed = match algo {
         Codec::Stored => None,
         Codec::Lz4 => Some(lz4_flex::block::compress(bytes)),
-        Codec::Zstd => Some(zstd::bulk::compress(bytes, ZSTD_LEVEL).map_err(|e| proxy::rejected("Compressor", e))?),
+        Codec::Zstd => Some(
+            zstd::bulk::compress(bytes, ZSTD_LEVEL)
+                .map_err(|e| proxy::rejected("Compressor", e))?,
+        ),
     };
     let (codec, data) = match packed {
         Some(data) if data.len() < bytes.len() => (algo, data),
         _ => (Codec::Stored, bytes.to_vec()),
     };
-    Ok(Compressed { name: name.to_string(), codec, len, data })
+    Ok(Compressed {
+        name: name.to_string(),
+        codec,
+        len,
+        data,
+    })
 }
 
 /// The postcard encoding a [`Compressed`] message holds; an error if it is corrupt.
 pub fn decompress(c: &Compressed) -> Result<Vec<u8>, Error> {
     let len = c.len as usize;
     if len > MAX_LEN {
-        return Err(proxy::rejected("Decompressor", format!("announced length {len} is too large")));
+        return Err(proxy::rejected(
+            "Decompressor",
+            format!("announced length {len} is too large"),
+        ));
     }
     let bytes = match c.codec {
         Codec::Stored => c.data.clone(),
         Codec::Lz4 => {
             // Into a buffer of the announced size: a body that decodes to more is an error.
             let mut out = vec![0; len];
-            let n = lz4_flex::block::decompress_into(&c.data, &mut out).map_err(|e| proxy::rejected("Decompressor", e))?;
+            let n = lz4_flex::block::decompress_into(&c.data, &mut out)
+                .map_err(|e| proxy::rejected("Decompressor", e))?;
             out.truncate(n);
             out
         }
-        Codec::Zstd => zstd::bulk::decompress(&c.data, len).map_err(|e| proxy::rejected("Decompressor", e))?,
+        Codec::Zstd => {
+            zstd::bulk::decompress(&c.data, len).map_err(|e| proxy::rejected("Decompressor", e))?
+        }
     };
     if bytes.len() != len {
-        return Err(proxy::rejected("Decompressor", format!("expected {len} bytes, got {}", bytes.len())));
+        return Err(proxy::rejected(
+            "Decompressor",
+            format!("expected {len} bytes, got {}", bytes.len()),
+        ));
     }
     Ok(bytes)
 }
@@ -144,13 +188,24 @@ pub struct Decompressor {
 impl ovid::Agent for Decompressor {
     fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
         if !message.is::<Compressed>() {
-            return Err(proxy::rejected("Decompressor", format!("expected a compressed message, got `{}`", message.name())));
+            return Err(proxy::rejected(
+                "Decompressor",
+                format!("expected a compressed message, got `{}`", message.name()),
+            ));
         }
         let c = message.decode::<Compressed>()?;
         let bytes = decompress(&c)?;
         let from = ctx.sender_id().unwrap_or_else(|| ctx.me().into());
         let tag = ctx.tag();
-        ctx.forward(&self.target, from, tag, Payload::Encoded { name: c.name.into(), bytes: bytes.into() });
+        ctx.forward(
+            &self.target,
+            from,
+            tag,
+            Payload::Encoded {
+                name: c.name.into(),
+                bytes: bytes.into(),
+            },
+        );
         Ok(())
     }
 }
@@ -168,7 +223,10 @@ mod tests {
             assert!(c.data.len() < big.len() / 4);
             assert_eq!(decompress(&c).unwrap(), big);
             let tiny = compress(algo, "Get", b"k").unwrap();
-            assert_eq!((tiny.codec, decompress(&tiny).unwrap()), (Codec::Stored, b"k".to_vec()));
+            assert_eq!(
+                (tiny.codec, decompress(&tiny).unwrap()),
+                (Codec::Stored, b"k".to_vec())
+            );
         }
     }
 

@@ -68,15 +68,27 @@ pub struct Expansion {
 
 impl Expansion {
     /// Adds a proxy child sending to `targets`.
-    pub fn proxy(&mut self, id: String, proxy: &'static str, mut config: Args, targets: Vec<String>) {
+    pub fn proxy(
+        &mut self,
+        id: String,
+        proxy: &'static str,
+        mut config: Args,
+        targets: Vec<String>,
+    ) {
         config.insert("targets".to_string(), Value::List(targets.clone()));
         self.sends.insert(id.clone(), targets);
-        self.children.push(Child { id, role: Role::Proxy { proxy, config } });
+        self.children.push(Child {
+            id,
+            role: Role::Proxy { proxy, config },
+        });
     }
 
     /// Adds a copy of the wrapped agent.
     pub fn copy(&mut self, id: String) {
-        self.children.push(Child { id, role: Role::Copy });
+        self.children.push(Child {
+            id,
+            role: Role::Copy,
+        });
     }
 }
 
@@ -101,7 +113,12 @@ pub const AGENT: &str = "Agent";
 
 /// The shape shared by transformations that put a pair of proxies (encoder near each sender,
 /// decoder near the agent) on every incoming channel: batch, compress, encrypt.
-pub fn channel_pair(req: &Request, encoder: &'static str, decoder: &'static str, config: Args) -> Expansion {
+pub fn channel_pair(
+    req: &Request,
+    encoder: &'static str,
+    decoder: &'static str,
+    config: Args,
+) -> Expansion {
     let mut e = Expansion::default();
     let inner = format!("{}/{AGENT}", req.id);
     for (i, s) in req.senders.iter().enumerate() {

@@ -30,7 +30,12 @@ pub fn expand(req: &Request) -> Expansion {
     let workers: Vec<String> = (0..n).map(|j| format!("{}/Worker{j}", req.id)).collect();
     for (i, s) in req.senders.iter().enumerate() {
         let id = format!("{}/LoadBalancer{i}", req.id);
-        e.proxy(id.clone(), "LoadBalancer", Args::from([("sender".to_string(), Value::Str(s.clone()))]), workers.clone());
+        e.proxy(
+            id.clone(),
+            "LoadBalancer",
+            Args::from([("sender".to_string(), Value::Str(s.clone()))]),
+            workers.clone(),
+        );
         e.entry.insert(s.clone(), id);
     }
     for w in workers {
@@ -40,7 +45,9 @@ pub fn expand(req: &Request) -> Expansion {
 }
 
 /// The proxy agents of this transformation, by kind: `LoadBalancer`.
-pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
+pub fn proxies(
+    _hooks: &std::sync::Arc<dyn crate::proxy::Hooks>,
+) -> Vec<(&'static str, ovid::Factory)> {
     vec![(
         "LoadBalancer",
         proxy::factory(|args| {
@@ -48,7 +55,10 @@ pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'stati
             if targets.is_empty() {
                 return Err(proxy::bad_config("LoadBalancer", "no workers to send to"));
             }
-            Ok(LoadBalancer { targets, next: None })
+            Ok(LoadBalancer {
+                targets,
+                next: None,
+            })
         }),
     )]
 }
@@ -65,7 +75,9 @@ pub struct LoadBalancer {
 impl ovid::Agent for LoadBalancer {
     fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
         let n = self.targets.len();
-        let j = *self.next.get_or_insert_with(|| (proxy::stable_hash(ctx.me()) % n as u64) as usize);
+        let j = *self
+            .next
+            .get_or_insert_with(|| (proxy::stable_hash(ctx.me()) % n as u64) as usize);
         self.next = Some((j + 1) % n);
         let from = ctx.sender_id().unwrap_or_else(|| ctx.me().into());
         let tag = ctx.tag();

@@ -29,18 +29,27 @@ pub const SPEC: Spec = Spec {
 /// One `Monitor{i}` per sender, counting what passes on that channel before forwarding it.
 pub fn expand(req: &Request) -> Expansion {
     let every = crate::expansion::int(req.args, "every", 1000);
-    pass_through(req, "Monitor", Args::from([("report_ms".to_string(), crate::expansion::Value::Int(every))]))
+    pass_through(
+        req,
+        "Monitor",
+        Args::from([("report_ms".to_string(), crate::expansion::Value::Int(every))]),
+    )
 }
 
 /// The proxy agents of this transformation, by kind: `Monitor`.
-pub fn proxies(_hooks: &std::sync::Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
+pub fn proxies(
+    _hooks: &std::sync::Arc<dyn crate::proxy::Hooks>,
+) -> Vec<(&'static str, ovid::Factory)> {
     vec![(
         "Monitor",
         proxy::factory(|args| {
             let window_ms = int(args, "window_ms", 10_000);
             let report_ms = int(args, "report_ms", 10_000);
             if window_ms < 1 || report_ms < 0 {
-                return Err(proxy::bad_config("Monitor", "window_ms must be at least 1 and report_ms at least 0"));
+                return Err(proxy::bad_config(
+                    "Monitor",
+                    "window_ms must be at least 1 and report_ms at least 0",
+                ));
             }
             Ok(Monitor {
                 target: proxy::one_target(args, "Monitor")?,
@@ -123,7 +132,10 @@ impl Window {
     /// Messages and bytes per second over the window ending at `now`.
     fn rates(&mut self, now: u64, window_ms: u64) -> (f64, f64) {
         self.trim(now, window_ms);
-        let (m, b) = self.buckets.iter().fold((0, 0), |(m, b), x| (m + x.1, b + x.2));
+        let (m, b) = self
+            .buckets
+            .iter()
+            .fold((0, 0), |(m, b), x| (m + x.1, b + x.2));
         let secs = window_ms as f64 / 1000.0;
         (m as f64 / secs, b as f64 / secs)
     }
@@ -159,10 +171,20 @@ impl Monitor {
             .iter_mut()
             .map(|(name, c)| {
                 let (rate, byte_rate) = c.window.rates(now, window_ms);
-                TypeStats { name: name.clone(), messages: c.messages, bytes: c.bytes, rate, byte_rate }
+                TypeStats {
+                    name: name.clone(),
+                    messages: c.messages,
+                    bytes: c.bytes,
+                    rate,
+                    byte_rate,
+                }
             })
             .collect();
-        MonitorReport { sender: self.sender.clone(), window_ms, types }
+        MonitorReport {
+            sender: self.sender.clone(),
+            window_ms,
+            types,
+        }
     }
 }
 
@@ -203,7 +225,10 @@ impl ovid::Agent for Monitor {
         for t in &report.types {
             ctx.set_metric(format!("monitor.{me}.{}.messages", t.name), t.messages);
             ctx.set_metric(format!("monitor.{me}.{}.bytes", t.name), t.bytes);
-            ctx.set_metric(format!("monitor.{me}.{}.per_second", t.name), t.rate.round() as u64);
+            ctx.set_metric(
+                format!("monitor.{me}.{}.per_second", t.name),
+                t.rate.round() as u64,
+            );
         }
         for t in report.types.iter().filter(|t| t.rate > 0.0) {
             tracing::info!(

@@ -36,7 +36,9 @@ impl Hooks for NoHooks {
 /// encoding), so that every ingress proxy picks the same shard for a key.
 pub fn stable_hash<T: Serialize + ?Sized>(value: &T) -> u64 {
     let bytes = postcard_bytes(value);
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn postcard_bytes<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
@@ -49,7 +51,8 @@ pub fn config(bytes: &[u8]) -> Result<Args, Error> {
     if bytes.is_empty() {
         return Ok(Args::new());
     }
-    serde_json::from_slice(bytes).map_err(|e| Error::Snapshot(format!("bad proxy configuration: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::Snapshot(format!("bad proxy configuration: {e}")))
 }
 
 /// The identifiers listed under `name` in a configuration (`targets`, `peers`).
@@ -65,25 +68,36 @@ pub fn ids(args: &Args, name: &str) -> Vec<String> {
 pub fn one_target(args: &Args, kind: &str) -> Result<String, Error> {
     match ids(args, "targets").as_slice() {
         [one] => Ok(one.clone()),
-        other => Err(bad_config(kind, format!("expected one target, found {}", other.len()))),
+        other => Err(bad_config(
+            kind,
+            format!("expected one target, found {}", other.len()),
+        )),
     }
 }
 
 /// A factory for a proxy kind: decodes the configuration, then `make`s the agent; either
 /// failing is an error at start (the box reports it to the controller).
-pub fn factory<A: Agent>(make: impl Fn(&Args) -> Result<A, Error> + Send + Sync + 'static) -> Factory {
+pub fn factory<A: Agent>(
+    make: impl Fn(&Args) -> Result<A, Error> + Send + Sync + 'static,
+) -> Factory {
     Arc::new(move |bytes: &[u8]| Ok(Box::new(make(&config(bytes)?)?) as Box<dyn Agent>))
 }
 
 /// A proxy's configuration is unusable (`kind`: which proxy; `why`: what is wrong).
 pub fn bad_config(kind: &str, why: impl std::fmt::Display) -> Error {
-    Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{kind}: {why}")))
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("{kind}: {why}"),
+    ))
 }
 
 /// A proxy refuses a message (`kind`: which proxy; `why`: why). Returned from `on_message`,
 /// the box logs it and counts it in its `rejections`; the message goes no further.
 pub fn rejected(kind: &str, why: impl std::fmt::Display) -> Error {
-    Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{kind} rejected a message: {why}")))
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{kind} rejected a message: {why}"),
+    ))
 }
 
 /// Lower-case hexadecimal of `bytes`.
@@ -104,7 +118,9 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
-    text.chunks(2).map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?)).collect()
+    text.chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
 }
 
 /// `#[serde(with = "crate::proxy::byte_buf")]` on a `Vec<u8>` field: written as one byte

@@ -17,8 +17,20 @@ pub const SPEC: Spec = Spec {
     name: "shard",
     target: Target::Agent,
     params: &[
-        Param { name: "n", kind: ParamKind::Int { min: 1, max: 1024 }, positional: true, required: true, doc: "the number of shards" },
-        Param { name: "by", kind: ParamKind::Field, positional: true, required: true, doc: "the message field that picks the shard" },
+        Param {
+            name: "n",
+            kind: ParamKind::Int { min: 1, max: 1024 },
+            positional: true,
+            required: true,
+            doc: "the number of shards",
+        },
+        Param {
+            name: "by",
+            kind: ParamKind::Field,
+            positional: true,
+            required: true,
+            doc: "the message field that picks the shard",
+        },
     ],
     preconditions: &[Precondition::KeyedBy("by")],
     summary: "partitions an agent's state by a key field over n shards",
@@ -33,16 +45,26 @@ pub fn expand(req: &Request) -> Expansion {
     let n = int(req.args, "n", 1);
     let by = string(req.args, "by", "key");
     let mut e = Expansion::default();
-    let egress: Vec<String> = (0..n).map(|j| format!("{}/ShardEgressProxy{j}", req.id)).collect();
+    let egress: Vec<String> = (0..n)
+        .map(|j| format!("{}/ShardEgressProxy{j}", req.id))
+        .collect();
     for (i, s) in req.senders.iter().enumerate() {
         let id = format!("{}/ShardIngressProxy{i}", req.id);
-        let config = Args::from([("by".to_string(), Value::Str(by.clone())), ("sender".to_string(), Value::Str(s.clone()))]);
+        let config = Args::from([
+            ("by".to_string(), Value::Str(by.clone())),
+            ("sender".to_string(), Value::Str(s.clone())),
+        ]);
         e.proxy(id.clone(), "ShardIngressProxy", config, egress.clone());
         e.entry.insert(s.clone(), id);
     }
     for (j, eg) in egress.iter().enumerate() {
         let shard = format!("{}/Shard{j}", req.id);
-        e.proxy(eg.clone(), "ShardEgressProxy", Args::new(), vec![shard.clone()]);
+        e.proxy(
+            eg.clone(),
+            "ShardEgressProxy",
+            Args::new(),
+            vec![shard.clone()],
+        );
         e.copy(shard);
     }
     e
@@ -58,18 +80,33 @@ pub fn proxies(hooks: &Arc<dyn Hooks>) -> Vec<(&'static str, ovid::Factory)> {
             proxy::factory(move |args| {
                 let targets = proxy::ids(args, "targets");
                 if targets.is_empty() {
-                    return Err(proxy::bad_config("ShardIngressProxy", "no shards to send to"));
+                    return Err(proxy::bad_config(
+                        "ShardIngressProxy",
+                        "no shards to send to",
+                    ));
                 }
                 let misroute = std::env::var(INJECT_FAULT).is_ok_and(|f| f == MISROUTE);
                 if misroute {
-                    tracing::warn!("{INJECT_FAULT}={MISROUTE}: this ingress proxy deliberately sends every other message to the wrong shard");
+                    tracing::warn!(
+                        "{INJECT_FAULT}={MISROUTE}: this ingress proxy deliberately sends every other message to the wrong shard"
+                    );
                 }
-                Ok(ShardIngressProxy { by: string(args, "by", "key"), targets, hooks: hooks.clone(), misroute, sent: 0 })
+                Ok(ShardIngressProxy {
+                    by: string(args, "by", "key"),
+                    targets,
+                    hooks: hooks.clone(),
+                    misroute,
+                    sent: 0,
+                })
             }),
         ),
         (
             "ShardEgressProxy",
-            proxy::factory(|args| Ok(ShardEgressProxy { target: proxy::one_target(args, "ShardEgressProxy")? })),
+            proxy::factory(|args| {
+                Ok(ShardEgressProxy {
+                    target: proxy::one_target(args, "ShardEgressProxy")?,
+                })
+            }),
         ),
     ]
 }
@@ -98,7 +135,11 @@ pub const MISROUTE: &str = "shard-misroute";
 impl ovid::Agent for ShardIngressProxy {
     fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
         let Some(hash) = self.hooks.key_hash(&self.by, &message) else {
-            let why = format!("message `{}` has no key field `{}`", message.name(), self.by);
+            let why = format!(
+                "message `{}` has no key field `{}`",
+                message.name(),
+                self.by
+            );
             return Err(proxy::rejected("ShardIngressProxy", why));
         };
         let mut shard = pick(hash, self.targets.len());
@@ -132,7 +173,11 @@ impl ovid::Agent for ShardEgressProxy {
 
 /// The shard (`0..n`) that a key hash goes to: what the ingress proxies and [`split`] agree on.
 pub fn pick(hash: u64, n: usize) -> usize {
-    if n == 0 { 0 } else { (hash % n as u64) as usize }
+    if n == 0 {
+        0
+    } else {
+        (hash % n as u64) as usize
+    }
 }
 
 /// The shard (`0..n`) that holds `key`: [`pick`] of its [`stable_hash`]. A generated system's
@@ -167,7 +212,15 @@ pub fn split<K: Serialize + Ord, V>(map: BTreeMap<K, V>, n: usize) -> Vec<BTreeM
 /// state is a faithful partition (the invariant behind [`merge`]).
 pub fn misplaced<K: Serialize + Ord, V>(shards: &[BTreeMap<K, V>]) -> Vec<(usize, &K)> {
     let n = shards.len();
-    shards.iter().enumerate().flat_map(|(j, m)| m.keys().filter(move |k| shard_of(*k, n) != j).map(move |k| (j, k))).collect()
+    shards
+        .iter()
+        .enumerate()
+        .flat_map(|(j, m)| {
+            m.keys()
+                .filter(move |k| shard_of(*k, n) != j)
+                .map(move |k| (j, k))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -181,7 +234,10 @@ mod tests {
             let shards = split(map.clone(), n);
             assert_eq!(shards.len(), n);
             assert!(misplaced(&shards).is_empty());
-            assert!(shards.iter().all(|s| !s.is_empty()), "500 keys reach every one of {n} shards");
+            assert!(
+                shards.iter().all(|s| !s.is_empty()),
+                "500 keys reach every one of {n} shards"
+            );
             assert_eq!(merge(shards), map);
         }
         // A key and the same text as a `&str` hash alike: the hooks may hash either.
@@ -191,7 +247,11 @@ mod tests {
     #[test]
     fn a_misplaced_key_is_found() {
         let mut shards = split(BTreeMap::from([(1u64, "a"), (2, "b"), (3, "c")]), 2);
-        let k = *shards[0].keys().next().or_else(|| shards[1].keys().next()).unwrap();
+        let k = *shards[0]
+            .keys()
+            .next()
+            .or_else(|| shards[1].keys().next())
+            .unwrap();
         let from = shard_of(&k, 2);
         let v = shards[from].remove(&k).unwrap();
         shards[1 - from].insert(k, v);

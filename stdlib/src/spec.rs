@@ -89,10 +89,22 @@ impl Spec {
             .params
             .iter()
             .map(|p| {
-                let shown = if p.positional { p.name.to_string() } else { format!("{}: ..", p.name) };
-                if p.required { shown } else { format!("[{shown}]") }
+                let shown = if p.positional {
+                    p.name.to_string()
+                } else {
+                    format!("{}: ..", p.name)
+                };
+                if p.required {
+                    shown
+                } else {
+                    format!("[{shown}]")
+                }
             })
             .collect();
-        if params.is_empty() { self.name.to_string() } else { format!("{}({})", self.name, params.join(", ")) }
+        if params.is_empty() {
+            self.name.to_string()
+        } else {
+            format!("{}({})", self.name, params.join(", "))
+        }
     }
 }

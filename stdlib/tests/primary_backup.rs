@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ovid::controller::Invalidate;
-use ovid::{AgentPlan, BoxBuilder, BoxHandle, Context, Controller, Endpoint, LattNode, Message, Placement};
+use ovid::{
+    AgentPlan, BoxBuilder, BoxHandle, Context, Controller, Endpoint, LattNode, Message, Placement,
+};
 use ovid_stdlib::expansion::{Args, Request, Role as ChildRole, Value};
 use ovid_stdlib::primary_backup::{self, messages::PbStatus, messages::Role, messages::Status};
 use ovid_stdlib::proxy::{Hooks, NoHooks};
@@ -22,20 +24,36 @@ include!("support/replicated_store.rs");
 fn placement(n: i64) -> Placement {
     let args: Args = Args::from([("n".to_string(), Value::Int(n))]);
     let senders = vec!["client".to_string()];
-    let e = primary_backup::expand(&Request { id: "KVS", senders: &senders, args: &args });
+    let e = primary_backup::expand(&Request {
+        id: "KVS",
+        senders: &senders,
+        args: &args,
+    });
     let mut p = Placement::new();
     let mut leaves = Vec::new();
     for child in &e.children {
         let last = child.id.rsplit('/').next().unwrap();
-        let in_box = match last.strip_prefix("PrimaryBackupProxy").or_else(|| last.strip_prefix("Copy")) {
+        let in_box = match last
+            .strip_prefix("PrimaryBackupProxy")
+            .or_else(|| last.strip_prefix("Copy"))
+        {
             Some(i) => format!("p{i}"),
             None => "front".to_string(),
         };
         let (kind, config) = match &child.role {
-            ChildRole::Proxy { proxy, config } => (proxy.to_string(), serde_json::to_vec(config).unwrap()),
+            ChildRole::Proxy { proxy, config } => {
+                (proxy.to_string(), serde_json::to_vec(config).unwrap())
+            }
             ChildRole::Copy => ("Store".to_string(), Vec::new()),
         };
-        p.agents.insert(child.id.clone(), AgentPlan { in_box, kind, config });
+        p.agents.insert(
+            child.id.clone(),
+            AgentPlan {
+                in_box,
+                kind,
+                config,
+            },
+        );
         leaves.push(LattNode::leaf(child.id.clone()));
     }
     for (sender, entry) in &e.entry {
@@ -65,26 +83,56 @@ struct System {
 impl System {
     async fn start(n: usize) -> System {
         let placement = placement(n as i64);
-        let front = builder("front").with_controller(Controller::new(placement.clone())).start().await.unwrap();
+        let front = builder("front")
+            .with_controller(Controller::new(placement.clone()))
+            .start()
+            .await
+            .unwrap();
         let mut boxes = Vec::new();
         for i in 0..n {
-            boxes.push(Some(builder(&format!("p{i}")).controller_at(front.addr()).start().await.unwrap()));
+            boxes.push(Some(
+                builder(&format!("p{i}"))
+                    .controller_at(front.addr())
+                    .start()
+                    .await
+                    .unwrap(),
+            ));
         }
         front.ready().await.unwrap();
         for b in boxes.iter().flatten() {
             b.ready().await.unwrap();
         }
         let probe = front.endpoint("probe").unwrap();
-        let mut sys = System { n, placement, front, boxes, probe, restarts: 0 };
-        sys.wait(|all| all.len() == n && all[0].role == Role::Primary && all[1..].iter().all(|s| s.role == Role::Backup)).await;
+        let mut sys = System {
+            n,
+            placement,
+            front,
+            boxes,
+            probe,
+            restarts: 0,
+        };
+        sys.wait(|all| {
+            all.len() == n
+                && all[0].role == Role::Primary
+                && all[1..].iter().all(|s| s.role == Role::Backup)
+        })
+        .await;
         sys
     }
 
     async fn status(&mut self, i: usize) -> Option<PbStatus> {
         self.boxes[i].as_ref()?;
-        self.probe.send(&format!("KVS/PrimaryBackupProxy{i}"), Status).await.ok()?;
-        let env = timeout(Duration::from_secs(2), self.probe.recv()).await.ok()??;
-        env.payload.decode::<PbStatus>().ok().filter(|s| s.index == i as u64)
+        self.probe
+            .send(&format!("KVS/PrimaryBackupProxy{i}"), Status)
+            .await
+            .ok()?;
+        let env = timeout(Duration::from_secs(2), self.probe.recv())
+            .await
+            .ok()??;
+        env.payload
+            .decode::<PbStatus>()
+            .ok()
+            .filter(|s| s.index == i as u64)
     }
 
     async fn statuses(&mut self) -> Vec<PbStatus> {
@@ -114,12 +162,22 @@ impl System {
     async fn copy_states(&mut self) -> Vec<(u64, Vec<u8>)> {
         let live = self.boxes.iter().filter(|b| b.is_some()).count();
         let all = self
-            .wait(|all| all.len() == live && all.iter().all(|s| s.role != Role::Starting && s.completed == s.executed && s.log_len == all[0].log_len))
+            .wait(|all| {
+                all.len() == live
+                    && all.iter().all(|s| {
+                        s.role != Role::Starting
+                            && s.completed == s.executed
+                            && s.log_len == all[0].log_len
+                    })
+            })
             .await;
         let mut states = Vec::new();
         for s in all {
             let b = self.boxes[s.index as usize].as_ref().unwrap();
-            states.push((s.log_len, b.snapshot(&format!("KVS/Copy{}", s.index)).await.unwrap()));
+            states.push((
+                s.log_len,
+                b.snapshot(&format!("KVS/Copy{}", s.index)).await.unwrap(),
+            ));
         }
         states
     }
@@ -131,10 +189,15 @@ impl System {
     /// Starts box `p{i}` again, empty, under a new name (see replicate.rs), with its two agents.
     async fn restart(&mut self, i: usize) {
         self.restarts += 1;
-        let b = builder(&format!("p{i}-again{}", self.restarts)).controller_at(self.front.addr()).start().await.unwrap();
+        let b = builder(&format!("p{i}-again{}", self.restarts))
+            .controller_at(self.front.addr())
+            .start()
+            .await
+            .unwrap();
         b.ready().await.unwrap();
         let hooks: Arc<dyn Hooks> = Arc::new(NoHooks);
-        let factories: BTreeMap<&str, ovid::Factory> = primary_backup::proxies(&hooks).into_iter().collect();
+        let factories: BTreeMap<&str, ovid::Factory> =
+            primary_backup::proxies(&hooks).into_iter().collect();
         let proxy_id = format!("KVS/PrimaryBackupProxy{i}");
         let plan = &self.placement.agents[&proxy_id];
         let agent = factories[plan.kind.as_str()](&plan.config).unwrap();
@@ -142,9 +205,15 @@ impl System {
         b.spawn(copy_id.clone(), Store::default()).unwrap();
         b.spawn(proxy_id.clone(), agent).unwrap();
         b.sync_controller().await.unwrap();
-        let mut operator = self.front.endpoint(format!("operator{}", self.restarts)).unwrap();
+        let mut operator = self
+            .front
+            .endpoint(format!("operator{}", self.restarts))
+            .unwrap();
         for id in [proxy_id, copy_id] {
-            operator.send(ovid::CONTROLLER, Invalidate { id }).await.unwrap();
+            operator
+                .send(ovid::CONTROLLER, Invalidate { id })
+                .await
+                .unwrap();
         }
         self.front.sync_controller().await.unwrap();
         self.boxes[i] = Some(b);
@@ -180,13 +249,21 @@ async fn replies_match_the_unreplicated_store() {
         let got = window(&mut client, chunk).await;
         assert_eq!(got, want, "replies differ for {chunk:?}");
     }
-    println!("primary_backup(3): {} operations in windows of 10, {:?} (with the reference store)", ops.len(), started.elapsed());
+    println!(
+        "primary_backup(3): {} operations in windows of 10, {:?} (with the reference store)",
+        ops.len(),
+        started.elapsed()
+    );
 
     let states = sys.copy_states().await;
     let expected = solo.snapshot("KVS").await.unwrap();
     assert_eq!(states.len(), 3);
     for (len, state) in &states {
-        assert_eq!(decode_store(state), decode_store(&expected), "copy at {len} differs");
+        assert_eq!(
+            decode_store(state),
+            decode_store(&expected),
+            "copy at {len} differs"
+        );
     }
     sys.shutdown().await;
     solo.shutdown().await;
@@ -212,10 +289,18 @@ async fn a_backup_and_then_the_primary_crash_and_come_back() {
     sys.crash(2).await;
     let crashed = Instant::now();
     version += 1;
-    assert_eq!(put(&mut client, "k-during", "backup-down").await.version, version);
-    println!("backup p2 crashed: the next put took {:?} (the primary stops waiting after 500 ms)", crashed.elapsed());
+    assert_eq!(
+        put(&mut client, "k-during", "backup-down").await.version,
+        version
+    );
+    println!(
+        "backup p2 crashed: the next put took {:?} (the primary stops waiting after 500 ms)",
+        crashed.elapsed()
+    );
     acked.insert("k-during".into(), "backup-down".into());
-    let all = sys.wait(|all| all.first().is_some_and(|p| p.live == [1])).await;
+    let all = sys
+        .wait(|all| all.first().is_some_and(|p| p.live == [1]))
+        .await;
     assert_eq!(all[0].role, Role::Primary);
     for i in 0..20 {
         let (k, v) = (format!("k{}", i % 12), format!("second-{i}"));
@@ -227,23 +312,50 @@ async fn a_backup_and_then_the_primary_crash_and_come_back() {
     let restarted = Instant::now();
     sys.restart(2).await;
     let states = sys.copy_states().await;
-    println!("backup p2 restarted and caught up ({} entries) in {:?}", states[0].0, restarted.elapsed());
+    println!(
+        "backup p2 restarted and caught up ({} entries) in {:?}",
+        states[0].0,
+        restarted.elapsed()
+    );
     assert_eq!(states.len(), 3);
     assert!(states.iter().all(|s| s.1 == states[0].1));
     assert_eq!(decode_store(&states[0].1).map, acked);
 
     sys.crash(0).await;
-    client.send("KVS", Put { key: "k-while-down".into(), value: "waits".into() }).await.unwrap();
+    client
+        .send(
+            "KVS",
+            Put {
+                key: "k-while-down".into(),
+                value: "waits".into(),
+            },
+        )
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let restarted = Instant::now();
     sys.restart(0).await;
-    let env = timeout(REPLY_TIMEOUT, client.recv()).await.expect("the put is answered once the primary is back").unwrap();
+    let env = timeout(REPLY_TIMEOUT, client.recv())
+        .await
+        .expect("the put is answered once the primary is back")
+        .unwrap();
     version += 1;
-    assert_eq!(env.payload.decode::<PutOk>().unwrap().version, version, "applied once, after every acknowledged put");
-    println!("primary p0 restarted, recovered the log from the backups and answered in {:?}", restarted.elapsed());
+    assert_eq!(
+        env.payload.decode::<PutOk>().unwrap().version,
+        version,
+        "applied once, after every acknowledged put"
+    );
+    println!(
+        "primary p0 restarted, recovered the log from the backups and answered in {:?}",
+        restarted.elapsed()
+    );
     acked.insert("k-while-down".into(), "waits".into());
     for (k, v) in &acked {
-        assert_eq!(get(&mut client, k).await.value.as_ref(), Some(v), "acknowledged put of {k} lost");
+        assert_eq!(
+            get(&mut client, k).await.value.as_ref(),
+            Some(v),
+            "acknowledged put of {k} lost"
+        );
     }
     let states = sys.copy_states().await;
     assert!(states.iter().all(|s| s.1 == states[0].1));

@@ -28,15 +28,39 @@ include!("support/simulated_store.rs");
 
 #[test]
 fn without_faults() {
-    run(3, Options { seeds: 10, clients: 3, faults: Faults::none(), ..Options::default() });
+    run(
+        3,
+        Options {
+            seeds: 10,
+            clients: 3,
+            faults: Faults::none(),
+            ..Options::default()
+        },
+    );
 }
 
 #[test]
 fn under_delays_reordering_partitions_and_pauses() {
-    run(3, Options { seeds: 30, clients: 3, faults: Faults::all(), ..Options::default() });
+    run(
+        3,
+        Options {
+            seeds: 30,
+            clients: 3,
+            faults: Faults::all(),
+            ..Options::default()
+        },
+    );
 }
 
 #[test]
 fn two_copies() {
-    run(2, Options { seeds: 20, clients: 3, faults: Faults::all(), ..Options::default() });
+    run(
+        2,
+        Options {
+            seeds: 20,
+            clients: 3,
+            faults: Faults::all(),
+            ..Options::default()
+        },
+    );
 }

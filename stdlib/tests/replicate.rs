@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ovid::controller::Invalidate;
-use ovid::{AgentPlan, BoxBuilder, BoxHandle, Context, Controller, Endpoint, LattNode, Message, Placement};
+use ovid::{
+    AgentPlan, BoxBuilder, BoxHandle, Context, Controller, Endpoint, LattNode, Message, Placement,
+};
 use ovid_stdlib::expansion::{Args, Request, Role, Value};
 use ovid_stdlib::proxy::{Hooks, NoHooks};
 use ovid_stdlib::replicate::{self, messages::ReplicaStatus, messages::Status};
@@ -22,7 +24,11 @@ include!("support/replicated_store.rs");
 fn replica_box(id: &str) -> Option<usize> {
     let last = id.rsplit('/').next()?;
     let digits = last.trim_start_matches(|c: char| !c.is_ascii_digit());
-    if last.starts_with("ReplicateIngressProxy") { None } else { digits.parse().ok() }
+    if last.starts_with("ReplicateIngressProxy") {
+        None
+    } else {
+        digits.parse().ok()
+    }
 }
 
 /// The placement of `KVS |> replicate(n)` with sender `client`: replica i and its proxy in box
@@ -30,16 +36,31 @@ fn replica_box(id: &str) -> Option<usize> {
 fn placement(n: i64) -> Placement {
     let args: Args = Args::from([("n".to_string(), Value::Int(n))]);
     let senders = vec!["client".to_string()];
-    let e = replicate::expand(&Request { id: "KVS", senders: &senders, args: &args });
+    let e = replicate::expand(&Request {
+        id: "KVS",
+        senders: &senders,
+        args: &args,
+    });
     let mut p = Placement::new();
     let mut leaves = Vec::new();
     for child in &e.children {
-        let in_box = replica_box(&child.id).map(|i| format!("r{i}")).unwrap_or_else(|| "front".into());
+        let in_box = replica_box(&child.id)
+            .map(|i| format!("r{i}"))
+            .unwrap_or_else(|| "front".into());
         let (kind, config) = match &child.role {
-            Role::Proxy { proxy, config } => (proxy.to_string(), serde_json::to_vec(config).unwrap()),
+            Role::Proxy { proxy, config } => {
+                (proxy.to_string(), serde_json::to_vec(config).unwrap())
+            }
             Role::Copy => ("Store".to_string(), Vec::new()),
         };
-        p.agents.insert(child.id.clone(), AgentPlan { in_box, kind, config });
+        p.agents.insert(
+            child.id.clone(),
+            AgentPlan {
+                in_box,
+                kind,
+                config,
+            },
+        );
         leaves.push(LattNode::leaf(child.id.clone()));
     }
     for (sender, entry) in &e.entry {
@@ -68,17 +89,33 @@ struct Replicated {
 impl Replicated {
     async fn start(n: usize) -> Replicated {
         let placement = placement(n as i64);
-        let front = builder("front").with_controller(Controller::new(placement.clone())).start().await.unwrap();
+        let front = builder("front")
+            .with_controller(Controller::new(placement.clone()))
+            .start()
+            .await
+            .unwrap();
         let mut boxes = Vec::new();
         for i in 0..n {
-            boxes.push(Some(builder(&format!("r{i}")).controller_at(front.addr()).start().await.unwrap()));
+            boxes.push(Some(
+                builder(&format!("r{i}"))
+                    .controller_at(front.addr())
+                    .start()
+                    .await
+                    .unwrap(),
+            ));
         }
         front.ready().await.unwrap();
         for b in boxes.iter().flatten() {
             b.ready().await.unwrap();
         }
         let probe = front.endpoint("probe").unwrap();
-        let mut sys = Replicated { n, placement, front, boxes, probe };
+        let mut sys = Replicated {
+            n,
+            placement,
+            front,
+            boxes,
+            probe,
+        };
         sys.wait_for_leader().await;
         sys
     }
@@ -91,8 +128,13 @@ impl Replicated {
         self.boxes[i].as_ref()?;
         self.probe.send(&Self::proxy(i), Status).await.ok()?;
         // A proxy answers at once; a box that is starting may take a moment.
-        let env = timeout(Duration::from_secs(2), self.probe.recv()).await.ok()??;
-        env.payload.decode::<ReplicaStatus>().ok().filter(|s| s.index == i as u64)
+        let env = timeout(Duration::from_secs(2), self.probe.recv())
+            .await
+            .ok()??;
+        env.payload
+            .decode::<ReplicaStatus>()
+            .ok()
+            .filter(|s| s.index == i as u64)
     }
 
     async fn statuses(&mut self) -> Vec<ReplicaStatus> {
@@ -111,11 +153,14 @@ impl Replicated {
         loop {
             let all = self.statuses().await;
             let live = self.boxes.iter().filter(|b| b.is_some()).count();
-            if all.len() == live && all.iter().all(|s| s.active)
+            if all.len() == live
+                && all.iter().all(|s| s.active)
                 && let Some(l) = all[0].leader
-                    && all.iter().all(|s| s.leader == Some(l)) && self.boxes[l as usize].is_some() {
-                        return l as usize;
-                    }
+                && all.iter().all(|s| s.leader == Some(l))
+                && self.boxes[l as usize].is_some()
+            {
+                return l as usize;
+            }
             assert!(Instant::now() < deadline, "no leader: {all:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -128,7 +173,12 @@ impl Replicated {
             let all = self.statuses().await;
             let live = self.boxes.iter().filter(|b| b.is_some()).count();
             let quiet = all.len() == live
-                && all.iter().all(|s| s.active && s.completed == s.executed && s.applied == s.decided && s.decided == s.log_len)
+                && all.iter().all(|s| {
+                    s.active
+                        && s.completed == s.executed
+                        && s.applied == s.decided
+                        && s.decided == s.log_len
+                })
                 && all.iter().all(|s| s.applied == all[0].applied);
             if quiet {
                 return all;
@@ -144,7 +194,12 @@ impl Replicated {
         let mut states = Vec::new();
         for s in all {
             let b = self.boxes[s.index as usize].as_ref().unwrap();
-            states.push((s.applied, b.snapshot(&format!("KVS/Replica{}", s.index)).await.unwrap()));
+            states.push((
+                s.applied,
+                b.snapshot(&format!("KVS/Replica{}", s.index))
+                    .await
+                    .unwrap(),
+            ));
         }
         states
     }
@@ -159,10 +214,15 @@ impl Replicated {
     /// keep the address of a box manager they learnt, so a box cannot yet come back under its
     /// old name at a new address.)
     async fn restart(&mut self, i: usize) {
-        let b = builder(&format!("r{i}-again")).controller_at(self.front.addr()).start().await.unwrap();
+        let b = builder(&format!("r{i}-again"))
+            .controller_at(self.front.addr())
+            .start()
+            .await
+            .unwrap();
         b.ready().await.unwrap();
         let hooks: Arc<dyn Hooks> = Arc::new(NoHooks);
-        let factories: BTreeMap<&str, ovid::Factory> = replicate::proxies(&hooks).into_iter().collect();
+        let factories: BTreeMap<&str, ovid::Factory> =
+            replicate::proxies(&hooks).into_iter().collect();
         let proxy_id = Self::proxy(i);
         let plan = &self.placement.agents[&proxy_id];
         let agent = factories[plan.kind.as_str()](&plan.config).unwrap();
@@ -172,7 +232,10 @@ impl Replicated {
         b.sync_controller().await.unwrap();
         let mut operator = self.front.endpoint(format!("operator{i}")).unwrap();
         for id in [proxy_id, replica_id] {
-            operator.send(ovid::CONTROLLER, Invalidate { id }).await.unwrap();
+            operator
+                .send(ovid::CONTROLLER, Invalidate { id })
+                .await
+                .unwrap();
         }
         self.front.sync_controller().await.unwrap();
         self.boxes[i] = Some(b);
@@ -211,13 +274,20 @@ async fn replies_match_the_unreplicated_store() {
         assert_eq!(got, want, "replies differ for {chunk:?}");
     }
     let elapsed = started.elapsed();
-    println!("replicate(3): {} operations in windows of 10, {elapsed:?} (with the reference store)", ops.len());
+    println!(
+        "replicate(3): {} operations in windows of 10, {elapsed:?} (with the reference store)",
+        ops.len()
+    );
 
     let states = sys.replica_states().await;
     assert_eq!(states.len(), 3);
     let expected = solo.snapshot("KVS").await.unwrap();
     for (applied, state) in &states {
-        assert_eq!(decode_store(state), decode_store(&expected), "replica at {applied} differs");
+        assert_eq!(
+            decode_store(state),
+            decode_store(&expected),
+            "replica at {applied} differs"
+        );
     }
     assert_eq!(replicate::virtual_state(&states), Some(&expected));
 
@@ -243,24 +313,44 @@ async fn leader_crash_loses_no_acknowledged_put_and_a_restarted_replica_catches_
 
     // Crash the leader with a window of puts in flight.
     let leader = sys.wait_for_leader().await;
-    let in_flight: Vec<(String, String)> = (0..10).map(|i| (format!("k{}", 20 + i), format!("in-flight-{i}"))).collect();
+    let in_flight: Vec<(String, String)> = (0..10)
+        .map(|i| (format!("k{}", 20 + i), format!("in-flight-{i}")))
+        .collect();
     for (k, v) in &in_flight {
-        client.send("KVS", Put { key: k.clone(), value: v.clone() }).await.unwrap();
+        client
+            .send(
+                "KVS",
+                Put {
+                    key: k.clone(),
+                    value: v.clone(),
+                },
+            )
+            .await
+            .unwrap();
     }
     let crashed = Instant::now();
     sys.crash(leader).await;
     let mut versions = Vec::new();
     for _ in &in_flight {
-        let env = timeout(REPLY_TIMEOUT, client.recv()).await.expect("in-flight put answered after the crash").unwrap();
+        let env = timeout(REPLY_TIMEOUT, client.recv())
+            .await
+            .expect("in-flight put answered after the crash")
+            .unwrap();
         versions.push(env.payload.decode::<PutOk>().unwrap().version);
     }
     let recovered = crashed.elapsed();
     versions.sort();
-    assert_eq!(versions, (41..=50).collect::<Vec<_>>(), "each in-flight put ran exactly once");
+    assert_eq!(
+        versions,
+        (41..=50).collect::<Vec<_>>(),
+        "each in-flight put ran exactly once"
+    );
     acked.extend(in_flight);
     let new_leader = sys.wait_for_leader().await;
     assert_ne!(new_leader, leader);
-    println!("leader r{leader} crashed: in-flight puts answered {recovered:?} after the crash; new leader r{new_leader}");
+    println!(
+        "leader r{leader} crashed: in-flight puts answered {recovered:?} after the crash; new leader r{new_leader}"
+    );
 
     let before = Instant::now();
     for i in 0..40u64 {
@@ -269,9 +359,16 @@ async fn leader_crash_loses_no_acknowledged_put_and_a_restarted_replica_catches_
         assert_eq!(ok.version, 51 + i);
         acked.insert(k, v);
     }
-    println!("40 puts after the crash, on two replicas: {:?}", before.elapsed());
+    println!(
+        "40 puts after the crash, on two replicas: {:?}",
+        before.elapsed()
+    );
     for (k, v) in &acked {
-        assert_eq!(get(&mut client, k).await.value.as_ref(), Some(v), "acknowledged put of {k} lost");
+        assert_eq!(
+            get(&mut client, k).await.value.as_ref(),
+            Some(v),
+            "acknowledged put of {k} lost"
+        );
     }
     let states = sys.replica_states().await;
     assert_eq!(states.len(), 2);
@@ -281,9 +378,16 @@ async fn leader_crash_loses_no_acknowledged_put_and_a_restarted_replica_catches_
     let restarted = Instant::now();
     sys.restart(leader).await;
     let states = sys.replica_states().await;
-    println!("restarted r{leader} caught up ({} log entries) in {:?}", states[0].0, restarted.elapsed());
+    println!(
+        "restarted r{leader} caught up ({} log entries) in {:?}",
+        states[0].0,
+        restarted.elapsed()
+    );
     assert_eq!(states.len(), 3);
-    assert!(states.iter().all(|s| s.1 == states[0].1), "replicas differ after catch-up");
+    assert!(
+        states.iter().all(|s| s.1 == states[0].1),
+        "replicas differ after catch-up"
+    );
     let store = decode_store(replicate::virtual_state(&states).unwrap());
     assert_eq!(store.map, acked);
     assert_eq!(store.version, 90);
@@ -293,6 +397,9 @@ async fn leader_crash_loses_no_acknowledged_put_and_a_restarted_replica_catches_
     sys.crash(other).await;
     let ok = put(&mut client, "last", "word").await;
     assert_eq!(ok.version, 91);
-    assert_eq!(get(&mut client, "last").await.value.as_deref(), Some("word"));
+    assert_eq!(
+        get(&mut client, "last").await.value.as_deref(),
+        Some("word")
+    );
     sys.shutdown().await;
 }

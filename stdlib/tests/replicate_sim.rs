@@ -33,27 +33,67 @@ include!("support/simulated_store.rs");
 
 #[test]
 fn without_faults() {
-    run(3, Options { seeds: 10, clients: 3, faults: Faults::none(), ..Options::default() });
+    run(
+        3,
+        Options {
+            seeds: 10,
+            clients: 3,
+            faults: Faults::none(),
+            ..Options::default()
+        },
+    );
 }
 
 #[test]
 fn under_delays_reordering_partitions_and_pauses() {
-    run(3, Options { seeds: 20, clients: 3, faults: Faults::parse("delay,reorder,partition,pause").unwrap(), ..Options::default() });
+    run(
+        3,
+        Options {
+            seeds: 20,
+            clients: 3,
+            faults: Faults::parse("delay,reorder,partition,pause").unwrap(),
+            ..Options::default()
+        },
+    );
 }
 
 #[test]
 fn with_crashes_and_amnesiac_restarts() {
-    run(3, Options { seeds: 30, clients: 3, faults: Faults::parse("crash").unwrap(), ..Options::default() });
+    run(
+        3,
+        Options {
+            seeds: 30,
+            clients: 3,
+            faults: Faults::parse("crash").unwrap(),
+            ..Options::default()
+        },
+    );
 }
 
 #[test]
 fn under_every_fault() {
-    run(3, Options { seeds: 30, clients: 3, faults: Faults::all(), ..Options::default() });
+    run(
+        3,
+        Options {
+            seeds: 30,
+            clients: 3,
+            faults: Faults::all(),
+            ..Options::default()
+        },
+    );
 }
 
 #[test]
 fn five_replicas_under_every_fault_and_churn() {
-    run(5, Options { seeds: 10, clients: 3, faults: Faults::parse("all,churn").unwrap(), ..Options::default() });
+    run(
+        5,
+        Options {
+            seeds: 10,
+            clients: 3,
+            faults: Faults::parse("all,churn").unwrap(),
+            ..Options::default()
+        },
+    );
 }
 
 /// Churn crashes more replicas of a run than f: three replicas can then all lose their memory
@@ -61,7 +101,12 @@ fn five_replicas_under_every_fault_and_churn() {
 /// lost state (refinement), but never a wrong answer.
 #[test]
 fn churn_beyond_f_may_lose_state_but_never_answers_wrong() {
-    let options = Options { seeds: 20, clients: 3, faults: Faults::parse("all,churn").unwrap(), ..Options::default() };
+    let options = Options {
+        seeds: 20,
+        clients: 3,
+        faults: Faults::parse("all,churn").unwrap(),
+        ..Options::default()
+    };
     let r = test_system(&system(3), &options).expect("the simulator runs");
     let text = r.render("replicated store");
     println!("{text}");
@@ -72,7 +117,15 @@ fn churn_beyond_f_may_lose_state_but_never_answers_wrong() {
 
 #[test]
 fn one_replica() {
-    run(1, Options { seeds: 10, clients: 3, faults: Faults::parse("delay,reorder").unwrap(), ..Options::default() });
+    run(
+        1,
+        Options {
+            seeds: 10,
+            clients: 3,
+            faults: Faults::parse("delay,reorder").unwrap(),
+            ..Options::default()
+        },
+    );
 }
 
 /// More seeds, by hand: `SEEDS=500 FAULTS=crash,delay N=3 cargo test -p ovid-stdlib --test
@@ -80,7 +133,8 @@ fn one_replica() {
 #[test]
 #[ignore]
 fn soak() {
-    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+    let var =
+        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
     let options = Options {
         seeds: var("SEEDS", "200").parse().unwrap(),
         clients: var("CLIENTS", "3").parse().unwrap(),
@@ -90,7 +144,8 @@ fn soak() {
         ..Options::default()
     };
     if options.trace {
-        let r = test_system(&system(var("N", "3").parse().unwrap()), &options).expect("the simulator runs");
+        let r = test_system(&system(var("N", "3").parse().unwrap()), &options)
+            .expect("the simulator runs");
         println!("{}", r.render("replicated store"));
         return;
     }

@@ -9,15 +9,33 @@ use ovid_stdlib::replicate::messages::{Command, Reply};
 use ovid_stdlib::replicate::{Applier, PaxosState, Step, refine, virtual_state};
 
 fn cmd(client: &str, seq: u64, ack: u64) -> Command {
-    Command { client: client.into(), seq, ack, name: "Put".into(), bytes: vec![seq as u8] }
+    Command {
+        client: client.into(),
+        seq,
+        ack,
+        name: "Put".into(),
+        bytes: vec![seq as u8],
+    }
 }
 
 fn reply(s: &str) -> Reply {
-    Reply { name: "PutOk".into(), bytes: s.as_bytes().to_vec() }
+    Reply {
+        name: "PutOk".into(),
+        bytes: s.as_bytes().to_vec(),
+    }
 }
 
 fn tags(steps: &[Step]) -> Vec<u64> {
-    steps.iter().filter_map(|s| if let Step::Execute { tag, .. } = s { Some(*tag) } else { None }).collect()
+    steps
+        .iter()
+        .filter_map(|s| {
+            if let Step::Execute { tag, .. } = s {
+                Some(*tag)
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -30,10 +48,24 @@ fn duplicates_run_once_and_get_the_first_reply() {
     a.apply(1, cmd("c", 0, 0), &mut out);
     assert!(out.is_empty(), "a duplicate before the reply: nothing yet");
     assert!(a.reply(1, reply("one"), &mut out));
-    assert_eq!(out, [Step::Done { client: "c".into(), seq: 0, reply: Some(reply("one")) }]);
+    assert_eq!(
+        out,
+        [Step::Done {
+            client: "c".into(),
+            seq: 0,
+            reply: Some(reply("one"))
+        }]
+    );
     out.clear();
     a.apply(2, cmd("c", 0, 0), &mut out);
-    assert_eq!(out, [Step::Done { client: "c".into(), seq: 0, reply: Some(reply("one")) }]);
+    assert_eq!(
+        out,
+        [Step::Done {
+            client: "c".into(),
+            seq: 0,
+            reply: Some(reply("one"))
+        }]
+    );
     assert_eq!(a.executed, 1);
 }
 
@@ -45,13 +77,32 @@ fn a_request_that_overtook_an_earlier_one_waits_for_it() {
     assert!(out.is_empty());
     assert!(a.seen("c", 1) && !a.seen("c", 0));
     a.apply(1, cmd("c", 0, 0), &mut out);
-    assert_eq!(tags(&out), [2, 1], "seq 0 (index 1) runs first, then seq 1 (index 0)");
+    assert_eq!(
+        tags(&out),
+        [2, 1],
+        "seq 0 (index 1) runs first, then seq 1 (index 0)"
+    );
     out.clear();
     assert!(a.reply(2, reply("zero"), &mut out));
-    assert_eq!(out, [Step::Done { client: "c".into(), seq: 0, reply: Some(reply("zero")) }], "seq 1 (tag 1) still waits");
+    assert_eq!(
+        out,
+        [Step::Done {
+            client: "c".into(),
+            seq: 0,
+            reply: Some(reply("zero"))
+        }],
+        "seq 1 (tag 1) still waits"
+    );
     out.clear();
     assert!(a.reply(1, reply("one"), &mut out));
-    assert_eq!(out, [Step::Done { client: "c".into(), seq: 1, reply: Some(reply("one")) }]);
+    assert_eq!(
+        out,
+        [Step::Done {
+            client: "c".into(),
+            seq: 1,
+            reply: Some(reply("one"))
+        }]
+    );
 }
 
 #[test]
@@ -65,14 +116,26 @@ fn missing_replies_complete_when_a_later_reply_comes_and_acks_forget() {
     assert_eq!(out.len(), 2);
     assert_eq!(a.known("c", 0), Some(None));
     assert_eq!(a.known("c", 1), Some(Some(reply("two"))));
-    assert!(!a.reply(2, reply("again"), &mut out), "an extra reply is dropped");
+    assert!(
+        !a.reply(2, reply("again"), &mut out),
+        "an extra reply is dropped"
+    );
     a.apply(2, cmd("c", 2, 2), &mut out);
-    assert_eq!(a.sessions["c"].outcomes.keys().copied().collect::<Vec<_>>(), [2]);
+    assert_eq!(
+        a.sessions["c"].outcomes.keys().copied().collect::<Vec<_>>(),
+        [2]
+    );
     assert_eq!(a.completed(), 2);
 }
 
 fn entry(seq: u64) -> Command {
-    Command { client: "c".into(), seq, ack: 0, name: "Put".into(), bytes: vec![seq as u8] }
+    Command {
+        client: "c".into(),
+        seq,
+        ack: 0,
+        name: "Put".into(),
+        bytes: vec![seq as u8],
+    }
 }
 
 fn ballot(n: u32, pid: u64) -> Ballot {
@@ -81,22 +144,43 @@ fn ballot(n: u32, pid: u64) -> Ballot {
 
 #[test]
 fn merge_takes_the_highest_promise_and_the_log_accepted_last() {
-    let a = PaxosState { promise: Some(ballot(3, 1)), accepted_round: Some(ballot(2, 1)), log: vec![entry(0), entry(1)], decided: 2, ..Default::default() };
-    let b = PaxosState { promise: Some(ballot(4, 2)), accepted_round: Some(ballot(4, 2)), log: vec![entry(0), entry(9), entry(8)], decided: 1, ..Default::default() };
+    let a = PaxosState {
+        promise: Some(ballot(3, 1)),
+        accepted_round: Some(ballot(2, 1)),
+        log: vec![entry(0), entry(1)],
+        decided: 2,
+        ..Default::default()
+    };
+    let b = PaxosState {
+        promise: Some(ballot(4, 2)),
+        accepted_round: Some(ballot(4, 2)),
+        log: vec![entry(0), entry(9), entry(8)],
+        decided: 1,
+        ..Default::default()
+    };
     let m = PaxosState::merge([&a, &b]);
     assert_eq!(m.promise, Some(ballot(4, 2)));
     assert_eq!(m.accepted_round, Some(ballot(4, 2)));
     assert_eq!(m.log, b.log);
     assert_eq!(m.decided, 2);
     assert!(m.has_history());
-    assert!(!PaxosState { promise: Some(ballot(1, 3)), ..Default::default() }.has_history());
+    assert!(
+        !PaxosState {
+            promise: Some(ballot(1, 3)),
+            ..Default::default()
+        }
+        .has_history()
+    );
 }
 
 #[test]
 fn the_virtual_state_is_the_replica_that_applied_most() {
     let none: [(u64, &str); 0] = [];
     assert_eq!(virtual_state(&none), None);
-    assert_eq!(virtual_state(&[(3, "a"), (7, "b"), (7, "c"), (5, "d")]), Some(&"b"));
+    assert_eq!(
+        virtual_state(&[(3, "a"), (7, "b"), (7, "c"), (5, "d")]),
+        Some(&"b")
+    );
 }
 
 #[test]
@@ -107,8 +191,14 @@ fn refine_reads_the_applied_index_from_the_proxy_snapshots() {
 
     let args = Args::from([
         ("index".to_string(), Value::Int(0)),
-        ("peers".to_string(), Value::List(vec!["X/ReplicaProxy0".into()])),
-        ("targets".to_string(), Value::List(vec!["X/Replica0".into()])),
+        (
+            "peers".to_string(),
+            Value::List(vec!["X/ReplicaProxy0".into()]),
+        ),
+        (
+            "targets".to_string(),
+            Value::List(vec!["X/Replica0".into()]),
+        ),
     ]);
     let proxy = ReplicaProxy::from_config(&args).unwrap();
     let empty = proxy.snapshot().unwrap();

@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("inside the workspace")
+        .to_path_buf()
 }
 
 /// Generates the webkvs crate with `ovidc build --no-compile` into `target/<dir>/webkvs`,
@@ -41,10 +44,14 @@ pub fn build_webkvs(ovidc: &str, dir: &str) -> PathBuf {
         .status()
         .expect("ovidc starts");
     assert!(status.success(), "ovidc build --no-compile failed");
-    let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).expect("the generated Cargo.toml");
+    let manifest =
+        std::fs::read_to_string(krate.join("Cargo.toml")).expect("the generated Cargo.toml");
     let package = manifest
         .lines()
-        .find_map(|l| l.strip_prefix("name = \"").and_then(|rest| rest.strip_suffix('"')))
+        .find_map(|l| {
+            l.strip_prefix("name = \"")
+                .and_then(|rest| rest.strip_suffix('"'))
+        })
         .expect("a package name")
         .to_string();
     let target = root.join("target/e2e");
@@ -57,46 +64,83 @@ pub fn build_webkvs(ovidc: &str, dir: &str) -> PathBuf {
         .env_remove("RUSTFLAGS")
         .status()
         .expect("cargo starts");
-    assert!(status.success(), "the generated webkvs crate did not compile");
+    assert!(
+        status.success(),
+        "the generated webkvs crate did not compile"
+    );
     let bin = out.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let dest = bin.join(&package);
     let _ = std::fs::remove_file(&dest);
     std::fs::copy(target.join("debug").join(&package), &dest).expect("copy the binary");
-    println!("built {} in {:.1} s", dest.display(), started.elapsed().as_secs_f64());
+    println!(
+        "built {} in {:.1} s",
+        dest.display(),
+        started.elapsed().as_secs_f64()
+    );
     dest
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `n` distinct free ports (held together while choosing, so they differ).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    let held: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 /// One HTTP/1.0 exchange with a time limit: the status code and the body (trimmed).
-pub fn http(addr: &str, method: &str, path: &str, body: &str, limit: Duration) -> std::io::Result<(u16, String)> {
-    let sock: std::net::SocketAddr =
-        addr.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    limit: Duration,
+) -> std::io::Result<(u16, String)> {
+    let sock: std::net::SocketAddr = addr.parse().map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}"))
+    })?;
     let mut s = TcpStream::connect_timeout(&sock, limit)?;
     s.set_read_timeout(Some(limit))?;
     s.set_write_timeout(Some(limit))?;
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
     let mut response = String::new();
     s.read_to_string(&mut response)?;
-    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_string();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     Ok((status, body))
 }
 
 /// An error of [`http`] in words: a read that timed out is `WouldBlock` on Linux.
 pub fn describe(e: &std::io::Error) -> String {
     match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!("no answer within {} s", REQUEST_LIMIT.as_secs()),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            format!("no answer within {} s", REQUEST_LIMIT.as_secs())
+        }
         _ => e.to_string(),
     }
 }
@@ -174,12 +218,23 @@ impl Load {
                     // Do not spin on a refused connection.
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                attempts.push(Attempt { key, value, sent, took, acked, error });
+                attempts.push(Attempt {
+                    key,
+                    value,
+                    sent,
+                    took,
+                    acked,
+                    error,
+                });
                 i += 1;
             }
             attempts
         });
-        Load { started, stop, thread: Some(thread) }
+        Load {
+            started,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// Time since the load started.
@@ -190,7 +245,11 @@ impl Load {
     /// Stops the load (after its current request) and returns every attempt.
     pub fn finish(mut self) -> Vec<Attempt> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().expect("once").join().expect("the load thread panicked")
+        self.thread
+            .take()
+            .expect("once")
+            .join()
+            .expect("the load thread panicked")
     }
 }
 
@@ -209,7 +268,11 @@ pub fn lost_writes(addr: &str, attempts: &[Attempt]) -> Vec<(String, String, Str
     let mut silent = 0;
     for a in attempts.iter().filter(|a| a.acked) {
         if silent >= 5 {
-            lost.push((a.key.clone(), a.value.clone(), "not read: the service stopped answering".to_string()));
+            lost.push((
+                a.key.clone(),
+                a.value.clone(),
+                "not read: the service stopped answering".to_string(),
+            ));
             continue;
         }
         let got = match http(addr, "GET", &format!("/{}", a.key), "", REQUEST_LIMIT) {
@@ -233,8 +296,17 @@ pub fn lost_writes(addr: &str, attempts: &[Attempt]) -> Vec<(String, String, Str
 
 /// At most `n` of `lost`, for an assertion message.
 pub fn some(lost: &[(String, String, String)], n: usize) -> String {
-    let shown: Vec<String> = lost.iter().take(n).map(|(k, v, got)| format!("{k} = {v:?}, read back: {got}")).collect();
-    format!("{} of them, the first {}:\n{}", lost.len(), shown.len(), shown.join("\n"))
+    let shown: Vec<String> = lost
+        .iter()
+        .take(n)
+        .map(|(k, v, got)| format!("{k} = {v:?}, read back: {got}"))
+        .collect();
+    format!(
+        "{} of them, the first {}:\n{}",
+        lost.len(),
+        shown.len(),
+        shown.join("\n")
+    )
 }
 
 /// The longest time without an acknowledgement around a fault at `at` (from the start of the
@@ -242,9 +314,18 @@ pub fn some(lost: &[(String, String, String)], n: usize) -> String {
 /// through every acknowledgement up to `until`, the largest gap between consecutive ones —
 /// including the gap from the last one to `until`, so a service that never came back shows.
 pub fn recovery(attempts: &[Attempt], at: Duration, until: Duration) -> Duration {
-    let mut acks: Vec<Duration> = attempts.iter().filter(|a| a.acked).map(Attempt::done).collect();
+    let mut acks: Vec<Duration> = attempts
+        .iter()
+        .filter(|a| a.acked)
+        .map(Attempt::done)
+        .collect();
     acks.sort();
-    let mut last = acks.iter().copied().filter(|t| *t <= at).max().unwrap_or(at);
+    let mut last = acks
+        .iter()
+        .copied()
+        .filter(|t| *t <= at)
+        .max()
+        .unwrap_or(at);
     let mut longest = Duration::ZERO;
     for t in acks.iter().copied().filter(|t| *t > at && *t <= until) {
         longest = longest.max(t - last);
@@ -255,12 +336,19 @@ pub fn recovery(attempts: &[Attempt], at: Duration, until: Duration) -> Duration
 
 /// Acknowledged writes that completed after `from` (from the start of the load).
 pub fn acked_after(attempts: &[Attempt], from: Duration) -> usize {
-    attempts.iter().filter(|a| a.acked && a.sent >= from).count()
+    attempts
+        .iter()
+        .filter(|a| a.acked && a.sent >= from)
+        .count()
 }
 
 /// The `q` quantile (0..=1) of the latencies of acknowledged writes.
 pub fn quantile(attempts: &[Attempt], q: f64) -> Duration {
-    let mut took: Vec<Duration> = attempts.iter().filter(|a| a.acked).map(|a| a.took).collect();
+    let mut took: Vec<Duration> = attempts
+        .iter()
+        .filter(|a| a.acked)
+        .map(|a| a.took)
+        .collect();
     if took.is_empty() {
         return Duration::ZERO;
     }
@@ -278,18 +366,28 @@ pub fn ms(d: Duration) -> String {
 pub fn error_summary(attempts: &[Attempt]) -> Vec<(String, usize)> {
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     for a in attempts.iter().filter(|a| !a.acked) {
-        *counts.entry(a.error.clone().unwrap_or_default()).or_default() += 1;
+        *counts
+            .entry(a.error.clone().unwrap_or_default())
+            .or_default() += 1;
     }
     counts.into_iter().collect()
 }
 
 /// Prints the figures every fault test reports.
-pub fn print_figures(title: &str, attempts: &[Attempt], lost: usize, faults: &[(&str, Duration, Duration)]) {
+pub fn print_figures(
+    title: &str,
+    attempts: &[Attempt],
+    lost: usize,
+    faults: &[(&str, Duration, Duration)],
+) {
     let acked = attempts.iter().filter(|a| a.acked).count();
     println!("== {title}");
     println!("writes attempted:    {}", attempts.len());
     println!("writes acknowledged: {acked}");
-    println!("writes not acknowledged (failed or timed out, never retried): {}", attempts.len() - acked);
+    println!(
+        "writes not acknowledged (failed or timed out, never retried): {}",
+        attempts.len() - acked
+    );
     for (error, n) in error_summary(attempts) {
         println!("    {n} x {error}");
     }
@@ -299,7 +397,10 @@ pub fn print_figures(title: &str, attempts: &[Attempt], lost: usize, faults: &[(
             "{what} at {:.2} s: time to recover (longest gap between acknowledgements) {}; {} writes acknowledged after it",
             at.as_secs_f64(),
             ms(recovery(attempts, *at, *until)),
-            attempts.iter().filter(|a| a.acked && a.sent >= *at && a.sent < *until).count()
+            attempts
+                .iter()
+                .filter(|a| a.acked && a.sent >= *at && a.sent < *until)
+                .count()
         );
     }
     println!(
@@ -319,7 +420,15 @@ pub fn tail(path: &Path, n: usize) -> String {
 
 /// Runs a command to completion; its stdout, or a panic with its stderr.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

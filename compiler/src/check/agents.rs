@@ -39,15 +39,28 @@ pub fn check_agents(
     agents
 }
 
-pub(super) fn unknown_message(name: &Ident, messages: &BTreeMap<String, Vec<(String, Type)>>) -> Diagnostic {
+pub(super) fn unknown_message(
+    name: &Ident,
+    messages: &BTreeMap<String, Vec<(String, Type)>>,
+) -> Diagnostic {
     let help = match closest(&name.name, messages.keys().map(String::as_str)) {
         Some(c) => format!("did you mean `{c}`?"),
         None => format!("declare it: `message {} {{ .. }}`", name.name),
     };
-    Diagnostic::new(Code::UnknownMessage, format!("unknown message `{}`", name.name), name.span, "not a declared message").help(help)
+    Diagnostic::new(
+        Code::UnknownMessage,
+        format!("unknown message `{}`", name.name),
+        name.span,
+        "not a declared message",
+    )
+    .help(help)
 }
 
-fn check_agent(a: &ast::Agent, messages: &BTreeMap<String, Vec<(String, Type)>>, out: &mut Vec<Diagnostic>) -> Checked {
+fn check_agent(
+    a: &ast::Agent,
+    messages: &BTreeMap<String, Vec<(String, Type)>>,
+    out: &mut Vec<Diagnostic>,
+) -> Checked {
     let mut accepts = BTreeMap::new();
     for acc in &a.accepts {
         let mut ok = true;
@@ -58,9 +71,20 @@ fn check_agent(a: &ast::Agent, messages: &BTreeMap<String, Vec<(String, Type)>>,
             }
         }
         if accepts.contains_key(&acc.message.name) {
-            out.push(Diagnostic::new(Code::Duplicate, format!("`{}` is accepted twice", acc.message.name), acc.span, "declared again here").help("declare each accepted message once"));
+            out.push(
+                Diagnostic::new(
+                    Code::Duplicate,
+                    format!("`{}` is accepted twice", acc.message.name),
+                    acc.span,
+                    "declared again here",
+                )
+                .help("declare each accepted message once"),
+            );
         } else if ok {
-            accepts.insert(acc.message.name.clone(), acc.reply.as_ref().map(|r| r.name.clone()));
+            accepts.insert(
+                acc.message.name.clone(),
+                acc.reply.as_ref().map(|r| r.name.clone()),
+            );
         }
     }
 
@@ -68,7 +92,15 @@ fn check_agent(a: &ast::Agent, messages: &BTreeMap<String, Vec<(String, Type)>>,
     let mut listed: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
     for u in &a.uses {
         if uses.contains_key(&u.name.name) {
-            out.push(Diagnostic::new(Code::Duplicate, format!("`{}` is used twice", u.name.name), u.name.span, "declared again here").help("declare each `uses` identifier once"));
+            out.push(
+                Diagnostic::new(
+                    Code::Duplicate,
+                    format!("`{}` is used twice", u.name.name),
+                    u.name.span,
+                    "declared again here",
+                )
+                .help("declare each `uses` identifier once"),
+            );
             continue;
         }
         let mut sends = BTreeSet::new();
@@ -79,14 +111,28 @@ fn check_agent(a: &ast::Agent, messages: &BTreeMap<String, Vec<(String, Type)>>,
                 out.push(unknown_message(m, messages));
             }
         }
-        listed.insert(u.name.name.clone(), u.sends.is_some().then(|| sends.clone()));
+        listed.insert(
+            u.name.name.clone(),
+            u.sends.is_some().then(|| sends.clone()),
+        );
         uses.insert(u.name.name.clone(), sends);
     }
 
     let mut state = Vec::new();
     for s in &a.state {
-        if state.iter().any(|(n, _, _): &(String, Type, Option<String>)| *n == s.name.name) {
-            out.push(Diagnostic::new(Code::Duplicate, format!("state field `{}` is declared twice", s.name.name), s.name.span, "declared again here").help("rename or remove one of them"));
+        if state
+            .iter()
+            .any(|(n, _, _): &(String, Type, Option<String>)| *n == s.name.name)
+        {
+            out.push(
+                Diagnostic::new(
+                    Code::Duplicate,
+                    format!("state field `{}` is declared twice", s.name.name),
+                    s.name.span,
+                    "declared again here",
+                )
+                .help("rename or remove one of them"),
+            );
             continue;
         }
         let ty = types::resolve(&s.ty, messages, out);
@@ -98,11 +144,20 @@ fn check_agent(a: &ast::Agent, messages: &BTreeMap<String, Vec<(String, Type)>>,
                     .help(format!("declare the field as a map from the key to the value, e.g. `Map<String, {ty}> by {}`", k.name)),
             );
         }
-        state.push((s.name.name.clone(), ty, s.keyed_by.as_ref().map(|k| k.name.clone())));
+        state.push((
+            s.name.name.clone(),
+            ty,
+            s.keyed_by.as_ref().map(|k| k.name.clone()),
+        ));
     }
 
     let uses_names: Vec<String> = uses.keys().cloned().collect();
-    let env = Env { messages, state: &state, uses: &uses_names, accepts: &accepts };
+    let env = Env {
+        messages,
+        state: &state,
+        uses: &uses_names,
+        accepts: &accepts,
+    };
     let mut facts = Facts::default();
     for (s, (_, ty, _)) in a.state.iter().zip(&state) {
         if let Some(init) = &s.init {
@@ -119,11 +174,21 @@ fn check_agent(a: &ast::Agent, messages: &BTreeMap<String, Vec<(String, Type)>>,
                 && !allowed.contains(m)
             {
                 out.push(
-                    Diagnostic::new(Code::NotAccepted, format!("`{m}` is sent to `{u}`, which is declared to take {}", handlers::list(&allowed.iter().collect::<Vec<_>>())), *span, "not in the declared list")
-                        .help(format!("add `{m}` to the list in `uses {u}(..)`")),
+                    Diagnostic::new(
+                        Code::NotAccepted,
+                        format!(
+                            "`{m}` is sent to `{u}`, which is declared to take {}",
+                            handlers::list(&allowed.iter().collect::<Vec<_>>())
+                        ),
+                        *span,
+                        "not in the declared list",
+                    )
+                    .help(format!("add `{m}` to the list in `uses {u}(..)`")),
                 );
             }
-            uses.get_mut(u).expect("sends are only recorded for declared uses").insert(m.clone());
+            uses.get_mut(u)
+                .expect("sends are only recorded for declared uses")
+                .insert(m.clone());
         }
     }
 
@@ -134,7 +199,11 @@ fn check_agent(a: &ast::Agent, messages: &BTreeMap<String, Vec<(String, Type)>>,
         (Some((false, span)), _, None) => Some((*span, "declared `nondeterministic`".to_string())),
         (None, Behaviour::Process { .. }, None) => {
             let span = a.implementation.first().map_or(a.name.span, |i| i.span);
-            Some((span, "an external process is assumed nondeterministic unless declared `deterministic;`".to_string()))
+            Some((
+                span,
+                "an external process is assumed nondeterministic unless declared `deterministic;`"
+                    .to_string(),
+            ))
         }
         (None, _, None) => None,
     };
@@ -143,7 +212,10 @@ fn check_agent(a: &ast::Agent, messages: &BTreeMap<String, Vec<(String, Type)>>,
         info: AgentInfo {
             accepts,
             uses,
-            state: state.into_iter().map(|(name, ty, keyed_by)| StateInfo { name, ty, keyed_by }).collect(),
+            state: state
+                .into_iter()
+                .map(|(name, ty, keyed_by)| StateInfo { name, ty, keyed_by })
+                .collect(),
             behaviour,
             deterministic: nondeterminism.is_none(),
             ast: a.clone(),
@@ -157,15 +229,30 @@ fn check_agent(a: &ast::Agent, messages: &BTreeMap<String, Vec<(String, Type)>>,
 }
 
 /// The agent's one determinism declaration, reporting repeated and contradicting ones.
-fn check_determinism(a: &ast::Agent, facts: &Facts, out: &mut Vec<Diagnostic>) -> Option<(bool, Span)> {
-    let word = |d: bool| if d { "deterministic" } else { "nondeterministic" };
+fn check_determinism(
+    a: &ast::Agent,
+    facts: &Facts,
+    out: &mut Vec<Diagnostic>,
+) -> Option<(bool, Span)> {
+    let word = |d: bool| {
+        if d {
+            "deterministic"
+        } else {
+            "nondeterministic"
+        }
+    };
     let (&(first, first_span), rest) = a.determinism.split_first()?;
     for &(d, span) in rest {
         if d == first {
             out.push(
-                Diagnostic::new(Code::Duplicate, format!("`{}` is declared `{};` twice", a.name.name, word(d)), span, "declared again here")
-                    .related(first_span, "first declared here")
-                    .help("remove one of them"),
+                Diagnostic::new(
+                    Code::Duplicate,
+                    format!("`{}` is declared `{};` twice", a.name.name, word(d)),
+                    span,
+                    "declared again here",
+                )
+                .related(first_span, "first declared here")
+                .help("remove one of them"),
             );
         } else {
             out.push(
@@ -199,7 +286,11 @@ fn behaviour(
     out: &mut Vec<Diagnostic>,
 ) -> Behaviour {
     if a.implementation.len() > 1 || (!a.implementation.is_empty() && !a.handlers.is_empty()) {
-        let second = if a.implementation.len() > 1 { a.implementation[1].span } else { a.handlers[0].head_span };
+        let second = if a.implementation.len() > 1 {
+            a.implementation[1].span
+        } else {
+            a.handlers[0].head_span
+        };
         out.push(
             Diagnostic::new(Code::ImplConflict, format!("agent `{}` has more than one implementation", a.name.name), second, "second implementation")
                 .related(a.implementation[0].span, "first implementation")
@@ -211,8 +302,12 @@ fn behaviour(
             out.push(Diagnostic::new(Code::ImplConflict, "empty implementation target", i.span, "nothing to run").help("name a Rust type (`impl rust \"crate::Type\"`) or a command (`impl process \"python3 agent.py\"`)"));
         }
         return match i.kind {
-            ImplKind::Rust => Behaviour::Rust { path: i.target.clone() },
-            ImplKind::Process => Behaviour::Process { command: i.target.clone() },
+            ImplKind::Rust => Behaviour::Rust {
+                path: i.target.clone(),
+            },
+            ImplKind::Process => Behaviour::Process {
+                command: i.target.clone(),
+            },
         };
     }
 
@@ -222,7 +317,15 @@ fn behaviour(
         match &h.trigger {
             Trigger::Start => {
                 if on_start {
-                    out.push(Diagnostic::new(Code::Duplicate, "two `on start` handlers", h.head_span, "second one").help("merge them into one `on start`"));
+                    out.push(
+                        Diagnostic::new(
+                            Code::Duplicate,
+                            "two `on start` handlers",
+                            h.head_span,
+                            "second one",
+                        )
+                        .help("merge them into one `on start`"),
+                    );
                 }
                 on_start = true;
             }
@@ -230,14 +333,25 @@ fn behaviour(
                 if !messages.contains_key(&message.name) {
                     out.push(unknown_message(message, messages));
                 } else if handled.contains(&message.name) {
-                    out.push(Diagnostic::new(Code::Duplicate, format!("two handlers for `{}`", message.name), h.head_span, "second handler").help("merge them into one handler"));
+                    out.push(
+                        Diagnostic::new(
+                            Code::Duplicate,
+                            format!("two handlers for `{}`", message.name),
+                            h.head_span,
+                            "second handler",
+                        )
+                        .help("merge them into one handler"),
+                    );
                 } else {
                     handled.push(message.name.clone());
                     // A reply can only be sent from this handler, so one without `reply` never
                     // answers its requests.
-                    if let (Some(Some(reply)), Some(acc)) =
-                        (accepts.get(&message.name), a.accepts.iter().find(|acc| acc.message.name == message.name))
-                        && !handlers::replies(&h.body)
+                    if let (Some(Some(reply)), Some(acc)) = (
+                        accepts.get(&message.name),
+                        a.accepts
+                            .iter()
+                            .find(|acc| acc.message.name == message.name),
+                    ) && !handlers::replies(&h.body)
                     {
                         out.push(
                             Diagnostic::new(Code::ReplyMissing, format!("`{}` never replies to `{}`", a.name.name, message.name), h.head_span, "this handler has no `reply`")
@@ -258,5 +372,8 @@ fn behaviour(
             );
         }
     }
-    Behaviour::Handlers { messages: handled, on_start }
+    Behaviour::Handlers {
+        messages: handled,
+        on_start,
+    }
 }

@@ -75,19 +75,37 @@ pub fn check_handler(env: &Env, handler: &Handler, facts: &mut Facts, out: &mut 
     let current = match &handler.trigger {
         Trigger::Start => None,
         Trigger::Message { message, binding } => {
-            let ty = if env.messages.contains_key(&message.name) { Type::Message(message.name.clone()) } else { Type::Unknown };
+            let ty = if env.messages.contains_key(&message.name) {
+                Type::Message(message.name.clone())
+            } else {
+                Type::Unknown
+            };
             scope.insert(binding.name.clone(), (ty, VarKind::Message));
             Some((message.name.clone(), binding.name.clone()))
         }
     };
-    let mut c = Checker { env, scopes: vec![scope], current, in_init: false, facts, out };
+    let mut c = Checker {
+        env,
+        scopes: vec![scope],
+        current,
+        in_init: false,
+        facts,
+        out,
+    };
     c.block(&handler.body);
     c.check_literals_in_block(&handler.body);
 }
 
 /// Type-checks a state field's initial value, which may use literals and builtins only.
 pub fn check_init(env: &Env, expr: &Expr, ty: &Type, facts: &mut Facts, out: &mut Vec<Diagnostic>) {
-    let mut c = Checker { env, scopes: vec![HashMap::new()], current: None, in_init: true, facts, out };
+    let mut c = Checker {
+        env,
+        scopes: vec![HashMap::new()],
+        current: None,
+        in_init: true,
+        facts,
+        out,
+    };
     let got = c.expr(expr, Some(ty));
     c.expect(ty, &got, expr.span);
     c.check_literals(expr);
@@ -101,8 +119,13 @@ impl Checker<'_, '_> {
     fn expect(&mut self, expected: &Type, got: &Type, span: Span) {
         if !got.fits(expected) {
             self.error(
-                Diagnostic::new(Code::TypeMismatch, format!("expected `{expected}`, found `{got}`"), span, format!("this is `{got}`"))
-                    .help(format!("use a value of type `{expected}` here")),
+                Diagnostic::new(
+                    Code::TypeMismatch,
+                    format!("expected `{expected}`, found `{got}`"),
+                    span,
+                    format!("this is `{got}`"),
+                )
+                .help(format!("use a value of type `{expected}` here")),
             );
         }
     }
@@ -112,7 +135,10 @@ impl Checker<'_, '_> {
     }
 
     fn bind(&mut self, name: &str, ty: Type) {
-        self.scopes.last_mut().expect("a scope is open").insert(name.to_string(), (ty, VarKind::Local));
+        self.scopes
+            .last_mut()
+            .expect("a scope is open")
+            .insert(name.to_string(), (ty, VarKind::Local));
     }
 
     fn block(&mut self, b: &Block) {
@@ -126,7 +152,9 @@ impl Checker<'_, '_> {
     fn stmt(&mut self, s: &Stmt) {
         match s {
             Stmt::Let { name, ty, value } => {
-                let declared = ty.as_ref().map(|t| super::types::resolve(t, self.env.messages, self.out));
+                let declared = ty
+                    .as_ref()
+                    .map(|t| super::types::resolve(t, self.env.messages, self.out));
                 let got = self.expr(value, declared.as_ref());
                 let bound = match declared {
                     Some(d) => {
@@ -138,10 +166,21 @@ impl Checker<'_, '_> {
                         // `[]` and `none` take their type from the context, and a `let` without
                         // a type gives none.
                         // `_` is how an unknown part displays; no type name contains it.
-                        let (shape, example) = (got.to_string().replace('_', "T"), got.to_string().replace('_', "String"));
+                        let (shape, example) = (
+                            got.to_string().replace('_', "T"),
+                            got.to_string().replace('_', "String"),
+                        );
                         self.error(
-                            Diagnostic::new(Code::NeedsAnnotation, format!("the type of `{}` is unknown", name.name), value.span, format!("`{shape}` with `T` unknown"))
-                                .help(format!("write the type: `let {}: {example} = ..;`", name.name)),
+                            Diagnostic::new(
+                                Code::NeedsAnnotation,
+                                format!("the type of `{}` is unknown", name.name),
+                                value.span,
+                                format!("`{shape}` with `T` unknown"),
+                            )
+                            .help(format!(
+                                "write the type: `let {}: {example} = ..;`",
+                                name.name
+                            )),
                         );
                         Type::Unknown
                     }
@@ -158,8 +197,13 @@ impl Checker<'_, '_> {
                 }
                 Some((_, VarKind::Message)) => {
                     self.error(
-                        Diagnostic::new(Code::NotAssignable, format!("cannot assign to the message `{}`", target.name), target.span, "the received message is read-only")
-                            .help("copy what you need into a `let` binding or a state field"),
+                        Diagnostic::new(
+                            Code::NotAssignable,
+                            format!("cannot assign to the message `{}`", target.name),
+                            target.span,
+                            "the received message is read-only",
+                        )
+                        .help("copy what you need into a `let` binding or a state field"),
                     );
                     self.expr(value, None);
                 }
@@ -187,7 +231,9 @@ impl Checker<'_, '_> {
                     }
                 }
             }
-            Stmt::Match { scrutinee, arms, .. } => {
+            Stmt::Match {
+                scrutinee, arms, ..
+            } => {
                 let t = self.expr(scrutinee, None);
                 for arm in arms {
                     self.scopes.push(HashMap::new());
@@ -203,8 +249,15 @@ impl Checker<'_, '_> {
                     Type::Unknown => Type::Unknown,
                     other => {
                         self.error(
-                            Diagnostic::new(Code::TypeMismatch, format!("cannot iterate over `{other}`"), iter.span, "not a list")
-                                .help("`for` walks a List; for a map, iterate `m.keys()` or `m.values()`"),
+                            Diagnostic::new(
+                                Code::TypeMismatch,
+                                format!("cannot iterate over `{other}`"),
+                                iter.span,
+                                "not a list",
+                            )
+                            .help(
+                                "`for` walks a List; for a map, iterate `m.keys()` or `m.values()`",
+                            ),
                         );
                         Type::Unknown
                     }
@@ -215,20 +268,40 @@ impl Checker<'_, '_> {
                 self.block(body);
                 self.scopes.pop();
             }
-            Stmt::Send { target, message, span } => {
+            Stmt::Send {
+                target,
+                message,
+                span,
+            } => {
                 let t = self.expr(message, None);
                 if !self.env.uses.contains(&target.name) {
                     let help = if self.env.uses.is_empty() {
-                        format!("declare it with `uses {};` in the agent, and bind it in the system", target.name)
+                        format!(
+                            "declare it with `uses {};` in the agent, and bind it in the system",
+                            target.name
+                        )
                     } else {
-                        format!("this agent uses {}; add `{}` to its `uses`", list(self.env.uses), target.name)
+                        format!(
+                            "this agent uses {}; add `{}` to its `uses`",
+                            list(self.env.uses),
+                            target.name
+                        )
                     };
                     self.error(
-                        Diagnostic::new(Code::SendTarget, format!("`{}` is not an identifier this agent uses", target.name), target.span, "not in `uses`")
-                            .help(help),
+                        Diagnostic::new(
+                            Code::SendTarget,
+                            format!("`{}` is not an identifier this agent uses", target.name),
+                            target.span,
+                            "not in `uses`",
+                        )
+                        .help(help),
                     );
                 } else if let Type::Message(m) = t {
-                    self.facts.sends.entry(target.name.clone()).or_default().push((m, *span));
+                    self.facts
+                        .sends
+                        .entry(target.name.clone())
+                        .or_default()
+                        .push((m, *span));
                 }
             }
             Stmt::Reply { message, span } => {
@@ -239,8 +312,13 @@ impl Checker<'_, '_> {
                         Some(None) => {
                             let got = self.expr(message, None);
                             self.error(
-                                Diagnostic::new(Code::ReplyType, format!("`{m}` declares no reply"), *span, format!("replies with `{got}`"))
-                                    .help(format!("declare the reply: `accepts {m} -> {got};`")),
+                                Diagnostic::new(
+                                    Code::ReplyType,
+                                    format!("`{m}` declares no reply"),
+                                    *span,
+                                    format!("replies with `{got}`"),
+                                )
+                                .help(format!("declare the reply: `accepts {m} -> {got};`")),
                             );
                             return;
                         }
@@ -256,8 +334,13 @@ impl Checker<'_, '_> {
                     None => {
                         self.expr(message, None);
                         self.error(
-                            Diagnostic::new(Code::ReplyOutsideHandler, "`reply` in `on start`", *span, "there is no request to reply to")
-                                .help("use `send` to message another agent from `on start`"),
+                            Diagnostic::new(
+                                Code::ReplyOutsideHandler,
+                                "`reply` in `on start`",
+                                *span,
+                                "there is no request to reply to",
+                            )
+                            .help("use `send` to message another agent from `on start`"),
                         );
                         return;
                     }
@@ -267,7 +350,11 @@ impl Checker<'_, '_> {
                 if let Some(e) = expected_ty
                     && !got.fits(&e)
                 {
-                    let m = self.current.as_ref().map(|(m, _)| m.clone()).unwrap_or_default();
+                    let m = self
+                        .current
+                        .as_ref()
+                        .map(|(m, _)| m.clone())
+                        .unwrap_or_default();
                     self.error(
                         Diagnostic::new(Code::ReplyType, format!("`{m}` is answered with `{e}`, not `{got}`"), message.span, format!("this is `{got}`"))
                             .help(format!("reply `{e} {{ .. }}`, or change the declaration `accepts {m} -> {got};`")),
@@ -311,8 +398,16 @@ impl Checker<'_, '_> {
                     let (lo, hi) = it.range();
                     if !(lo..=hi).contains(v) {
                         self.error(
-                            Diagnostic::new(Code::TypeMismatch, format!("{v} does not fit in `{}`", it.name()), *span, "no value matches")
-                                .help(format!("the value is a `{}`, which holds {lo} to {hi}", it.name())),
+                            Diagnostic::new(
+                                Code::TypeMismatch,
+                                format!("{v} does not fit in `{}`", it.name()),
+                                *span,
+                                "no value matches",
+                            )
+                            .help(format!(
+                                "the value is a `{}`, which holds {lo} to {hi}",
+                                it.name()
+                            )),
                         );
                     }
                 }
@@ -325,7 +420,9 @@ impl Checker<'_, '_> {
     fn check_literals_in_block(&mut self, b: &Block) {
         for s in &b.stmts {
             match s {
-                Stmt::Let { value, .. } | Stmt::Assign { value, .. } | Stmt::Expr(value) => self.check_literals(value),
+                Stmt::Let { value, .. } | Stmt::Assign { value, .. } | Stmt::Expr(value) => {
+                    self.check_literals(value)
+                }
                 Stmt::If { .. } => {
                     for (cond, then, last) in if_chain(s) {
                         self.check_literals(cond);
@@ -335,7 +432,9 @@ impl Checker<'_, '_> {
                         }
                     }
                 }
-                Stmt::Match { scrutinee, arms, .. } => {
+                Stmt::Match {
+                    scrutinee, arms, ..
+                } => {
                     self.check_literals(scrutinee);
                     for arm in arms {
                         self.check_literals_in_block(&arm.body);
@@ -345,7 +444,9 @@ impl Checker<'_, '_> {
                     self.check_literals(iter);
                     self.check_literals_in_block(body);
                 }
-                Stmt::Send { message, .. } | Stmt::Reply { message, .. } => self.check_literals(message),
+                Stmt::Send { message, .. } | Stmt::Reply { message, .. } => {
+                    self.check_literals(message)
+                }
                 Stmt::Finish(_) => {}
                 Stmt::Print(args) => {
                     for a in args {
@@ -365,14 +466,18 @@ impl Checker<'_, '_> {
                 // `-5` is the negation of the literal `5`: the literal must fit its type (the
                 // generated code spells it), and so must the negative value.
                 let (literal, negations) = negated_literal(e).expect("checked by the guard");
-                let ExprKind::Literal(Literal::Int(v)) = literal.kind else { unreachable!("negated_literal returns a literal") };
+                let ExprKind::Literal(Literal::Int(v)) = literal.kind else {
+                    unreachable!("negated_literal returns a literal")
+                };
                 if self.check_literal(v, literal.span, literal.span) {
                     let value = if negations % 2 == 1 { -v } else { v };
                     self.check_literal(value, e.span, literal.span);
                 }
             }
             ExprKind::Literal(_) | ExprKind::None | ExprKind::Name(_) => {}
-            ExprKind::Some(inner) | ExprKind::Field(inner, _) | ExprKind::Unary(_, inner) => self.check_literals(inner),
+            ExprKind::Some(inner) | ExprKind::Field(inner, _) | ExprKind::Unary(_, inner) => {
+                self.check_literals(inner)
+            }
             ExprKind::Method(recv, _, args) => {
                 self.check_literals(recv);
                 for a in args {
@@ -399,7 +504,9 @@ impl Checker<'_, '_> {
     /// Reports `value` (written at `span`) if it does not fit the integer type recorded for
     /// the expression at `typed`; whether it fits.
     fn check_literal(&mut self, value: i128, span: Span, typed: Span) -> bool {
-        let Some(Type::Int(it)) = self.facts.expr_types.get(&typed).cloned() else { return true };
+        let Some(Type::Int(it)) = self.facts.expr_types.get(&typed).cloned() else {
+            return true;
+        };
         let (lo, hi) = it.range();
         if (lo..=hi).contains(&value) {
             return true;
@@ -413,13 +520,23 @@ impl Checker<'_, '_> {
             )
         } else {
             // The lexer saturates absurdly long literals at the largest i128.
-            let shown = if value.unsigned_abs() == i128::MAX.unsigned_abs() { "this literal".to_string() } else { value.to_string() };
-            let wider = if matches!(it, IntTy::Int | IntTy::I64) && (0..=i128::from(u64::MAX)).contains(&value) {
+            let shown = if value.unsigned_abs() == i128::MAX.unsigned_abs() {
+                "this literal".to_string()
+            } else {
+                value.to_string()
+            };
+            let wider = if matches!(it, IntTy::Int | IntTy::I64)
+                && (0..=i128::from(u64::MAX)).contains(&value)
+            {
                 format!("; `U64` holds 0 to {}", u64::MAX)
             } else {
                 String::new()
             };
-            (format!("{shown} does not fit in `{name}`"), "out of range".to_string(), format!("`{name}` holds {lo} to {hi}{wider}"))
+            (
+                format!("{shown} does not fit in `{name}`"),
+                "out of range".to_string(),
+                format!("`{name}` holds {lo} to {hi}{wider}"),
+            )
         };
         self.error(Diagnostic::new(Code::TypeMismatch, message, span, label).help(help));
         false
@@ -427,8 +544,13 @@ impl Checker<'_, '_> {
 
     fn pattern_mismatch(&mut self, span: Span, what: &str, t: &Type) {
         self.error(
-            Diagnostic::new(Code::TypeMismatch, format!("a `{what}` pattern cannot match a `{t}`"), span, format!("the value is `{t}`"))
-                .help("patterns are `_`, a name, a literal, `none` or `some(p)` for an Option"),
+            Diagnostic::new(
+                Code::TypeMismatch,
+                format!("a `{what}` pattern cannot match a `{t}`"),
+                span,
+                format!("the value is `{t}`"),
+            )
+            .help("patterns are `_`, a name, a literal, `none` or `some(p)` for an Option"),
         );
     }
 
@@ -438,18 +560,36 @@ impl Checker<'_, '_> {
         names.dedup();
         let help = match closest(name, names.iter().map(String::as_str)) {
             Some(c) => format!("did you mean `{c}`?"),
-            None if names.is_empty() => "declare it with `let`, or as a `state` field of the agent".to_string(),
+            None if names.is_empty() => {
+                "declare it with `let`, or as a `state` field of the agent".to_string()
+            }
             None => format!("names in scope here: {}", list(&names)),
         };
-        self.error(Diagnostic::new(Code::UnknownVariable, format!("unknown name `{name}`"), span, "not in scope").help(help));
+        self.error(
+            Diagnostic::new(
+                Code::UnknownVariable,
+                format!("unknown name `{name}`"),
+                span,
+                "not in scope",
+            )
+            .help(help),
+        );
     }
 
     /// Records that a keyed state map is used as a whole (not through one key).
     fn note_whole_state_use(&mut self, name: &str, span: Span) {
         if let Some((_, VarKind::State)) = self.lookup(name)
-            && self.env.state.iter().any(|(n, _, k)| n == name && k.is_some())
+            && self
+                .env
+                .state
+                .iter()
+                .any(|(n, _, k)| n == name && k.is_some())
         {
-            self.facts.state_accesses.push(StateAccess { field: name.to_string(), key_field: None, span });
+            self.facts.state_accesses.push(StateAccess {
+                field: name.to_string(),
+                key_field: None,
+                span,
+            });
         }
     }
 
@@ -483,7 +623,11 @@ impl Checker<'_, '_> {
         // only when all of these parts have it.
         match &e.kind {
             ExprKind::Unary(UnOp::Neg, inner) => self.settle(inner, ty),
-            ExprKind::Binary(BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem, l, r) => {
+            ExprKind::Binary(
+                BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem,
+                l,
+                r,
+            ) => {
                 self.settle(l, ty);
                 self.settle(r, ty);
             }
@@ -525,24 +669,48 @@ impl Checker<'_, '_> {
             ExprKind::Field(base, field) => {
                 let t = self.expr(base, None);
                 match &t {
-                    Type::Message(m) => match self.env.messages.get(m).and_then(|fs| fs.iter().find(|(f, _)| *f == field.name)) {
+                    Type::Message(m) => match self
+                        .env
+                        .messages
+                        .get(m)
+                        .and_then(|fs| fs.iter().find(|(f, _)| *f == field.name))
+                    {
                         Some((_, ft)) => ft.clone(),
                         None => {
-                            let fields: Vec<String> = self.env.messages.get(m).map(|fs| fs.iter().map(|(f, _)| f.clone()).collect()).unwrap_or_default();
-                            let help = match closest(&field.name, fields.iter().map(String::as_str)) {
+                            let fields: Vec<String> = self
+                                .env
+                                .messages
+                                .get(m)
+                                .map(|fs| fs.iter().map(|(f, _)| f.clone()).collect())
+                                .unwrap_or_default();
+                            let help = match closest(&field.name, fields.iter().map(String::as_str))
+                            {
                                 Some(c) => format!("did you mean `{c}`?"),
                                 None if fields.is_empty() => format!("`{m}` has no fields"),
                                 None => format!("`{m}` has fields {}", list(&fields)),
                             };
-                            self.error(Diagnostic::new(Code::UnknownField, format!("`{m}` has no field `{}`", field.name), field.span, "unknown field").help(help));
+                            self.error(
+                                Diagnostic::new(
+                                    Code::UnknownField,
+                                    format!("`{m}` has no field `{}`", field.name),
+                                    field.span,
+                                    "unknown field",
+                                )
+                                .help(help),
+                            );
                             Type::Unknown
                         }
                     },
                     Type::Unknown => Type::Unknown,
                     other => {
                         self.error(
-                            Diagnostic::new(Code::UnknownField, format!("`{other}` has no fields"), field.span, format!("`.{}` on a `{other}`", field.name))
-                                .help("only messages have fields; call a method with `()`"),
+                            Diagnostic::new(
+                                Code::UnknownField,
+                                format!("`{other}` has no fields"),
+                                field.span,
+                                format!("`.{}` on a `{other}`", field.name),
+                            )
+                            .help("only messages have fields; call a method with `()`"),
                         );
                         Type::Unknown
                     }
@@ -609,13 +777,24 @@ impl Checker<'_, '_> {
                 self.settle_if_literal(l, &lt, &rt);
                 if !lt.fits(&rt) {
                     self.error(
-                        Diagnostic::new(Code::TypeMismatch, format!("cannot compare `{lt}` with `{rt}`"), e.span, format!("`{lt}` {} `{rt}`", op.symbol()))
-                            .help("both sides of a comparison have the same type"),
+                        Diagnostic::new(
+                            Code::TypeMismatch,
+                            format!("cannot compare `{lt}` with `{rt}`"),
+                            e.span,
+                            format!("`{lt}` {} `{rt}`", op.symbol()),
+                        )
+                        .help("both sides of a comparison have the same type"),
                     );
-                } else if !matches!(op, BinOp::Eq | BinOp::Ne) && !lt.is_int() && lt != Type::String {
+                } else if !matches!(op, BinOp::Eq | BinOp::Ne) && !lt.is_int() && lt != Type::String
+                {
                     self.error(
-                        Diagnostic::new(Code::TypeMismatch, format!("`{}` does not order `{lt}`", op.symbol()), e.span, "not ordered")
-                            .help("`<`, `<=`, `>` and `>=` compare integers or strings"),
+                        Diagnostic::new(
+                            Code::TypeMismatch,
+                            format!("`{}` does not order `{lt}`", op.symbol()),
+                            e.span,
+                            "not ordered",
+                        )
+                        .help("`<`, `<=`, `>` and `>=` compare integers or strings"),
                     );
                 }
                 Type::Bool
@@ -629,13 +808,19 @@ impl Checker<'_, '_> {
                 }
                 if !(lt.is_int() && rt.is_int() && lt.fits(&rt)) {
                     let help = if op == BinOp::Add && (lt == Type::String || rt == Type::String) {
-                        "`+` joins two Strings; turn a number into a String with `str(n)`".to_string()
+                        "`+` joins two Strings; turn a number into a String with `str(n)`"
+                            .to_string()
                     } else {
                         "arithmetic takes two integers of the same type".to_string()
                     };
                     self.error(
-                        Diagnostic::new(Code::TypeMismatch, format!("cannot apply `{}` to `{lt}` and `{rt}`", op.symbol()), e.span, format!("`{lt}` {} `{rt}`", op.symbol()))
-                            .help(help),
+                        Diagnostic::new(
+                            Code::TypeMismatch,
+                            format!("cannot apply `{}` to `{lt}` and `{rt}`", op.symbol()),
+                            e.span,
+                            format!("`{lt}` {} `{rt}`", op.symbol()),
+                        )
+                        .help(help),
                     );
                     return Type::Unknown;
                 }
@@ -650,7 +835,15 @@ impl Checker<'_, '_> {
                 Some(c) => format!("did you mean `{c}`?"),
                 None => format!("declare it: `message {} {{ .. }}`", name.name),
             };
-            self.error(Diagnostic::new(Code::UnknownMessage, format!("unknown message `{}`", name.name), name.span, "not a declared message").help(help));
+            self.error(
+                Diagnostic::new(
+                    Code::UnknownMessage,
+                    format!("unknown message `{}`", name.name),
+                    name.span,
+                    "not a declared message",
+                )
+                .help(help),
+            );
             for (_, v) in fields {
                 self.expr(v, None);
             }
@@ -662,7 +855,15 @@ impl Checker<'_, '_> {
             match decl.iter().find(|(n, _)| *n == f.name) {
                 Some((_, ft)) => {
                     if seen.contains(&f.name.as_str()) {
-                        self.error(Diagnostic::new(Code::Duplicate, format!("field `{}` given twice", f.name), f.span, "given again here").help("give each field once"));
+                        self.error(
+                            Diagnostic::new(
+                                Code::Duplicate,
+                                format!("field `{}` given twice", f.name),
+                                f.span,
+                                "given again here",
+                            )
+                            .help("give each field once"),
+                        );
                     }
                     seen.push(&f.name);
                     let t = self.expr(v, Some(ft));
@@ -674,16 +875,36 @@ impl Checker<'_, '_> {
                         Some(c) => format!("did you mean `{c}`?"),
                         None => format!("`{}` has fields {}", name.name, list(&names)),
                     };
-                    self.error(Diagnostic::new(Code::UnknownField, format!("`{}` has no field `{}`", name.name, f.name), f.span, "unknown field").help(help));
+                    self.error(
+                        Diagnostic::new(
+                            Code::UnknownField,
+                            format!("`{}` has no field `{}`", name.name, f.name),
+                            f.span,
+                            "unknown field",
+                        )
+                        .help(help),
+                    );
                     self.expr(v, None);
                 }
             }
         }
-        let missing: Vec<String> = decl.iter().filter(|(n, _)| !seen.contains(&n.as_str())).map(|(n, _)| n.clone()).collect();
+        let missing: Vec<String> = decl
+            .iter()
+            .filter(|(n, _)| !seen.contains(&n.as_str()))
+            .map(|(n, _)| n.clone())
+            .collect();
         if !missing.is_empty() {
             self.error(
-                Diagnostic::new(Code::MissingField, format!("`{}` needs {}", name.name, list(&missing)), e.span, "fields missing")
-                    .help(format!("give every field a value, e.g. `{}: ..`", missing[0])),
+                Diagnostic::new(
+                    Code::MissingField,
+                    format!("`{}` needs {}", name.name, list(&missing)),
+                    e.span,
+                    "fields missing",
+                )
+                .help(format!(
+                    "give every field a value, e.g. `{}: ..`",
+                    missing[0]
+                )),
             );
         }
         Type::Message(name.name.clone())
@@ -694,18 +915,34 @@ impl Checker<'_, '_> {
         let (params, result): (Vec<Type>, Type) = match f.name.as_str() {
             "now" | "random" => {
                 if self.facts.nondeterminism.is_none() {
-                    let why = if f.name == "now" { "reads the clock" } else { "draws a random number" };
+                    let why = if f.name == "now" {
+                        "reads the clock"
+                    } else {
+                        "draws a random number"
+                    };
                     self.facts.nondeterminism = Some((f.span, format!("`{}()` {why}", f.name)));
                 }
-                if f.name == "now" { (vec![], Type::Int(IntTy::U64)) } else { (vec![Type::Int(IntTy::U64)], Type::Int(IntTy::U64)) }
+                if f.name == "now" {
+                    (vec![], Type::Int(IntTy::U64))
+                } else {
+                    (vec![Type::Int(IntTy::U64)], Type::Int(IntTy::U64))
+                }
             }
             "str" => {
                 if let [t] = arg_types.as_slice()
-                    && !matches!(t, Type::String | Type::Int(_) | Type::IntLiteral | Type::Bool | Type::Unknown)
+                    && !matches!(
+                        t,
+                        Type::String | Type::Int(_) | Type::IntLiteral | Type::Bool | Type::Unknown
+                    )
                 {
                     self.error(
-                        Diagnostic::new(Code::TypeMismatch, format!("`str` cannot show a `{t}`"), args[0].span, "not a String, integer or Bool")
-                            .help("`str` turns a String, an integer or a Bool into text"),
+                        Diagnostic::new(
+                            Code::TypeMismatch,
+                            format!("`str` cannot show a `{t}`"),
+                            args[0].span,
+                            "not a String, integer or Bool",
+                        )
+                        .help("`str` turns a String, an integer or a Bool into text"),
                     );
                     return Type::String;
                 }
@@ -713,7 +950,11 @@ impl Checker<'_, '_> {
             }
             "min" | "max" => {
                 let t = arg_types.first().cloned().unwrap_or(Type::Unknown);
-                let t = if t == Type::IntLiteral { arg_types.get(1).cloned().unwrap_or(t) } else { t };
+                let t = if t == Type::IntLiteral {
+                    arg_types.get(1).cloned().unwrap_or(t)
+                } else {
+                    t
+                };
                 if !t.is_int() {
                     self.expect(&Type::Int(IntTy::Int), &t, args[0].span);
                 }
@@ -723,9 +964,15 @@ impl Checker<'_, '_> {
             "sender" => {
                 if self.current.is_none() {
                     let (message, label) = if self.in_init {
-                        ("`sender()` in a state's initial value: no message is being handled", "evaluated when the agent starts, before any message")
+                        (
+                            "`sender()` in a state's initial value: no message is being handled",
+                            "evaluated when the agent starts, before any message",
+                        )
                     } else {
-                        ("`sender()` in `on start`: no message is being handled", "no message has arrived here")
+                        (
+                            "`sender()` in `on start`: no message is being handled",
+                            "no message has arrived here",
+                        )
                     };
                     self.error(
                         Diagnostic::new(Code::SenderOutsideHandler, message, f.span, label)
@@ -740,7 +987,15 @@ impl Checker<'_, '_> {
                     Some(c) => format!("did you mean `{c}`?"),
                     None => "the builtin functions are now(), random(n), str(x), min(a, b), max(a, b), sender() and me()".to_string(),
                 };
-                self.error(Diagnostic::new(Code::UnknownMethod, format!("unknown function `{other}`"), f.span, "not a builtin").help(help));
+                self.error(
+                    Diagnostic::new(
+                        Code::UnknownMethod,
+                        format!("unknown function `{other}`"),
+                        f.span,
+                        "not a builtin",
+                    )
+                    .help(help),
+                );
                 return Type::Unknown;
             }
         };
@@ -751,8 +1006,18 @@ impl Checker<'_, '_> {
     fn check_args(&mut self, f: &Ident, args: &[Expr], got: &[Type], params: &[Type]) {
         if got.len() != params.len() {
             self.error(
-                Diagnostic::new(Code::TypeMismatch, format!("`{}` takes {}, {} given", f.name, crate::diagnostic::count(params.len(), "argument"), got.len()), f.span, "wrong number of arguments")
-                    .help("see docs/language.md for the builtins and their arguments"),
+                Diagnostic::new(
+                    Code::TypeMismatch,
+                    format!(
+                        "`{}` takes {}, {} given",
+                        f.name,
+                        crate::diagnostic::count(params.len(), "argument"),
+                        got.len()
+                    ),
+                    f.span,
+                    "wrong number of arguments",
+                )
+                .help("see docs/language.md for the builtins and their arguments"),
             );
             return;
         }
@@ -773,23 +1038,46 @@ impl Checker<'_, '_> {
         };
         let recv_ty = match state_map {
             Some((n, ref t)) => {
-                let keyed_method = matches!(method.name.as_str(), "get" | "insert" | "remove" | "contains_key");
+                let keyed_method = matches!(
+                    method.name.as_str(),
+                    "get" | "insert" | "remove" | "contains_key"
+                );
                 if !keyed_method {
                     self.note_whole_state_use(&n.name, n.span);
-                } else if self.env.state.iter().any(|(s, _, k)| *s == n.name && k.is_some()) {
+                } else if self
+                    .env
+                    .state
+                    .iter()
+                    .any(|(s, _, k)| *s == n.name && k.is_some())
+                {
                     let key_field = args.first().and_then(|k| self.message_field(k));
-                    self.facts.state_accesses.push(StateAccess { field: n.name.clone(), key_field, span: e.span });
+                    self.facts.state_accesses.push(StateAccess {
+                        field: n.name.clone(),
+                        key_field,
+                        span: e.span,
+                    });
                 }
                 self.facts.expr_types.insert(recv.span, t.clone());
                 t.clone()
             }
             None => self.expr(recv, None),
         };
-        let mutating = matches!(method.name.as_str(), "insert" | "remove" | "push" | "pop" | "clear");
+        let mutating = matches!(
+            method.name.as_str(),
+            "insert" | "remove" | "push" | "pop" | "clear"
+        );
         if mutating && !self.is_place(recv) {
             self.error(
-                Diagnostic::new(Code::NotAssignable, format!("`{}` changes its receiver, which is not a local or a state field", method.name), recv.span, "cannot be changed")
-                    .help("call it on a `let` binding or a state field"),
+                Diagnostic::new(
+                    Code::NotAssignable,
+                    format!(
+                        "`{}` changes its receiver, which is not a local or a state field",
+                        method.name
+                    ),
+                    recv.span,
+                    "cannot be changed",
+                )
+                .help("call it on a `let` binding or a state field"),
             );
         }
         let (params, result): (Vec<Type>, Type) = match (&recv_ty, method.name.as_str()) {
@@ -801,7 +1089,9 @@ impl Checker<'_, '_> {
             }
             (Type::String, "len") | (Type::Bytes, "len") => (vec![], Type::Int(IntTy::Int)),
             (Type::String, "is_empty") | (Type::Bytes, "is_empty") => (vec![], Type::Bool),
-            (Type::String, "contains" | "starts_with" | "ends_with") => (vec![Type::String], Type::Bool),
+            (Type::String, "contains" | "starts_with" | "ends_with") => {
+                (vec![Type::String], Type::Bool)
+            }
             (Type::String, "to_upper" | "to_lower" | "trim") => (vec![], Type::String),
             (Type::Int(_) | Type::IntLiteral, "abs") => (vec![], recv_ty.clone()),
             (Type::Option(_), "is_some" | "is_none") => (vec![], Type::Bool),
@@ -813,9 +1103,13 @@ impl Checker<'_, '_> {
             (Type::List(t), "contains") => (vec![t.as_ref().clone()], Type::Bool),
             (Type::List(t), "first" | "last" | "pop") => (vec![], Type::Option(t.clone())),
             (Type::List(t), "push") => (vec![t.as_ref().clone()], Type::Unit),
-            (Type::Map(k, v), "get" | "remove") => (vec![k.as_ref().clone()], Type::Option(v.clone())),
+            (Type::Map(k, v), "get" | "remove") => {
+                (vec![k.as_ref().clone()], Type::Option(v.clone()))
+            }
             (Type::Map(k, _), "contains_key") => (vec![k.as_ref().clone()], Type::Bool),
-            (Type::Map(k, v), "insert") => (vec![k.as_ref().clone(), v.as_ref().clone()], Type::Unit),
+            (Type::Map(k, v), "insert") => {
+                (vec![k.as_ref().clone(), v.as_ref().clone()], Type::Unit)
+            }
             (Type::Map(k, _), "keys") => (vec![], Type::List(k.clone())),
             (Type::Map(_, v), "values") => (vec![], Type::List(v.clone())),
             (t, name) => {
@@ -823,31 +1117,58 @@ impl Checker<'_, '_> {
                 let help = match closest(name, known.iter().copied()) {
                     Some(c) => format!("did you mean `{c}`?"),
                     None if known.is_empty() => format!("`{t}` has no methods"),
-                    None => format!("`{t}` has {}", known.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")),
+                    None => format!(
+                        "`{t}` has {}",
+                        known
+                            .iter()
+                            .map(|m| format!("`{m}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 };
-                self.error(Diagnostic::new(Code::UnknownMethod, format!("`{t}` has no method `{name}`"), method.span, "unknown method").help(help));
+                self.error(
+                    Diagnostic::new(
+                        Code::UnknownMethod,
+                        format!("`{t}` has no method `{name}`"),
+                        method.span,
+                        "unknown method",
+                    )
+                    .help(help),
+                );
                 for a in args {
                     self.expr(a, None);
                 }
                 return Type::Unknown;
             }
         };
-        let got: Vec<Type> = args.iter().zip(params.iter().map(Some).chain(std::iter::repeat(None))).map(|(a, p)| self.expr(a, p)).collect();
+        let got: Vec<Type> = args
+            .iter()
+            .zip(params.iter().map(Some).chain(std::iter::repeat(None)))
+            .map(|(a, p)| self.expr(a, p))
+            .collect();
         self.check_args(method, args, &got, &params);
         result
     }
 
     /// `m.f` where `m` is the message being handled: returns `f`.
     fn message_field(&self, e: &Expr) -> Option<String> {
-        let ExprKind::Field(base, field) = &e.kind else { return None };
-        let ExprKind::Name(n) = &base.kind else { return None };
+        let ExprKind::Field(base, field) = &e.kind else {
+            return None;
+        };
+        let ExprKind::Name(n) = &base.kind else {
+            return None;
+        };
         let (_, binding) = self.current.as_ref()?;
-        (n.name == *binding && matches!(self.lookup(&n.name), Some((_, VarKind::Message)))).then(|| field.name.clone())
+        (n.name == *binding && matches!(self.lookup(&n.name), Some((_, VarKind::Message))))
+            .then(|| field.name.clone())
     }
 
     fn is_place(&self, e: &Expr) -> bool {
         match &e.kind {
-            ExprKind::Name(n) => matches!(self.lookup(&n.name), Some((_, VarKind::Local | VarKind::State)) | None),
+            ExprKind::Name(n) => matches!(
+                self.lookup(&n.name),
+                Some((_, VarKind::Local | VarKind::State)) | None
+            ),
             _ => false,
         }
     }
@@ -858,7 +1179,14 @@ impl Checker<'_, '_> {
 fn if_chain(s: &Stmt) -> impl Iterator<Item = (&Expr, &Block, Option<&Block>)> {
     let mut next = Some(s);
     std::iter::from_fn(move || {
-        let Some(Stmt::If { cond, then, otherwise }) = next else { return None };
+        let Some(Stmt::If {
+            cond,
+            then,
+            otherwise,
+        }) = next
+        else {
+            return None;
+        };
         next = None;
         match otherwise {
             // `else if`: a block holding just another `if` (its scope binds nothing).
@@ -886,7 +1214,9 @@ fn undetermined(e: &Expr) -> bool {
 pub fn replies(b: &Block) -> bool {
     b.stmts.iter().any(|s| match s {
         Stmt::Reply { .. } => true,
-        Stmt::If { .. } => if_chain(s).any(|(_, then, last)| replies(then) || last.is_some_and(replies)),
+        Stmt::If { .. } => {
+            if_chain(s).any(|(_, then, last)| replies(then) || last.is_some_and(replies))
+        }
         Stmt::Match { arms, .. } => arms.iter().any(|a| replies(&a.body)),
         Stmt::For { body, .. } => replies(body),
         _ => false,
@@ -914,12 +1244,33 @@ fn literal_type(l: &Literal) -> Type {
 
 fn methods_of(t: &Type) -> &'static [&'static str] {
     match t {
-        Type::String => &["len", "is_empty", "contains", "starts_with", "ends_with", "to_upper", "to_lower", "trim"],
+        Type::String => &[
+            "len",
+            "is_empty",
+            "contains",
+            "starts_with",
+            "ends_with",
+            "to_upper",
+            "to_lower",
+            "trim",
+        ],
         Type::Bytes => &["len", "is_empty"],
         Type::Int(_) | Type::IntLiteral => &["abs"],
         Type::Option(_) => &["is_some", "is_none", "unwrap_or"],
-        Type::List(_) => &["len", "is_empty", "get", "contains", "first", "last", "push", "pop", "clear"],
-        Type::Map(..) => &["len", "is_empty", "get", "contains_key", "insert", "remove", "keys", "values", "clear"],
+        Type::List(_) => &[
+            "len", "is_empty", "get", "contains", "first", "last", "push", "pop", "clear",
+        ],
+        Type::Map(..) => &[
+            "len",
+            "is_empty",
+            "get",
+            "contains_key",
+            "insert",
+            "remove",
+            "keys",
+            "values",
+            "clear",
+        ],
         _ => &[],
     }
 }
@@ -951,7 +1302,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for j in 0..b.len() {
             let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != b[j])).min(row[j] + 1).min(cur + 1);
+            row[j + 1] = (prev + usize::from(ca != b[j]))
+                .min(row[j] + 1)
+                .min(cur + 1);
             prev = cur;
         }
     }

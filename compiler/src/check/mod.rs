@@ -30,7 +30,11 @@ pub fn check(program: &Program) -> Result<Model, Vec<Diagnostic>> {
     }
     if out.is_empty() {
         let agents = agents.into_iter().map(|(name, a)| (name, a.info)).collect();
-        Ok(Model { messages, agents, system: system.map(|s| s.info) })
+        Ok(Model {
+            messages,
+            agents,
+            system: system.map(|s| s.info),
+        })
     } else {
         out.sort_by_key(|d| (d.span.file, d.span.start, d.code));
         Err(out)
@@ -38,14 +42,22 @@ pub fn check(program: &Program) -> Result<Model, Vec<Diagnostic>> {
 }
 
 /// Checks names across files and resolves message field types.
-fn declarations(program: &Program, out: &mut Vec<Diagnostic>) -> BTreeMap<String, Vec<(String, types::Type)>> {
+fn declarations(
+    program: &Program,
+    out: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, Vec<(String, types::Type)>> {
     let mut seen: BTreeMap<String, (Span, &'static str)> = BTreeMap::new();
     let mut declare = |name: &Ident, what: &'static str, out: &mut Vec<Diagnostic>| {
         if let Some((first, first_what)) = seen.get(&name.name) {
             out.push(
-                Diagnostic::new(Code::Duplicate, format!("`{}` is declared twice", name.name), name.span, format!("this {what} reuses the name"))
-                    .related(*first, format!("first declared here as a {first_what}"))
-                    .help("messages, agents and systems share one namespace; rename one of them"),
+                Diagnostic::new(
+                    Code::Duplicate,
+                    format!("`{}` is declared twice", name.name),
+                    name.span,
+                    format!("this {what} reuses the name"),
+                )
+                .related(*first, format!("first declared here as a {first_what}"))
+                .help("messages, agents and systems share one namespace; rename one of them"),
             );
             false
         } else {
@@ -68,13 +80,23 @@ fn declarations(program: &Program, out: &mut Vec<Diagnostic>) -> BTreeMap<String
         }
     }
     // Field types may name any message, so collect the names first, then resolve.
-    let mut messages: BTreeMap<String, Vec<(String, types::Type)>> =
-        message_decls.iter().map(|m| (m.name.name.clone(), Vec::new())).collect();
+    let mut messages: BTreeMap<String, Vec<(String, types::Type)>> = message_decls
+        .iter()
+        .map(|m| (m.name.name.clone(), Vec::new()))
+        .collect();
     for m in &message_decls {
         let mut fields = Vec::new();
         for f in &m.fields {
             if fields.iter().any(|(n, _)| *n == f.name.name) {
-                out.push(Diagnostic::new(Code::Duplicate, format!("field `{}` is declared twice", f.name.name), f.name.span, "declared again here").help("rename or remove one of the fields"));
+                out.push(
+                    Diagnostic::new(
+                        Code::Duplicate,
+                        format!("field `{}` is declared twice", f.name.name),
+                        f.name.span,
+                        "declared again here",
+                    )
+                    .help("rename or remove one of the fields"),
+                );
                 continue;
             }
             fields.push((f.name.name.clone(), types::resolve(&f.ty, &messages, out)));

@@ -22,31 +22,60 @@ pub fn check_pipelines(
     system: &mut CheckedSystem,
     out: &mut Vec<Diagnostic>,
 ) {
-    let instances: BTreeMap<String, &ast::Instance> = system.ast.instances.iter().map(|i| (i.name.name.clone(), i)).collect();
+    let instances: BTreeMap<String, &ast::Instance> = system
+        .ast
+        .instances
+        .iter()
+        .map(|i| (i.name.name.clone(), i))
+        .collect();
     // What each checked pipeline transforms: (sender or agent, receiver for a channel), span.
     let mut targets: Vec<(Covered, Span)> = Vec::new();
     let mut pipelines = Vec::new();
     for p in &system.ast.pipelines {
         let (target, agent, key) = match &p.target {
             PipelineTarget::Agent(r) => {
-                let Ok(inst) = resolve_ref(r, &instances, out) else { continue };
-                (PipelineTargetInfo::Agent(ref_id(r)), agents.get(&inst.agent.name), Covered::Agent(r.clone()))
+                let Ok(inst) = resolve_ref(r, &instances, out) else {
+                    continue;
+                };
+                (
+                    PipelineTargetInfo::Agent(ref_id(r)),
+                    agents.get(&inst.agent.name),
+                    Covered::Agent(r.clone()),
+                )
             }
             PipelineTarget::Channel(from, to) => {
-                let (Ok(f), Ok(t)) = (resolve_ref(from, &instances, out), resolve_ref(to, &instances, out)) else { continue };
+                let (Ok(f), Ok(t)) = (
+                    resolve_ref(from, &instances, out),
+                    resolve_ref(to, &instances, out),
+                ) else {
+                    continue;
+                };
                 let (from_id, to_id) = (ref_id(from), ref_id(to));
                 let connected = system.info.channels.iter().any(|c| {
-                    (c.from == from_id || c.from.starts_with(&format!("{from_id}["))) && (c.to == to_id || c.to.starts_with(&format!("{to_id}[")))
+                    (c.from == from_id || c.from.starts_with(&format!("{from_id}[")))
+                        && (c.to == to_id || c.to.starts_with(&format!("{to_id}[")))
                 });
                 if !connected {
                     out.push(
-                        Diagnostic::new(Code::TransformTarget, format!("there is no channel from `{from_id}` to `{to_id}`"), p.span, "nothing flows here")
-                            .help(format!("a channel exists where `{}` binds one of its `uses` to `{to_id}`", f.name.name)),
+                        Diagnostic::new(
+                            Code::TransformTarget,
+                            format!("there is no channel from `{from_id}` to `{to_id}`"),
+                            p.span,
+                            "nothing flows here",
+                        )
+                        .help(format!(
+                            "a channel exists where `{}` binds one of its `uses` to `{to_id}`",
+                            f.name.name
+                        )),
                     );
                     continue;
                 }
                 let _ = t;
-                (PipelineTargetInfo::Channel(from_id.clone(), to_id.clone()), None, Covered::Channel(from.clone(), to.clone()))
+                (
+                    PipelineTargetInfo::Channel(from_id.clone(), to_id.clone()),
+                    None,
+                    Covered::Channel(from.clone(), to.clone()),
+                )
             }
         };
         if let Some((first, first_span)) = targets.iter().find(|(t, _)| t.overlaps(&key)) {
@@ -63,21 +92,43 @@ pub fn check_pipelines(
                     Some(c) => format!("did you mean `{c}`?"),
                     None => format!("the transformations are {}", list(&names)),
                 };
-                out.push(Diagnostic::new(Code::UnknownTransform, format!("unknown transformation `{}`", t.name.name), t.name.span, "not in the standard library").help(help));
+                out.push(
+                    Diagnostic::new(
+                        Code::UnknownTransform,
+                        format!("unknown transformation `{}`", t.name.name),
+                        t.name.span,
+                        "not in the standard library",
+                    )
+                    .help(help),
+                );
                 continue;
             };
             if spec.target == Target::Agent && matches!(p.target, PipelineTarget::Channel(..)) {
                 out.push(
-                    Diagnostic::new(Code::TransformTarget, format!("`{}` transforms an agent, not a channel", spec.name), t.span, "applied to a channel")
-                        .help(format!("apply it to the receiving agent: `{} |> {}`", channel_receiver(&p.target), spec.signature())),
+                    Diagnostic::new(
+                        Code::TransformTarget,
+                        format!("`{}` transforms an agent, not a channel", spec.name),
+                        t.span,
+                        "applied to a channel",
+                    )
+                    .help(format!(
+                        "apply it to the receiving agent: `{} |> {}`",
+                        channel_receiver(&p.target),
+                        spec.signature()
+                    )),
                 );
                 continue;
             }
-            let Some(args) = check_args(spec, t, out) else { continue };
+            let Some(args) = check_args(spec, t, out) else {
+                continue;
+            };
             if let Some(agent) = agent {
                 check_preconditions(program, spec, t, &args, agent, messages, out);
             }
-            transforms.push(TransformInfo { name: spec.name.to_string(), args });
+            transforms.push(TransformInfo {
+                name: spec.name.to_string(),
+                args,
+            });
         }
         pipelines.push(PipelineInfo { target, transforms });
     }
@@ -122,9 +173,14 @@ impl Covered {
 fn overlap(second: &Covered, span: Span, first: &Covered, first_span: Span) -> Diagnostic {
     let (name, first_name) = (second.name(), first.name());
     if name == first_name {
-        return Diagnostic::new(Code::Duplicate, format!("`{name}` is transformed twice"), span, "second pipeline")
-            .related(first_span, "first pipeline")
-            .help("chain every transformation of one target in one pipeline: `X |> a |> b;`");
+        return Diagnostic::new(
+            Code::Duplicate,
+            format!("`{name}` is transformed twice"),
+            span,
+            "second pipeline",
+        )
+        .related(first_span, "first pipeline")
+        .help("chain every transformation of one target in one pipeline: `X |> a |> b;`");
     }
     let (common, help) = match (second, first) {
         (Covered::Agent(a), Covered::Agent(b)) => {
@@ -143,9 +199,14 @@ fn overlap(second: &Covered, span: Span, first: &Covered, first_span: Span) -> D
         ),
         _ => unreachable!("only pipelines of the same kind overlap"),
     };
-    Diagnostic::new(Code::TransformOverlap, format!("`{common}` is transformed by two pipelines"), span, format!("this pipeline transforms `{name}`"))
-        .related(first_span, format!("this one transforms `{first_name}`"))
-        .help(help)
+    Diagnostic::new(
+        Code::TransformOverlap,
+        format!("`{common}` is transformed by two pipelines"),
+        span,
+        format!("this pipeline transforms `{name}`"),
+    )
+    .related(first_span, format!("this one transforms `{first_name}`"))
+    .help(help)
 }
 
 fn ref_id(r: &ast::InstanceRef) -> String {
@@ -157,8 +218,15 @@ fn ref_id(r: &ast::InstanceRef) -> String {
 
 /// Where the type of `message`'s field `field` is written.
 fn field_span(program: &Program, message: &str, field: &str) -> Option<Span> {
-    let m = program.files.iter().flat_map(|f| &f.messages).find(|m| m.name.name == message)?;
-    m.fields.iter().find(|f| f.name.name == field).map(|f| f.name.span.to(f.ty.span))
+    let m = program
+        .files
+        .iter()
+        .flat_map(|f| &f.messages)
+        .find(|m| m.name.name == message)?;
+    m.fields
+        .iter()
+        .find(|f| f.name.name == field)
+        .map(|f| f.name.span.to(f.ty.span))
 }
 
 fn channel_receiver(t: &PipelineTarget) -> String {
@@ -169,37 +237,67 @@ fn channel_receiver(t: &PipelineTarget) -> String {
 }
 
 /// Matches arguments to parameters; `None` when any is wrong (all reported).
-fn check_args(spec: &Spec, t: &ast::Transform, out: &mut Vec<Diagnostic>) -> Option<BTreeMap<String, ArgValue>> {
+fn check_args(
+    spec: &Spec,
+    t: &ast::Transform,
+    out: &mut Vec<Diagnostic>,
+) -> Option<BTreeMap<String, ArgValue>> {
     let mut args: BTreeMap<String, ArgValue> = BTreeMap::new();
     let mut ok = true;
     let mut positional = spec.params.iter().filter(|p| p.positional);
     let mut error = |span: Span, message: String, label: &str, out: &mut Vec<Diagnostic>| {
         ok = false;
-        out.push(Diagnostic::new(Code::TransformParams, message, span, label).help(format!("`{}` is written `{}`", spec.name, spec.signature())));
+        out.push(
+            Diagnostic::new(Code::TransformParams, message, span, label).help(format!(
+                "`{}` is written `{}`",
+                spec.name,
+                spec.signature()
+            )),
+        );
     };
     for a in &t.args {
         let param = match &a.name {
             Some(n) => match spec.params.iter().find(|p| p.name == n.name) {
                 Some(p) => p,
                 None => {
-                    error(n.span, format!("`{}` has no parameter `{}`", spec.name, n.name), "unknown parameter", out);
+                    error(
+                        n.span,
+                        format!("`{}` has no parameter `{}`", spec.name, n.name),
+                        "unknown parameter",
+                        out,
+                    );
                     continue;
                 }
             },
             None => match positional.next() {
                 Some(p) => p,
                 None => {
-                    error(a.span, format!("`{}` takes no more positional arguments", spec.name), "extra argument", out);
+                    error(
+                        a.span,
+                        format!("`{}` takes no more positional arguments", spec.name),
+                        "extra argument",
+                        out,
+                    );
                     continue;
                 }
             },
         };
         if args.contains_key(param.name) {
-            error(a.span, format!("`{}` is given twice", param.name), "given again", out);
+            error(
+                a.span,
+                format!("`{}` is given twice", param.name),
+                "given again",
+                out,
+            );
             continue;
         }
         if let Err(why) = value_fits(param.kind, &a.value) {
-            error(a.span, format!("`{}` of `{}` {why}", param.name, spec.name), &format!("expected {}", param.doc), out);
+            error(
+                a.span,
+                format!("`{}` of `{}` {why}", param.name, spec.name),
+                &format!("expected {}", param.doc),
+                out,
+            );
             continue;
         }
         args.insert(param.name.to_string(), a.value.clone());
@@ -207,11 +305,21 @@ fn check_args(spec: &Spec, t: &ast::Transform, out: &mut Vec<Diagnostic>) -> Opt
     let all_given = t.args.len() == args.len();
     for p in spec.params.iter().filter(|p| p.required) {
         if !args.contains_key(p.name) && all_given {
-            error(t.span, format!("`{}` needs `{}`: {}", spec.name, p.name, p.doc), "missing argument", out);
+            error(
+                t.span,
+                format!("`{}` needs `{}`: {}", spec.name, p.name, p.doc),
+                "missing argument",
+                out,
+            );
         }
     }
     if spec.name == "encrypt" && args.contains_key("key_env") && args.contains_key("key_file") {
-        error(t.span, "`encrypt` takes the key from `key_env` or from `key_file`, not both".to_string(), "two key sources", out);
+        error(
+            t.span,
+            "`encrypt` takes the key from `key_env` or from `key_file`, not both".to_string(),
+            "two key sources",
+            out,
+        );
     }
     ok.then_some(args)
 }
@@ -229,7 +337,9 @@ fn value_fits(kind: ParamKind, v: &ArgValue) -> Result<(), String> {
             if *n < i128::from(min) || *n > i128::from(max) {
                 Err(format!("must be from {min} to {max}, not {n}"))
             } else if n % 2 == 0 {
-                Err(format!("must be odd (2f+1 replicas tolerate f crashes), not {n}"))
+                Err(format!(
+                    "must be odd (2f+1 replicas tolerate f crashes), not {n}"
+                ))
             } else {
                 Ok(())
             }
@@ -270,12 +380,20 @@ fn check_preconditions(
     for pre in spec.preconditions {
         match pre {
             Precondition::KeyedBy(param) => {
-                let Some(ArgValue::Name(field)) = args.get(*param) else { continue };
-                let arg_span = t.args.iter().find(|x| x.value == ArgValue::Name(field.clone())).map_or(t.span, |x| x.span);
+                let Some(ArgValue::Name(field)) = args.get(*param) else {
+                    continue;
+                };
+                let arg_span = t
+                    .args
+                    .iter()
+                    .find(|x| x.value == ArgValue::Name(field.clone()))
+                    .map_or(t.span, |x| x.span);
                 // (message, key type, where the accepted message is declared) for each message.
                 let mut key_types: Vec<(&str, &Type, Span)> = Vec::new();
                 for acc in &a.accepts {
-                    let Some(fields) = messages.get(&acc.message.name) else { continue };
+                    let Some(fields) = messages.get(&acc.message.name) else {
+                        continue;
+                    };
                     match fields.iter().find(|(n, _)| n == field) {
                         Some((_, ty)) => {
                             key_types.push((&acc.message.name, ty, acc.span));
@@ -293,11 +411,15 @@ fn check_preconditions(
                     }
                 }
                 if let Some(&(first_msg, first_ty, first_span)) = key_types.first()
-                    && let Some(&(other_msg, other_ty, other_span)) = key_types.iter().find(|(_, t, _)| !t.fits(first_ty))
+                    && let Some(&(other_msg, other_ty, other_span)) =
+                        key_types.iter().find(|(_, t, _)| !t.fits(first_ty))
                 {
-                    let (first_at, other_at) =
-                        (field_span(program, first_msg, field).unwrap_or(first_span), field_span(program, other_msg, field).unwrap_or(other_span));
-                    let types: BTreeSet<String> = key_types.iter().map(|(_, t, _)| format!("`{t}`")).collect();
+                    let (first_at, other_at) = (
+                        field_span(program, first_msg, field).unwrap_or(first_span),
+                        field_span(program, other_msg, field).unwrap_or(other_span),
+                    );
+                    let types: BTreeSet<String> =
+                        key_types.iter().map(|(_, t, _)| format!("`{t}`")).collect();
                     out.push(
                         Diagnostic::new(
                             Code::ShardKeyType,
@@ -327,9 +449,16 @@ fn check_preconditions(
                         );
                     }
                 }
-                let keyed_fields: BTreeSet<&str> = a.state.iter().filter(|s| s.keyed_by.as_ref().is_some_and(|k| k.name == *field)).map(|s| s.name.name.as_str()).collect();
+                let keyed_fields: BTreeSet<&str> = a
+                    .state
+                    .iter()
+                    .filter(|s| s.keyed_by.as_ref().is_some_and(|k| k.name == *field))
+                    .map(|s| s.name.name.as_str())
+                    .collect();
                 for access in &agent.state_accesses {
-                    if keyed_fields.contains(access.field.as_str()) && access.key_field.as_deref() != Some(field.as_str()) {
+                    if keyed_fields.contains(access.field.as_str())
+                        && access.key_field.as_deref() != Some(field.as_str())
+                    {
                         out.push(
                             Diagnostic::new(
                                 Code::ShardStateNotKeyed,

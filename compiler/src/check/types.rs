@@ -40,7 +40,10 @@ impl IntTy {
 
     /// The name written in `.ovid` source.
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, t)| *t == self).map_or("Int", |(n, _)| n)
+        Self::ALL
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map_or("Int", |(n, _)| n)
     }
 
     /// The range of values it holds.
@@ -108,7 +111,8 @@ impl Type {
     pub fn fits(&self, other: &Type) -> bool {
         match (self, other) {
             (Type::Unknown, _) | (_, Type::Unknown) => true,
-            (Type::IntLiteral, Type::Int(_) | Type::IntLiteral) | (Type::Int(_), Type::IntLiteral) => true,
+            (Type::IntLiteral, Type::Int(_) | Type::IntLiteral)
+            | (Type::Int(_), Type::IntLiteral) => true,
             (Type::Option(a), Type::Option(b)) | (Type::List(a), Type::List(b)) => a.fits(b),
             (Type::Map(ak, av), Type::Map(bk, bv)) => ak.fits(bk) && av.fits(bv),
             (a, b) => a == b,
@@ -122,7 +126,9 @@ impl Type {
             (Type::IntLiteral, t) | (t, Type::IntLiteral) => t.clone(),
             (Type::Option(a), Type::Option(b)) => Type::Option(Box::new(a.join(b))),
             (Type::List(a), Type::List(b)) => Type::List(Box::new(a.join(b))),
-            (Type::Map(ak, av), Type::Map(bk, bv)) => Type::Map(Box::new(ak.join(bk)), Box::new(av.join(bv))),
+            (Type::Map(ak, av), Type::Map(bk, bv)) => {
+                Type::Map(Box::new(ak.join(bk)), Box::new(av.join(bv)))
+            }
             (a, _) => a.clone(),
         }
     }
@@ -134,13 +140,20 @@ impl Type {
 
     /// Whether values can be map keys: ordered, and simple to hash to a shard.
     pub fn is_key(&self) -> bool {
-        matches!(self, Type::String | Type::Int(_) | Type::Bool | Type::Unknown)
+        matches!(
+            self,
+            Type::String | Type::Int(_) | Type::Bool | Type::Unknown
+        )
     }
 }
 
 /// Resolves a written type against the declared messages, reporting unknown names and wrong
 /// numbers of arguments.
-pub fn resolve(t: &TypeExpr, messages: &BTreeMap<String, Vec<(String, Type)>>, out: &mut Vec<Diagnostic>) -> Type {
+pub fn resolve(
+    t: &TypeExpr,
+    messages: &BTreeMap<String, Vec<(String, Type)>>,
+    out: &mut Vec<Diagnostic>,
+) -> Type {
     let name = t.name.name.as_str();
     let want_args = match name {
         "Option" | "List" => 1,
@@ -154,8 +167,13 @@ pub fn resolve(t: &TypeExpr, messages: &BTreeMap<String, Vec<(String, Type)>>, o
             _ => "`Map` takes a key and a value type, as in `Map<String, Int>`".to_string(),
         };
         out.push(
-            Diagnostic::new(Code::TypeArity, format!("wrong number of type arguments for `{name}`"), t.span, format!("{} given", t.args.len()))
-                .help(expected),
+            Diagnostic::new(
+                Code::TypeArity,
+                format!("wrong number of type arguments for `{name}`"),
+                t.span,
+                format!("{} given", t.args.len()),
+            )
+            .help(expected),
         );
         return Type::Unknown;
     }
@@ -171,8 +189,13 @@ pub fn resolve(t: &TypeExpr, messages: &BTreeMap<String, Vec<(String, Type)>>, o
             let v = arg(1);
             if !k.is_key() {
                 out.push(
-                    Diagnostic::new(Code::TypeMismatch, format!("`{k}` cannot be a map key"), t.args[0].span, "not a key type")
-                        .help("map keys are String, an integer type or Bool"),
+                    Diagnostic::new(
+                        Code::TypeMismatch,
+                        format!("`{k}` cannot be a map key"),
+                        t.args[0].span,
+                        "not a key type",
+                    )
+                    .help("map keys are String, an integer type or Bool"),
                 );
             }
             Type::Map(Box::new(k), Box::new(v))

@@ -29,23 +29,50 @@ pub(super) fn resolve_ref<'a>(
             Some(c) => format!("did you mean `{c}`?"),
             None => format!("declare it: `instance {}: SomeAgent;`", r.name.name),
         };
-        out.push(Diagnostic::new(Code::UnknownInstance, format!("unknown instance `{}`", r.name.name), r.name.span, "not declared in this system").help(help));
+        out.push(
+            Diagnostic::new(
+                Code::UnknownInstance,
+                format!("unknown instance `{}`", r.name.name),
+                r.name.span,
+                "not declared in this system",
+            )
+            .help(help),
+        );
         return Err(());
     };
     match (r.index, inst.count) {
         (Some(i), Some((n, _))) if i >= n => {
             out.push(
-                Diagnostic::new(Code::IndexOutOfRange, format!("`{}[{i}]` is past the end of `{}`", r.name.name, r.name.name), r.span, format!("index {i}"))
-                    .related(inst.span, format!("declared with {}", crate::diagnostic::count(n as usize, "element")))
-                    .help(format!("indices run from 0 to {}", n.saturating_sub(1))),
+                Diagnostic::new(
+                    Code::IndexOutOfRange,
+                    format!(
+                        "`{}[{i}]` is past the end of `{}`",
+                        r.name.name, r.name.name
+                    ),
+                    r.span,
+                    format!("index {i}"),
+                )
+                .related(
+                    inst.span,
+                    format!(
+                        "declared with {}",
+                        crate::diagnostic::count(n as usize, "element")
+                    ),
+                )
+                .help(format!("indices run from 0 to {}", n.saturating_sub(1))),
             );
             Err(())
         }
         (Some(_), None) => {
             out.push(
-                Diagnostic::new(Code::IndexOutOfRange, format!("`{}` is not an array", r.name.name), r.span, "indexed here")
-                    .related(inst.span, "declared without `[n]`")
-                    .help(format!("refer to it as plain `{}`", r.name.name)),
+                Diagnostic::new(
+                    Code::IndexOutOfRange,
+                    format!("`{}` is not an array", r.name.name),
+                    r.span,
+                    "indexed here",
+                )
+                .related(inst.span, "declared without `[n]`")
+                .help(format!("refer to it as plain `{}`", r.name.name)),
             );
             Err(())
         }
@@ -73,14 +100,27 @@ pub fn check_system(
     for inst in &sys.instances {
         if let Some(first) = instances.get(&inst.name.name) {
             out.push(
-                Diagnostic::new(Code::Duplicate, format!("instance `{}` is declared twice", inst.name.name), inst.name.span, "declared again here")
-                    .related(first.span, "first declared here")
-                    .help("give each instance its own identifier"),
+                Diagnostic::new(
+                    Code::Duplicate,
+                    format!("instance `{}` is declared twice", inst.name.name),
+                    inst.name.span,
+                    "declared again here",
+                )
+                .related(first.span, "first declared here")
+                .help("give each instance its own identifier"),
             );
             continue;
         }
         if let Some((0, span)) = inst.count {
-            out.push(Diagnostic::new(Code::IndexOutOfRange, format!("`{}[0]` has no elements", inst.name.name), span, "zero").help("an array has at least one element"));
+            out.push(
+                Diagnostic::new(
+                    Code::IndexOutOfRange,
+                    format!("`{}[0]` has no elements", inst.name.name),
+                    span,
+                    "zero",
+                )
+                .help("an array has at least one element"),
+            );
         }
         instances.insert(inst.name.name.clone(), inst);
     }
@@ -96,7 +136,15 @@ pub fn check_system(
                 Some(c) => format!("did you mean `{c}`?"),
                 None => format!("declare it: `agent {} {{ .. }}`", inst.agent.name),
             };
-            out.push(Diagnostic::new(Code::UnknownAgent, format!("unknown agent `{}`", inst.agent.name), inst.agent.span, "not a declared agent").help(help));
+            out.push(
+                Diagnostic::new(
+                    Code::UnknownAgent,
+                    format!("unknown agent `{}`", inst.agent.name),
+                    inst.agent.span,
+                    "not a declared agent",
+                )
+                .help(help),
+            );
             continue;
         };
         let mut bindings = BTreeMap::new();
@@ -105,17 +153,38 @@ pub fn check_system(
                 let used: Vec<&String> = agent.info.uses.keys().collect();
                 let help = match closest(&b.name.name, used.iter().map(|s| s.as_str())) {
                     Some(c) => format!("did you mean `{c}`?"),
-                    None if used.is_empty() => format!("`{}` uses no identifiers; remove the binding", inst.agent.name),
+                    None if used.is_empty() => format!(
+                        "`{}` uses no identifiers; remove the binding",
+                        inst.agent.name
+                    ),
                     None => format!("`{}` uses {}", inst.agent.name, list(&used)),
                 };
-                out.push(Diagnostic::new(Code::UnknownBinding, format!("`{}` does not use `{}`", inst.agent.name, b.name.name), b.name.span, "not one of its `uses`").help(help));
+                out.push(
+                    Diagnostic::new(
+                        Code::UnknownBinding,
+                        format!("`{}` does not use `{}`", inst.agent.name, b.name.name),
+                        b.name.span,
+                        "not one of its `uses`",
+                    )
+                    .help(help),
+                );
                 continue;
             }
             if bindings.contains_key(&b.name.name) {
-                out.push(Diagnostic::new(Code::Duplicate, format!("`{}` is bound twice", b.name.name), b.name.span, "bound again here").help("bind each identifier once"));
+                out.push(
+                    Diagnostic::new(
+                        Code::Duplicate,
+                        format!("`{}` is bound twice", b.name.name),
+                        b.name.span,
+                        "bound again here",
+                    )
+                    .help("bind each identifier once"),
+                );
                 continue;
             }
-            let Ok(target) = resolve_ref(&b.target, &instances, out) else { continue };
+            let Ok(target) = resolve_ref(&b.target, &instances, out) else {
+                continue;
+            };
             if target.count.is_some() && b.target.index.is_none() {
                 out.push(
                     Diagnostic::new(Code::Unbound, format!("`{}` is bound to the whole array `{}`", b.name.name, b.target.name.name), b.target.span, "an array, not one agent")
@@ -134,7 +203,10 @@ pub fn check_system(
                     if !receiver.info.accepts.contains_key(m) {
                         let mut d = Diagnostic::new(
                             Code::NotAccepted,
-                            format!("`{}` sends `{m}` to `{}`, but `{}` does not accept `{m}`", inst.name.name, b.name.name, target.agent.name),
+                            format!(
+                                "`{}` sends `{m}` to `{}`, but `{}` does not accept `{m}`",
+                                inst.name.name, b.name.name, target.agent.name
+                            ),
                             b.target.span,
                             format!("`{target_id}` is a `{}`", target.agent.name),
                         )
@@ -144,35 +216,69 @@ pub fn check_system(
                             list(&sent.iter().collect::<Vec<_>>()),
                             target.agent.name
                         ));
-                        if let Some((_, span)) = agent.sends.get(&b.name.name).and_then(|s| s.iter().find(|(x, _)| x == m)) {
+                        if let Some((_, span)) = agent
+                            .sends
+                            .get(&b.name.name)
+                            .and_then(|s| s.iter().find(|(x, _)| x == m))
+                        {
                             d = d.related(*span, "sent here");
                         }
                         out.push(d);
                     }
                 }
                 for sender_id in ids(inst) {
-                    channels.push(ChannelInfo { from: sender_id, via: b.name.name.clone(), to: target_id.clone(), messages: sent.clone() });
+                    channels.push(ChannelInfo {
+                        from: sender_id,
+                        via: b.name.name.clone(),
+                        to: target_id.clone(),
+                        messages: sent.clone(),
+                    });
                 }
             }
             bindings.insert(b.name.name.clone(), target_id);
         }
         for u in agent.info.uses.keys() {
             if !bindings.contains_key(u) && !inst.bindings.iter().any(|b| b.name.name == *u) {
-                let use_span = agent.info.ast.uses.iter().find(|x| x.name.name == *u).map(|x| x.name.span);
-                let mut d = Diagnostic::new(Code::Unbound, format!("`{}` leaves `{u}` unbound", inst.name.name), inst.span, format!("`{}` uses `{u}`", inst.agent.name))
-                    .help(format!("bind it: `instance {}: {} {{ {u} = SomeInstance }};`", inst.name.name, inst.agent.name));
+                let use_span = agent
+                    .info
+                    .ast
+                    .uses
+                    .iter()
+                    .find(|x| x.name.name == *u)
+                    .map(|x| x.name.span);
+                let mut d = Diagnostic::new(
+                    Code::Unbound,
+                    format!("`{}` leaves `{u}` unbound", inst.name.name),
+                    inst.span,
+                    format!("`{}` uses `{u}`", inst.agent.name),
+                )
+                .help(format!(
+                    "bind it: `instance {}: {} {{ {u} = SomeInstance }};`",
+                    inst.name.name, inst.agent.name
+                ));
                 if let Some(s) = use_span {
                     d = d.related(s, "declared here");
                 }
                 out.push(d);
             }
         }
-        infos.push(InstanceInfo { name: inst.name.name.clone(), agent: inst.agent.name.clone(), count: inst.count.map(|(n, _)| n), bindings });
+        infos.push(InstanceInfo {
+            name: inst.name.name.clone(),
+            agent: inst.agent.name.clone(),
+            count: inst.count.map(|(n, _)| n),
+            bindings,
+        });
     }
 
     let boxes = check_boxes(sys, out);
     Some(CheckedSystem {
-        info: SystemInfo { name: sys.name.name.clone(), instances: infos, channels, pipelines: Vec::new(), boxes },
+        info: SystemInfo {
+            name: sys.name.name.clone(),
+            instances: infos,
+            channels,
+            pipelines: Vec::new(),
+            boxes,
+        },
         ast: sys.clone(),
     })
 }
@@ -191,14 +297,27 @@ fn check_boxes(sys: &ast::System, out: &mut Vec<Diagnostic>) -> Vec<BoxInfo> {
     let mut boxes = Vec::new();
     for b in &sys.boxes {
         if !names.insert(b.name.name.clone()) {
-            out.push(Diagnostic::new(Code::Duplicate, format!("box `{}` is declared twice", b.name.name), b.name.span, "declared again here").help("give each box its own name"));
+            out.push(
+                Diagnostic::new(
+                    Code::Duplicate,
+                    format!("box `{}` is declared twice", b.name.name),
+                    b.name.span,
+                    "declared again here",
+                )
+                .help("give each box its own name"),
+            );
             continue;
         }
         if let Some((addr, span)) = &b.address {
             if !valid_address(addr) {
                 out.push(
-                    Diagnostic::new(Code::BadAddress, format!("`{addr}` is not a box address"), *span, "expected host:port")
-                        .help("write it as host:port, e.g. \"127.0.0.1:7000\" or \"kvs-0.local:7000\""),
+                    Diagnostic::new(
+                        Code::BadAddress,
+                        format!("`{addr}` is not a box address"),
+                        *span,
+                        "expected host:port",
+                    )
+                    .help("write it as host:port, e.g. \"127.0.0.1:7000\" or \"kvs-0.local:7000\""),
                 );
             } else if let Some((first, first_span)) = addresses.get(&normal_address(addr)) {
                 out.push(
@@ -233,11 +352,15 @@ fn check_boxes(sys: &ast::System, out: &mut Vec<Diagnostic>) -> Vec<BoxInfo> {
 }
 
 fn valid_address(addr: &str) -> bool {
-    let Some((host, port)) = addr.rsplit_once(':') else { return false };
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     port.parse::<u16>().is_ok()
         && !host.is_empty()
-        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
 }
 
 /// One spelling per address: IP addresses as the standard library prints them
@@ -256,7 +379,10 @@ fn valid_pattern(p: &str) -> Result<(), &'static str> {
     if p.starts_with('/') || p.ends_with('/') || p.contains("//") {
         return Err("identifiers have no empty path segments");
     }
-    if !p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '/' | '*' | '[' | ']')) {
+    if !p
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '/' | '*' | '[' | ']'))
+    {
         return Err("identifiers hold letters, digits, `_`, `/` and `[n]`");
     }
     Ok(())

@@ -32,12 +32,21 @@ pub fn check_rs(model: &Model, expanded: &Expanded) -> TokenStream {
     let mut items = Vec::new();
     let mut merged_types = BTreeMap::new();
     for node in &expanded.latt.children {
-        let NodeKind::Transformed { agent, .. } = &node.kind else { continue };
-        let Some(info) = model.agents.get(agent) else { continue };
+        let NodeKind::Transformed { agent, .. } = &node.kind else {
+            continue;
+        };
+        let Some(info) = model.agents.get(agent) else {
+            continue;
+        };
         if !checkable(info) {
             continue;
         }
-        let requests: Vec<&String> = info.accepts.iter().filter(|(_, r)| r.is_some()).map(|(m, _)| m).collect();
+        let requests: Vec<&String> = info
+            .accepts
+            .iter()
+            .filter(|(_, r)| r.is_some())
+            .map(|(m, _)| m)
+            .collect();
         let id = &node.id;
         let request_fn = format_ident!("request_{}", rust_name(id));
         let refine_fn = format_ident!("refine_{}", rust_name(id));
@@ -65,15 +74,22 @@ pub fn check_rs(model: &Model, expanded: &Expanded) -> TokenStream {
             }
         });
         let count = proc_macro2::Literal::u64_unsuffixed(n);
-        let request_doc = format!(" A request `{id}` accepts, with values from small ranges so that requests meet.");
-        let refine_doc = format!(" The refinement mapping of `{id}`: its physical agents' snapshots → its own.");
+        let request_doc = format!(
+            " A request `{id}` accepts, with values from small ranges so that requests meet."
+        );
+        let refine_doc =
+            format!(" The refinement mapping of `{id}`: its physical agents' snapshots → its own.");
         let body = if n == 1 {
             let value = message_value(model, requests[0], 0);
             quote!(Payload::new(#value))
         } else {
             quote!(match rng.below(#count) { #(#arms)* })
         };
-        let rng = if body.to_string().contains("rng") { quote!(rng) } else { quote!(_rng) };
+        let rng = if body.to_string().contains("rng") {
+            quote!(rng)
+        } else {
+            quote!(_rng)
+        };
         items.push(quote! {
             #[doc = #request_doc]
             fn #request_fn(#rng: &mut Rng) -> Payload {
@@ -120,7 +136,16 @@ pub fn check_rs(model: &Model, expanded: &Expanded) -> TokenStream {
 }
 
 fn rust_name(id: &str) -> String {
-    let s: String = id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    let s: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
     s.trim_matches('_').to_string()
 }
 
@@ -129,14 +154,28 @@ fn node_fn_name(id: &str) -> proc_macro2::Ident {
 }
 
 /// One function per LATT node of the agent's subtree that runs or combines its code.
-fn node_fns<'a>(node: &LattNode, ty: &proc_macro2::Ident, info: &'a AgentInfo, items: &mut Vec<TokenStream>, merged: &mut BTreeMap<String, &'a AgentInfo>) {
+fn node_fns<'a>(
+    node: &LattNode,
+    ty: &proc_macro2::Ident,
+    info: &'a AgentInfo,
+    items: &mut Vec<TokenStream>,
+    merged: &mut BTreeMap<String, &'a AgentInfo>,
+) {
     let name = node_fn_name(&node.id);
     let id = &node.id;
     let doc = format!(" The state of `{id}`.");
     let body = match &node.kind {
         NodeKind::Transformed { transform, .. } => {
-            let copies: Vec<&LattNode> =
-                node.children.iter().filter(|c| matches!(c.kind, NodeKind::Agent { .. } | NodeKind::Transformed { .. })).collect();
+            let copies: Vec<&LattNode> = node
+                .children
+                .iter()
+                .filter(|c| {
+                    matches!(
+                        c.kind,
+                        NodeKind::Agent { .. } | NodeKind::Transformed { .. }
+                    )
+                })
+                .collect();
             for c in &copies {
                 node_fns(c, ty, info, items, merged);
             }
@@ -172,8 +211,14 @@ fn merge_fn(agent: &str, info: &AgentInfo) -> TokenStream {
             quote!(whole.#f.extend(part.#f);)
         })
         .collect();
-    let doc = format!(" The union of `{agent}` shards: keyed state from every shard, the rest from the first.");
-    let part = if keyed.is_empty() { quote!(_part) } else { quote!(part) };
+    let doc = format!(
+        " The union of `{agent}` shards: keyed state from every shard, the rest from the first."
+    );
+    let part = if keyed.is_empty() {
+        quote!(_part)
+    } else {
+        quote!(part)
+    };
     quote! {
         #[doc = #doc]
         fn #merge(parts: Vec<#ty>) -> #ty {
@@ -237,7 +282,11 @@ fn helpers(used: &str) -> TokenStream {
 /// A generated value of message `m`, as a struct literal.
 fn message_value(model: &Model, m: &str, depth: usize) -> TokenStream {
     let ty = format_ident!("{}", m);
-    let fields = model.messages.get(m).map(|fs| fs.as_slice()).unwrap_or_default();
+    let fields = model
+        .messages
+        .get(m)
+        .map(|fs| fs.as_slice())
+        .unwrap_or_default();
     let fs = fields.iter().map(|(f, t)| {
         let f = ident(f);
         let v = value(model, t, depth + 1);

@@ -47,17 +47,26 @@ pub fn deployment(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> Depl
     let clients = expanded
         .agents
         .iter()
-        .filter(|a| runs_agent(&a.runs).and_then(|t| model.agents.get(t)).is_some_and(|t| t.accepts.is_empty()))
+        .filter(|a| {
+            runs_agent(&a.runs)
+                .and_then(|t| model.agents.get(t))
+                .is_some_and(|t| t.accepts.is_empty())
+        })
         .map(|a| a.id.clone())
         .collect();
-    let box_of: BTreeMap<&str, &str> =
-        boxes.iter().flat_map(|b| b.agents.iter().map(move |a| (a.as_str(), b.name.as_str()))).collect();
+    let box_of: BTreeMap<&str, &str> = boxes
+        .iter()
+        .flat_map(|b| b.agents.iter().map(move |a| (a.as_str(), b.name.as_str())))
+        .collect();
     let agents = expanded
         .agents
         .iter()
         .map(|a| AgentPlan {
             id: a.id.clone(),
-            in_box: box_of.get(a.id.as_str()).map(|b| b.to_string()).unwrap_or_default(),
+            in_box: box_of
+                .get(a.id.as_str())
+                .map(|b| b.to_string())
+                .unwrap_or_default(),
             runs: serde_json::to_value(&a.runs).unwrap_or_default(),
             bindings: a.bindings.clone(),
         })

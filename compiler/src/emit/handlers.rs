@@ -58,10 +58,11 @@ fn is_copy(t: &Type) -> bool {
 /// Rust names for language names that are Rust keywords.
 pub fn ident(name: &str) -> proc_macro2::Ident {
     const RESERVED: &[&str] = &[
-        "as", "async", "await", "break", "const", "continue", "crate", "dyn", "enum", "extern", "fn", "gen", "impl",
-        "loop", "mod", "move", "mut", "pub", "ref", "return", "static", "struct", "trait", "type", "unsafe", "use",
-        "where", "while", "yield", "box", "abstract", "become", "do", "final", "macro", "override", "priv", "try",
-        "typeof", "unsized", "virtual",
+        "as", "async", "await", "break", "const", "continue", "crate", "dyn", "enum", "extern",
+        "fn", "gen", "impl", "loop", "mod", "move", "mut", "pub", "ref", "return", "static",
+        "struct", "trait", "type", "unsafe", "use", "where", "while", "yield", "box", "abstract",
+        "become", "do", "final", "macro", "override", "priv", "try", "typeof", "unsized",
+        "virtual",
     ];
     if name == "self" || name == "Self" || name == "super" {
         format_ident!("{}_", name)
@@ -84,7 +85,12 @@ pub struct HandlerCompiler<'a> {
 impl<'a> HandlerCompiler<'a> {
     /// A compiler for the handlers of `agent`.
     pub fn new(agent: &'a AgentInfo) -> Self {
-        HandlerCompiler { agent, state: agent.state.iter().map(|s| s.name.clone()).collect(), scopes: Vec::new(), fresh: 0 }
+        HandlerCompiler {
+            agent,
+            state: agent.state.iter().map(|s| s.name.clone()).collect(),
+            scopes: Vec::new(),
+            fresh: 0,
+        }
     }
 
     /// Compiles a handler body; `message` is the handled message's binding and type, if any.
@@ -104,7 +110,11 @@ impl<'a> HandlerCompiler<'a> {
     }
 
     fn ty(&self, e: &Expr) -> Type {
-        self.agent.expr_types.get(&e.span).cloned().unwrap_or(Type::Unknown)
+        self.agent
+            .expr_types
+            .get(&e.span)
+            .cloned()
+            .unwrap_or(Type::Unknown)
     }
 
     fn local(&self, name: &str) -> Option<&Type> {
@@ -129,12 +139,24 @@ impl<'a> HandlerCompiler<'a> {
     fn stmt(&mut self, s: &Stmt, rest: &[Stmt]) -> TokenStream {
         match s {
             Stmt::Let { name, value, .. } => {
-                let t = self.agent.binding_types.get(&name.span).cloned().unwrap_or_else(|| self.ty(value));
+                let t = self
+                    .agent
+                    .binding_types
+                    .get(&name.span)
+                    .cloned()
+                    .unwrap_or_else(|| self.ty(value));
                 let v = self.value(value);
                 let n = ident(&name.name);
                 let rt = rust_type(&t);
-                let m = if mutated(&name.name, rest) { quote!(mut) } else { quote!() };
-                self.scopes.last_mut().expect("scope").insert(name.name.clone(), t);
+                let m = if mutated(&name.name, rest) {
+                    quote!(mut)
+                } else {
+                    quote!()
+                };
+                self.scopes
+                    .last_mut()
+                    .expect("scope")
+                    .insert(name.name.clone(), t);
                 quote!(let #m #n: #rt = #v;)
             }
             Stmt::Assign { target, value } => {
@@ -146,7 +168,11 @@ impl<'a> HandlerCompiler<'a> {
                 let e = self.value(e);
                 quote!(#e;)
             }
-            Stmt::If { cond, then, otherwise } => {
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
                 let c = self.value(cond);
                 let t = self.block(then);
                 match otherwise {
@@ -162,9 +188,16 @@ impl<'a> HandlerCompiler<'a> {
                     }
                 }
             }
-            Stmt::Match { scrutinee, arms, .. } => self.match_stmt(scrutinee, arms),
+            Stmt::Match {
+                scrutinee, arms, ..
+            } => self.match_stmt(scrutinee, arms),
             Stmt::For { var, iter, body } => {
-                let t = self.agent.binding_types.get(&var.span).cloned().unwrap_or(Type::Unknown);
+                let t = self
+                    .agent
+                    .binding_types
+                    .get(&var.span)
+                    .cloned()
+                    .unwrap_or(Type::Unknown);
                 let it = self.value(iter);
                 self.scopes.push(HashMap::from([(var.name.clone(), t)]));
                 let b = self.block(body);
@@ -172,7 +205,9 @@ impl<'a> HandlerCompiler<'a> {
                 let v = ident(&var.name);
                 quote!(for #v in #it #b)
             }
-            Stmt::Send { target, message, .. } => {
+            Stmt::Send {
+                target, message, ..
+            } => {
                 let m = self.value(message);
                 let to = ident(&target.name);
                 quote!(ctx.send(&self.#to, #m);)
@@ -200,11 +235,25 @@ impl<'a> HandlerCompiler<'a> {
                 continue;
             }
             let t = self.ty(a);
-            fmt.push(if matches!(t, Type::String | Type::Int(_) | Type::IntLiteral | Type::Bool) { "{}" } else { "{:?}" }.to_string());
+            fmt.push(
+                if matches!(
+                    t,
+                    Type::String | Type::Int(_) | Type::IntLiteral | Type::Bool
+                ) {
+                    "{}"
+                } else {
+                    "{:?}"
+                }
+                .to_string(),
+            );
             // `me()` and `sender()` are `&str` already: formatting needs no `String`.
             values.push(match &a.kind {
-                ExprKind::Call(name, args) if args.is_empty() && name.name == "me" => quote!(ctx.me()),
-                ExprKind::Call(name, args) if args.is_empty() && name.name == "sender" => quote!(ctx.sender()),
+                ExprKind::Call(name, args) if args.is_empty() && name.name == "me" => {
+                    quote!(ctx.me())
+                }
+                ExprKind::Call(name, args) if args.is_empty() && name.name == "sender" => {
+                    quote!(ctx.sender())
+                }
                 _ => self.place_or_value(a),
             });
         }
@@ -229,13 +278,21 @@ impl<'a> HandlerCompiler<'a> {
                 match &arm.pattern {
                     Pattern::Wildcard(_) | Pattern::Bind(_) => exhaustive = true,
                     Pattern::None(_) => has_none = true,
-                    Pattern::Some(inner, _) if matches!(**inner, Pattern::Wildcard(_) | Pattern::Bind(_)) => has_some_all = true,
+                    Pattern::Some(inner, _)
+                        if matches!(**inner, Pattern::Wildcard(_) | Pattern::Bind(_)) =>
+                    {
+                        has_some_all = true
+                    }
                     Pattern::Literal(Literal::Bool(true), _) => has_true = true,
                     Pattern::Literal(Literal::Bool(false), _) => has_false = true,
                     _ => {}
                 }
             }
-            let guard = if guards.is_empty() { quote!() } else { quote!(if #(#guards)&&*) };
+            let guard = if guards.is_empty() {
+                quote!()
+            } else {
+                quote!(if #(#guards)&&*)
+            };
             out.push(quote!(#pat #guard => #body));
             if exhaustive {
                 break; // later arms cannot match
@@ -251,7 +308,10 @@ impl<'a> HandlerCompiler<'a> {
         match p {
             Pattern::Wildcard(_) => quote!(_),
             Pattern::Bind(n) => {
-                self.scopes.last_mut().expect("scope").insert(n.name.clone(), t.clone());
+                self.scopes
+                    .last_mut()
+                    .expect("scope")
+                    .insert(n.name.clone(), t.clone());
                 let i = ident(&n.name);
                 quote!(#i)
             }
@@ -342,9 +402,14 @@ impl<'a> HandlerCompiler<'a> {
                     .iter()
                     .map(|(f, v)| {
                         let fi = ident(&f.name);
-                        let shorthand = matches!(&v.kind, ExprKind::Name(n) if n.name == f.name) && self.local(&f.name).is_some();
+                        let shorthand = matches!(&v.kind, ExprKind::Name(n) if n.name == f.name)
+                            && self.local(&f.name).is_some();
                         let val = self.value(v);
-                        if shorthand && is_copy(&self.ty(v)) { quote!(#fi) } else { quote!(#fi: #val) }
+                        if shorthand && is_copy(&self.ty(v)) {
+                            quote!(#fi)
+                        } else {
+                            quote!(#fi: #val)
+                        }
                     })
                     .collect();
                 quote!(#n { #(#fs),* })
@@ -369,7 +434,11 @@ impl<'a> HandlerCompiler<'a> {
 
     fn operand(&mut self, e: &Expr) -> TokenStream {
         let v = self.value(e);
-        if matches!(e.kind, ExprKind::Binary(..)) { quote!((#v)) } else { v }
+        if matches!(e.kind, ExprKind::Binary(..)) {
+            quote!((#v))
+        } else {
+            v
+        }
     }
 
     /// The operands of a chain of string `+`, left to right.
@@ -517,9 +586,17 @@ fn stmt_mutates(name: &str, s: &Stmt) -> bool {
         Stmt::Let { value, .. } => expr_mutates(name, value),
         Stmt::Assign { target, value } => target.name == name || expr_mutates(name, value),
         Stmt::Expr(e) => expr_mutates(name, e),
-        Stmt::If { cond, then, otherwise } => expr_mutates(name, cond) || block(then) || otherwise.as_ref().is_some_and(block),
-        Stmt::Match { scrutinee, arms, .. } => expr_mutates(name, scrutinee) || arms.iter().any(|a| block(&a.body)),
-        Stmt::For { iter, body, var } => expr_mutates(name, iter) || (var.name != name && block(body)),
+        Stmt::If {
+            cond,
+            then,
+            otherwise,
+        } => expr_mutates(name, cond) || block(then) || otherwise.as_ref().is_some_and(block),
+        Stmt::Match {
+            scrutinee, arms, ..
+        } => expr_mutates(name, scrutinee) || arms.iter().any(|a| block(&a.body)),
+        Stmt::For { iter, body, var } => {
+            expr_mutates(name, iter) || (var.name != name && block(body))
+        }
         Stmt::Send { message, .. } | Stmt::Reply { message, .. } => expr_mutates(name, message),
         Stmt::Print(args) => args.iter().any(|a| expr_mutates(name, a)),
         Stmt::Finish(_) => false,
@@ -530,12 +607,17 @@ fn expr_mutates(name: &str, e: &Expr) -> bool {
     match &e.kind {
         ExprKind::Method(recv, m, args) => {
             let direct = matches!(&recv.kind, ExprKind::Name(n) if n.name == name)
-                && matches!(m.name.as_str(), "insert" | "remove" | "push" | "pop" | "clear");
+                && matches!(
+                    m.name.as_str(),
+                    "insert" | "remove" | "push" | "pop" | "clear"
+                );
             direct || expr_mutates(name, recv) || args.iter().any(|a| expr_mutates(name, a))
         }
         ExprKind::Some(i) | ExprKind::Unary(_, i) | ExprKind::Field(i, _) => expr_mutates(name, i),
         ExprKind::Binary(_, a, b) => expr_mutates(name, a) || expr_mutates(name, b),
-        ExprKind::Call(_, args) | ExprKind::List(args) => args.iter().any(|a| expr_mutates(name, a)),
+        ExprKind::Call(_, args) | ExprKind::List(args) => {
+            args.iter().any(|a| expr_mutates(name, a))
+        }
         ExprKind::Record(_, fields) => fields.iter().any(|(_, v)| expr_mutates(name, v)),
         ExprKind::Literal(_) | ExprKind::None | ExprKind::Name(_) => false,
     }

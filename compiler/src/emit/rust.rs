@@ -120,7 +120,11 @@ fn used_or_underscore(name: &str, body: &TokenStream) -> proc_macro2::Ident {
             _ => false,
         })
     }
-    if uses(body.clone(), name) { ident(name) } else { format_ident!("_{}", name) }
+    if uses(body.clone(), name) {
+        ident(name)
+    } else {
+        format_ident!("_{}", name)
+    }
 }
 
 /// `GetOk` → `get_ok`.

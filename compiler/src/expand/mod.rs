@@ -115,7 +115,10 @@ pub enum ExpandError {
 impl std::fmt::Display for ExpandError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ExpandError::NoSystem => write!(f, "the program declares no system; add `system Name {{ instance .. }}`"),
+            ExpandError::NoSystem => write!(
+                f,
+                "the program declares no system; add `system Name {{ instance .. }}`"
+            ),
         }
     }
 }
@@ -157,7 +160,11 @@ fn describe(t: &TransformInfo) -> String {
             ArgValue::Bool(b) => format!("{k}: {b}"),
         })
         .collect();
-    if args.is_empty() { t.name.clone() } else { format!("{}({})", t.name, args.join(", ")) }
+    if args.is_empty() {
+        t.name.clone()
+    } else {
+        format!("{}({})", t.name, args.join(", "))
+    }
 }
 
 /// What the bottom of a chain of transformations is.
@@ -174,9 +181,24 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
     let Some((first, rest)) = transforms.split_first() else {
         return match bottom {
             Bottom::Agent(agent) => Node {
-                latt: LattNode { id: id.to_string(), kind: NodeKind::Agent { agent: agent.to_string() }, children: Vec::new() },
-                leaves: vec![PhysicalAgent { id: id.to_string(), runs: Runs::Agent { agent: agent.to_string() }, bindings: BTreeMap::new() }],
-                entry: senders.iter().map(|s| (s.clone(), id.to_string())).collect(),
+                latt: LattNode {
+                    id: id.to_string(),
+                    kind: NodeKind::Agent {
+                        agent: agent.to_string(),
+                    },
+                    children: Vec::new(),
+                },
+                leaves: vec![PhysicalAgent {
+                    id: id.to_string(),
+                    runs: Runs::Agent {
+                        agent: agent.to_string(),
+                    },
+                    bindings: BTreeMap::new(),
+                }],
+                entry: senders
+                    .iter()
+                    .map(|s| (s.clone(), id.to_string()))
+                    .collect(),
                 copies: vec![id.to_string()],
                 routes: BTreeMap::new(),
                 nested_ends: Vec::new(),
@@ -184,7 +206,13 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
             // The senders of a forwarded bottom are the last proxies of the channel; the
             // caller routes them to the receiving agent.
             Bottom::Forward => Node {
-                latt: LattNode { id: id.to_string(), kind: NodeKind::Channel { transform: String::new() }, children: Vec::new() },
+                latt: LattNode {
+                    id: id.to_string(),
+                    kind: NodeKind::Channel {
+                        transform: String::new(),
+                    },
+                    children: Vec::new(),
+                },
                 leaves: Vec::new(),
                 entry: BTreeMap::new(),
                 copies: senders.to_vec(),
@@ -193,17 +221,36 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
             },
         };
     };
-    let spec = ovid_stdlib::lookup(&first.name).expect("the checker admits only known transformations");
-    let args: Args = first.args.iter().map(|(k, v)| (k.clone(), value(v))).collect();
-    let exp = (spec.expand)(&Request { id, senders, args: &args });
+    let spec =
+        ovid_stdlib::lookup(&first.name).expect("the checker admits only known transformations");
+    let args: Args = first
+        .args
+        .iter()
+        .map(|(k, v)| (k.clone(), value(v)))
+        .collect();
+    let exp = (spec.expand)(&Request {
+        id,
+        senders,
+        args: &args,
+    });
 
-    let copy_ids: Vec<&str> = exp.children.iter().filter(|c| c.role == Role::Copy).map(|c| c.id.as_str()).collect();
+    let copy_ids: Vec<&str> = exp
+        .children
+        .iter()
+        .filter(|c| c.role == Role::Copy)
+        .map(|c| c.id.as_str())
+        .collect();
     let mut node = Node {
         latt: LattNode {
             id: id.to_string(),
             kind: match bottom {
-                Bottom::Agent(agent) => NodeKind::Transformed { agent: agent.to_string(), transform: describe(first) },
-                Bottom::Forward => NodeKind::Channel { transform: describe(first) },
+                Bottom::Agent(agent) => NodeKind::Transformed {
+                    agent: agent.to_string(),
+                    transform: describe(first),
+                },
+                Bottom::Forward => NodeKind::Channel {
+                    transform: describe(first),
+                },
             },
             children: Vec::new(),
         },
@@ -217,21 +264,36 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
     for child in &exp.children {
         match &child.role {
             Role::Proxy { proxy, config } => {
-                node.latt.children.push(LattNode { id: child.id.clone(), kind: NodeKind::Proxy { proxy: proxy.to_string() }, children: Vec::new() });
+                node.latt.children.push(LattNode {
+                    id: child.id.clone(),
+                    kind: NodeKind::Proxy {
+                        proxy: proxy.to_string(),
+                    },
+                    children: Vec::new(),
+                });
                 node.leaves.push(PhysicalAgent {
                     id: child.id.clone(),
-                    runs: Runs::Proxy { proxy: proxy.to_string(), config: config.clone() },
+                    runs: Runs::Proxy {
+                        proxy: proxy.to_string(),
+                        config: config.clone(),
+                    },
                     bindings: BTreeMap::new(),
                 });
             }
             Role::Copy => {
-                let child_senders: Vec<String> =
-                    exp.sends.iter().filter(|(_, targets)| targets.contains(&child.id)).map(|(p, _)| p.clone()).collect();
-                if matches!(bottom, Bottom::Forward) && !rest.is_empty()
-                    && let Some(pairs) = encoder_pairs(&exp.sends, &child_senders) {
-                        nest_in_channel(&mut node, &child.id, rest, &pairs);
-                        continue;
-                    }
+                let child_senders: Vec<String> = exp
+                    .sends
+                    .iter()
+                    .filter(|(_, targets)| targets.contains(&child.id))
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                if matches!(bottom, Bottom::Forward)
+                    && !rest.is_empty()
+                    && let Some(pairs) = encoder_pairs(&exp.sends, &child_senders)
+                {
+                    nest_in_channel(&mut node, &child.id, rest, &pairs);
+                    continue;
+                }
                 let sub = expand_node(&child.id, rest, &child_senders, bottom);
                 // A forwarded bottom is no node of its own: the chain ends there.
                 if matches!(bottom, Bottom::Agent(_)) || !rest.is_empty() {
@@ -275,10 +337,18 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
 
 /// For a channel stage made of encoder → decoder pairs: each decoder (a proxy sending to the
 /// copy) with the encoder that sends to it alone; `None` if the stage is not made of pairs.
-fn encoder_pairs(sends: &BTreeMap<String, Vec<String>>, decoders: &[String]) -> Option<Vec<(String, String)>> {
+fn encoder_pairs(
+    sends: &BTreeMap<String, Vec<String>>,
+    decoders: &[String],
+) -> Option<Vec<(String, String)>> {
     decoders
         .iter()
-        .map(|dec| sends.iter().find(|(_, t)| t.len() == 1 && t[0] == *dec).map(|(enc, _)| (enc.clone(), dec.clone())))
+        .map(|dec| {
+            sends
+                .iter()
+                .find(|(_, t)| t.len() == 1 && t[0] == *dec)
+                .map(|(enc, _)| (enc.clone(), dec.clone()))
+        })
         .collect()
 }
 
@@ -286,7 +356,12 @@ fn encoder_pairs(sends: &BTreeMap<String, Vec<String>>, decoders: &[String]) -> 
 /// decoder (so `batch(64) |> compress` compresses whole batches): expands the copy for the
 /// encoders as senders, points each encoder at the nested chain's entry and each end of the
 /// nested chain at the decoder. The decoders stay the last proxies of this level.
-fn nest_in_channel(node: &mut Node, copy: &str, rest: &[TransformInfo], pairs: &[(String, String)]) {
+fn nest_in_channel(
+    node: &mut Node,
+    copy: &str,
+    rest: &[TransformInfo],
+    pairs: &[(String, String)],
+) {
     let encoders: Vec<String> = pairs.iter().map(|(e, _)| e.clone()).collect();
     let sub = expand_node(copy, rest, &encoders, Bottom::Forward);
     node.latt.children.push(sub.latt);
@@ -302,11 +377,14 @@ fn nest_in_channel(node: &mut Node, copy: &str, rest: &[TransformInfo], pairs: &
         node.copies.push(dec.clone());
     }
     for leaf in node.leaves.iter_mut() {
-        let Some(to) = retarget.get(&leaf.id) else { continue };
+        let Some(to) = retarget.get(&leaf.id) else {
+            continue;
+        };
         if let Runs::Proxy { config, .. } = &mut leaf.runs {
             config.insert("targets".to_string(), Value::List(vec![to.clone()]));
         }
-        node.routes.insert(leaf.id.clone(), BTreeMap::from([(to.clone(), to.clone())]));
+        node.routes
+            .insert(leaf.id.clone(), BTreeMap::from([(to.clone(), to.clone())]));
     }
     node.nested_ends.extend(retarget.into_keys());
 }
@@ -343,28 +421,60 @@ pub fn expand(model: &Model) -> Result<Expanded, ExpandError> {
     let elements: Vec<(String, &str, &BTreeMap<String, String>)> = system
         .instances
         .iter()
-        .flat_map(|i| i.identifiers().into_iter().map(move |id| (id, i.agent.as_str(), &i.bindings)))
+        .flat_map(|i| {
+            i.identifiers()
+                .into_iter()
+                .map(move |id| (id, i.agent.as_str(), &i.bindings))
+        })
         .collect();
     let transforms_of = |id: &str| agent_pipes.get(id).copied().unwrap_or(&[]);
 
     // 1. The copies that run each element's code.
-    let copies: BTreeMap<String, Vec<String>> =
-        elements.iter().map(|(id, agent, _)| (id.clone(), expand_node(id, transforms_of(id), &[], Bottom::Agent(agent)).copies)).collect();
+    let copies: BTreeMap<String, Vec<String>> = elements
+        .iter()
+        .map(|(id, agent, _)| {
+            (
+                id.clone(),
+                expand_node(id, transforms_of(id), &[], Bottom::Agent(agent)).copies,
+            )
+        })
+        .collect();
 
     // 2. Transformed channels, for every sender element bound to a receiver element.
-    let in_channel = |element: &str, name: &str| element == name || element.strip_prefix(name).is_some_and(|r| r.starts_with('['));
+    let in_channel = |element: &str, name: &str| {
+        element == name
+            || element
+                .strip_prefix(name)
+                .is_some_and(|r| r.starts_with('['))
+    };
     let mut channels: Vec<ChannelPlan> = Vec::new();
     for (from_id, _, bindings) in &elements {
         for to_id in bindings.values() {
-            let Some((_, _, transforms)) = channel_pipes.iter().find(|(f, t, _)| in_channel(from_id, f) && in_channel(to_id, t)) else {
+            let Some((_, _, transforms)) = channel_pipes
+                .iter()
+                .find(|(f, t, _)| in_channel(from_id, f) && in_channel(to_id, t))
+            else {
                 continue;
             };
-            if channels.iter().any(|c| c.from == *from_id && c.to == *to_id) {
+            if channels
+                .iter()
+                .any(|c| c.from == *from_id && c.to == *to_id)
+            {
                 continue;
             }
-            let node = expand_node(&format!("{to_id}/{from_id}"), transforms, &copies[from_id], Bottom::Forward);
+            let node = expand_node(
+                &format!("{to_id}/{from_id}"),
+                transforms,
+                &copies[from_id],
+                Bottom::Forward,
+            );
             let last = node.copies.clone();
-            channels.push(ChannelPlan { from: from_id.clone(), to: to_id.clone(), node, last });
+            channels.push(ChannelPlan {
+                from: from_id.clone(),
+                to: to_id.clone(),
+                node,
+                last,
+            });
         }
     }
 
@@ -382,13 +492,25 @@ pub fn expand(model: &Model) -> Result<Expanded, ExpandError> {
         }
         senders.sort();
         senders.dedup();
-        nodes.insert(id.clone(), expand_node(id, transforms_of(id), &senders, Bottom::Agent(agent)));
+        nodes.insert(
+            id.clone(),
+            expand_node(id, transforms_of(id), &senders, Bottom::Agent(agent)),
+        );
     }
 
     // 4. Routing tables: a sender reaches an element through the physical agent that the
     // element's expansion put there for it (its ingress proxy, or the element itself).
-    let entry_of: BTreeMap<String, BTreeMap<String, String>> = nodes.iter().map(|(id, n)| (id.clone(), n.entry.clone())).collect();
-    let reach = |target: &str, sender: &str| entry_of.get(target).and_then(|e| e.get(sender)).cloned().unwrap_or_else(|| target.to_string());
+    let entry_of: BTreeMap<String, BTreeMap<String, String>> = nodes
+        .iter()
+        .map(|(id, n)| (id.clone(), n.entry.clone()))
+        .collect();
+    let reach = |target: &str, sender: &str| {
+        entry_of
+            .get(target)
+            .and_then(|e| e.get(sender))
+            .cloned()
+            .unwrap_or_else(|| target.to_string())
+    };
     let mut routes: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut agents: Vec<PhysicalAgent> = Vec::new();
     let mut children: Vec<LattNode> = Vec::new();
@@ -399,8 +521,14 @@ pub fn expand(model: &Model) -> Result<Expanded, ExpandError> {
                 leaf.bindings = (*bindings).clone();
                 let table = routes.entry(leaf.id.clone()).or_default();
                 for target in bindings.values() {
-                    let physical = match channels.iter().find(|c| c.from == *id && c.to == *target) {
-                        Some(c) => c.node.entry.get(&leaf.id).cloned().unwrap_or_else(|| target.clone()),
+                    let physical = match channels.iter().find(|c| c.from == *id && c.to == *target)
+                    {
+                        Some(c) => c
+                            .node
+                            .entry
+                            .get(&leaf.id)
+                            .cloned()
+                            .unwrap_or_else(|| target.clone()),
                         None => reach(target, &leaf.id),
                     };
                     table.insert(target.clone(), physical);
@@ -418,7 +546,10 @@ pub fn expand(model: &Model) -> Result<Expanded, ExpandError> {
             routes.entry(proxy).or_default().extend(table);
         }
         for l in &c.last {
-            routes.entry(l.clone()).or_default().insert(c.to.clone(), reach(&c.to, l));
+            routes
+                .entry(l.clone())
+                .or_default()
+                .insert(c.to.clone(), reach(&c.to, l));
         }
         // The last proxies of the chain send to the receiver: where the expansion named the
         // end of the channel (a copy that is no agent), they name the receiver instead.
@@ -439,7 +570,11 @@ pub fn expand(model: &Model) -> Result<Expanded, ExpandError> {
     routes.retain(|_, t| !t.is_empty());
     Ok(Expanded {
         system: system.name.clone(),
-        latt: LattNode { id: system.name.clone(), kind: NodeKind::System, children },
+        latt: LattNode {
+            id: system.name.clone(),
+            kind: NodeKind::System,
+            children,
+        },
         agents,
         routes,
     })

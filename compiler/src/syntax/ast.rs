@@ -19,7 +19,11 @@ pub struct Span {
 impl Span {
     /// The span from the start of `self` to the end of `other` (same file).
     pub fn to(self, other: Span) -> Span {
-        Span { file: self.file, start: self.start.min(other.start), end: self.end.max(other.end) }
+        Span {
+            file: self.file,
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
     }
 }
 
@@ -308,7 +312,10 @@ impl Pattern {
     /// Where the pattern was written.
     pub fn span(&self) -> Span {
         match self {
-            Pattern::Wildcard(s) | Pattern::None(s) | Pattern::Some(_, s) | Pattern::Literal(_, s) => *s,
+            Pattern::Wildcard(s)
+            | Pattern::None(s)
+            | Pattern::Some(_, s)
+            | Pattern::Literal(_, s) => *s,
             Pattern::Bind(i) => i.span,
         }
     }

@@ -3,20 +3,27 @@
 
 use pest::iterators::Pair;
 
-use super::grammar::Rule;
 use super::ast::*;
+use super::grammar::Rule;
 use crate::diagnostic::{Code, Diagnostic};
 
 type P<'a> = Pair<'a, Rule>;
 
 fn span(file: FileId, pair: &P) -> Span {
     let s = pair.as_span();
-    Span { file, start: s.start(), end: s.end() }
+    Span {
+        file,
+        start: s.start(),
+        end: s.end(),
+    }
 }
 
 fn ident(file: FileId, pair: P) -> Ident {
     debug_assert_eq!(pair.as_rule(), Rule::ident);
-    Ident { name: pair.as_str().to_string(), span: span(file, &pair) }
+    Ident {
+        name: pair.as_str().to_string(),
+        span: span(file, &pair),
+    }
 }
 
 fn string(pair: P) -> String {
@@ -65,8 +72,13 @@ impl Cx {
         }
         if self.too_deep.is_none() {
             self.too_deep = Some(
-                Diagnostic::new(Code::TooDeep, format!("expression nested more than {MAX_EXPR_DEPTH} deep"), at, "this operation is too deep")
-                    .help("split the expression with `let` bindings"),
+                Diagnostic::new(
+                    Code::TooDeep,
+                    format!("expression nested more than {MAX_EXPR_DEPTH} deep"),
+                    at,
+                    "this operation is too deep",
+                )
+                .help("split the expression with `let` bindings"),
             );
         }
         false
@@ -78,8 +90,12 @@ impl Cx {
 fn depth(e: &Expr) -> usize {
     1 + match &e.kind {
         ExprKind::Literal(_) | ExprKind::None | ExprKind::Name(_) => 0,
-        ExprKind::Some(inner) | ExprKind::Field(inner, _) | ExprKind::Unary(_, inner) => depth(inner),
-        ExprKind::Method(recv, _, args) => args.iter().map(depth).max().unwrap_or(0).max(depth(recv)),
+        ExprKind::Some(inner) | ExprKind::Field(inner, _) | ExprKind::Unary(_, inner) => {
+            depth(inner)
+        }
+        ExprKind::Method(recv, _, args) => {
+            args.iter().map(depth).max().unwrap_or(0).max(depth(recv))
+        }
         ExprKind::Call(_, args) | ExprKind::List(args) => args.iter().map(depth).max().unwrap_or(0),
         ExprKind::Record(_, fields) => fields.iter().map(|(_, v)| depth(v)).max().unwrap_or(0),
         ExprKind::Binary(_, l, r) => depth(l).max(depth(r)),
@@ -88,20 +104,29 @@ fn depth(e: &Expr) -> usize {
 
 /// What stands in for an expression refused as too deep (the file is not used then).
 fn refused(at: Span) -> Expr {
-    Expr { kind: ExprKind::Literal(Literal::Int(0)), span: at }
+    Expr {
+        kind: ExprKind::Literal(Literal::Int(0)),
+        span: at,
+    }
 }
 
 /// Lowers the `file` rule; `Err` for an expression nested deeper than [`MAX_EXPR_DEPTH`].
 #[allow(clippy::result_large_err)] // a diagnostic is returned once per file, on the error path
 pub fn file(file: FileId, pair: P) -> Result<File, Diagnostic> {
-    let mut cx = Cx { file, too_deep: None };
+    let mut cx = Cx {
+        file,
+        too_deep: None,
+    };
     let cx = &mut cx;
     let mut out = File::default();
     for item in pair.into_inner() {
         match item.as_rule() {
             Rule::import => {
                 let s = item.into_inner().next().expect("import path");
-                out.imports.push(Import { span: span(file, &s), path: string(s) });
+                out.imports.push(Import {
+                    span: span(file, &s),
+                    path: string(s),
+                });
             }
             Rule::message => out.messages.push(message(file, item)),
             Rule::agent => out.agents.push(agent(cx, item)),
@@ -119,8 +144,14 @@ fn ty(file: FileId, pair: P) -> TypeExpr {
     let sp = span(file, &pair);
     let mut inner = pair.into_inner();
     let name = ident(file, inner.next().expect("type name"));
-    let args = inner.next().map_or_else(Vec::new, |a| a.into_inner().map(|t| ty(file, t)).collect());
-    TypeExpr { name, args, span: sp }
+    let args = inner
+        .next()
+        .map_or_else(Vec::new, |a| a.into_inner().map(|t| ty(file, t)).collect());
+    TypeExpr {
+        name,
+        args,
+        span: sp,
+    }
 }
 
 fn message(file: FileId, pair: P) -> Message {
@@ -130,10 +161,17 @@ fn message(file: FileId, pair: P) -> Message {
     let fields = inner
         .map(|f| {
             let mut fi = f.into_inner();
-            Field { name: ident(file, fi.next().expect("field name")), ty: ty(file, fi.next().expect("field type")) }
+            Field {
+                name: ident(file, fi.next().expect("field name")),
+                ty: ty(file, fi.next().expect("field type")),
+            }
         })
         .collect();
-    Message { name, fields, span: sp }
+    Message {
+        name,
+        fields,
+        span: sp,
+    }
 }
 
 fn agent(cx: &mut Cx, pair: P) -> Agent {
@@ -157,13 +195,20 @@ fn agent(cx: &mut Cx, pair: P) -> Agent {
                 let mut i = item.into_inner();
                 let message = ident(cx.file, i.next().expect("accepted message"));
                 let reply = i.next().map(|r| ident(cx.file, r));
-                agent.accepts.push(Accepts { message, reply, span: isp });
+                agent.accepts.push(Accepts {
+                    message,
+                    reply,
+                    span: isp,
+                });
             }
             Rule::uses => agent.uses.extend(item.into_inner().map(|u| {
                 let mut i = u.into_inner();
                 let name = ident(cx.file, i.next().expect("use name"));
                 let listed: Vec<Ident> = i.map(|m| ident(cx.file, m)).collect();
-                Use { name, sends: (!listed.is_empty()).then_some(listed) }
+                Use {
+                    name,
+                    sends: (!listed.is_empty()).then_some(listed),
+                }
             })),
             Rule::state => {
                 let mut i = item.into_inner();
@@ -174,21 +219,38 @@ fn agent(cx: &mut Cx, pair: P) -> Agent {
                 for rest in i {
                     match rest.as_rule() {
                         Rule::key_annotation => {
-                            keyed_by = Some(ident(cx.file, rest.into_inner().next().expect("key field")));
+                            keyed_by =
+                                Some(ident(cx.file, rest.into_inner().next().expect("key field")));
                         }
                         _ => init = Some(expr(cx, rest)),
                     }
                 }
-                agent.state.push(StateField { name, ty, keyed_by, init, span: isp });
+                agent.state.push(StateField {
+                    name,
+                    ty,
+                    keyed_by,
+                    init,
+                    span: isp,
+                });
             }
             Rule::impl_rust | Rule::impl_process => {
-                let kind = if item.as_rule() == Rule::impl_rust { ImplKind::Rust } else { ImplKind::Process };
+                let kind = if item.as_rule() == Rule::impl_rust {
+                    ImplKind::Rust
+                } else {
+                    ImplKind::Process
+                };
                 let target = string(item.into_inner().next().expect("impl target"));
-                agent.implementation.push(Implementation { kind, target, span: isp });
+                agent.implementation.push(Implementation {
+                    kind,
+                    target,
+                    span: isp,
+                });
             }
             Rule::determinism => {
                 let word = item.into_inner().next().expect("determinism keyword");
-                agent.determinism.push((word.as_str() == "deterministic", isp));
+                agent
+                    .determinism
+                    .push((word.as_str() == "deterministic", isp));
             }
             Rule::handler => agent.handlers.push(handler(cx, item)),
             _ => {}
@@ -211,12 +273,19 @@ fn handler(cx: &mut Cx, pair: P) -> Handler {
         }
     };
     let body = block(cx, inner.next().expect("handler body"));
-    Handler { trigger, body, head_span }
+    Handler {
+        trigger,
+        body,
+        head_span,
+    }
 }
 
 fn block(cx: &mut Cx, pair: P) -> Block {
     let sp = span(cx.file, &pair);
-    Block { stmts: pair.into_inner().map(|s| stmt(cx, s)).collect(), span: sp }
+    Block {
+        stmts: pair.into_inner().map(|s| stmt(cx, s)).collect(),
+        span: sp,
+    }
 }
 
 fn stmt(cx: &mut Cx, pair: P) -> Stmt {
@@ -228,15 +297,25 @@ fn stmt(cx: &mut Cx, pair: P) -> Stmt {
             let name = ident(cx.file, inner.next().expect("let name"));
             let next = inner.next().expect("let value");
             let (ty_ann, value) = if next.as_rule() == Rule::ty {
-                (Some(ty(cx.file, next)), expr(cx, inner.next().expect("let value")))
+                (
+                    Some(ty(cx.file, next)),
+                    expr(cx, inner.next().expect("let value")),
+                )
             } else {
                 (None, expr(cx, next))
             };
-            Stmt::Let { name, ty: ty_ann, value }
+            Stmt::Let {
+                name,
+                ty: ty_ann,
+                value,
+            }
         }
         Rule::assign_stmt => {
             let target = ident(cx.file, inner.next().expect("assign target"));
-            Stmt::Assign { target, value: expr(cx, inner.next().expect("assign value")) }
+            Stmt::Assign {
+                target,
+                value: expr(cx, inner.next().expect("assign value")),
+            }
         }
         Rule::expr_stmt => Stmt::Expr(expr(cx, inner.next().expect("expression"))),
         Rule::if_stmt => {
@@ -265,9 +344,20 @@ fn stmt(cx: &mut Cx, pair: P) -> Stmt {
             let mut otherwise = last;
             // An `else if` is a block holding one `If`, spanning the inner `if` statement.
             while let Some((c, t, link)) = links.pop() {
-                otherwise = Some(Block { stmts: vec![Stmt::If { cond: c, then: t, otherwise }], span: link });
+                otherwise = Some(Block {
+                    stmts: vec![Stmt::If {
+                        cond: c,
+                        then: t,
+                        otherwise,
+                    }],
+                    span: link,
+                });
             }
-            Stmt::If { cond, then, otherwise }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            }
         }
         Rule::match_stmt => {
             let scrutinee = expr(cx, inner.next().expect("match scrutinee"));
@@ -275,21 +365,39 @@ fn stmt(cx: &mut Cx, pair: P) -> Stmt {
                 .map(|arm| {
                     let mut a = arm.into_inner();
                     let pattern = pattern(cx.file, a.next().expect("arm pattern"));
-                    MatchArm { pattern, body: block(cx, a.next().expect("arm body")) }
+                    MatchArm {
+                        pattern,
+                        body: block(cx, a.next().expect("arm body")),
+                    }
                 })
                 .collect();
-            Stmt::Match { scrutinee, arms, span: sp }
+            Stmt::Match {
+                scrutinee,
+                arms,
+                span: sp,
+            }
         }
         Rule::for_stmt => {
             let var = ident(cx.file, inner.next().expect("for variable"));
             let iter = expr(cx, inner.next().expect("for iterable"));
-            Stmt::For { var, iter, body: block(cx, inner.next().expect("for body")) }
+            Stmt::For {
+                var,
+                iter,
+                body: block(cx, inner.next().expect("for body")),
+            }
         }
         Rule::send_stmt => {
             let target = ident(cx.file, inner.next().expect("send target"));
-            Stmt::Send { target, message: primary(cx, inner.next().expect("send message")), span: sp }
+            Stmt::Send {
+                target,
+                message: primary(cx, inner.next().expect("send message")),
+                span: sp,
+            }
         }
-        Rule::reply_stmt => Stmt::Reply { message: primary(cx, inner.next().expect("reply message")), span: sp },
+        Rule::reply_stmt => Stmt::Reply {
+            message: primary(cx, inner.next().expect("reply message")),
+            span: sp,
+        },
         Rule::finish_stmt => Stmt::Finish(sp),
         Rule::print_stmt => Stmt::Print(inner.map(|e| expr(cx, e)).collect()),
         other => unreachable!("not a statement rule: {other:?}"),
@@ -300,7 +408,10 @@ fn pattern(file: FileId, pair: P) -> Pattern {
     let p = pair.into_inner().next().expect("pattern body");
     let sp = span(file, &p);
     match p.as_rule() {
-        Rule::some_pattern => Pattern::Some(Box::new(pattern(file, p.into_inner().next().expect("inner pattern"))), sp),
+        Rule::some_pattern => Pattern::Some(
+            Box::new(pattern(file, p.into_inner().next().expect("inner pattern"))),
+            sp,
+        ),
         Rule::none_lit => Pattern::None(sp),
         Rule::wildcard => Pattern::Wildcard(sp),
         Rule::ident => Pattern::Bind(ident(file, p)),
@@ -328,7 +439,11 @@ fn expr(cx: &mut Cx, pair: P) -> Expr {
     for part in pair.into_inner() {
         match part.as_rule() {
             Rule::unary => {
-                let op = if part.as_str() == "!" { UnOp::Not } else { UnOp::Neg };
+                let op = if part.as_str() == "!" {
+                    UnOp::Not
+                } else {
+                    UnOp::Neg
+                };
                 prefix.push((op, span(cx.file, &part)));
             }
             Rule::binop => operators.push((binop(part.as_str()), span(cx.file, &part))),
@@ -340,7 +455,10 @@ fn expr(cx: &mut Cx, pair: P) -> Expr {
                     if !cx.within_limit(d, sp) {
                         return refused(whole);
                     }
-                    e = Expr { span: sp.to(e.span), kind: ExprKind::Unary(op, Box::new(e)) };
+                    e = Expr {
+                        span: sp.to(e.span),
+                        kind: ExprKind::Unary(op, Box::new(e)),
+                    };
                 }
                 operands.push((e, d));
             }
@@ -358,13 +476,22 @@ fn climb(cx: &mut Cx, operands: Vec<(Expr, usize)>, operators: Vec<(BinOp, Span)
         let (rhs, rd) = out.pop().expect("right operand");
         let (lhs, ld) = out.pop().expect("left operand");
         let d = ld.max(rd) + 1;
-        out.push((Expr { span: lhs.span.to(rhs.span), kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)) }, d));
+        out.push((
+            Expr {
+                span: lhs.span.to(rhs.span),
+                kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
+            },
+            d,
+        ));
         cx.within_limit(d, at)
     };
     let mut operands = operands.into_iter();
     out.push(operands.next().expect("an expression has an operand"));
     for (op, operand) in operators.into_iter().zip(operands) {
-        while ops.last().is_some_and(|(top, _)| top.precedence() >= op.0.precedence()) {
+        while ops
+            .last()
+            .is_some_and(|(top, _)| top.precedence() >= op.0.precedence())
+        {
             let top = ops.pop().expect("checked");
             if !reduce(cx, &mut out, top) {
                 return None;
@@ -414,9 +541,15 @@ fn postfix(cx: &mut Cx, pair: P) -> Expr {
             Rule::method_call => {
                 let args: Vec<Expr> = o.map(|a| expr(cx, a)).collect();
                 d = d.max(args.iter().map(depth).max().unwrap_or(0));
-                Expr { span: sp, kind: ExprKind::Method(Box::new(e), name, args) }
+                Expr {
+                    span: sp,
+                    kind: ExprKind::Method(Box::new(e), name, args),
+                }
             }
-            _ => Expr { span: sp, kind: ExprKind::Field(Box::new(e), name) },
+            _ => Expr {
+                span: sp,
+                kind: ExprKind::Field(Box::new(e), name),
+            },
         };
         d += 1;
         if !cx.within_limit(d, op_span) {
@@ -431,7 +564,10 @@ fn primary(cx: &mut Cx, pair: P) -> Expr {
     let kind = match pair.as_rule() {
         Rule::string | Rule::int | Rule::bool_lit => ExprKind::Literal(literal(pair)),
         Rule::none_lit => ExprKind::None,
-        Rule::some_lit => ExprKind::Some(Box::new(expr(cx, pair.into_inner().next().expect("some value")))),
+        Rule::some_lit => ExprKind::Some(Box::new(expr(
+            cx,
+            pair.into_inner().next().expect("some value"),
+        ))),
         Rule::record_lit => {
             let mut inner = pair.into_inner();
             let name = ident(cx.file, inner.next().expect("record name"));
@@ -442,7 +578,10 @@ fn primary(cx: &mut Cx, pair: P) -> Expr {
                     let value = match f.next() {
                         Some(v) => expr(cx, v),
                         // `Put { key }` is `Put { key: key }`.
-                        None => Expr { span: field.span, kind: ExprKind::Name(field.clone()) },
+                        None => Expr {
+                            span: field.span,
+                            kind: ExprKind::Name(field.clone()),
+                        },
                     };
                     (field, value)
                 })
@@ -456,7 +595,12 @@ fn primary(cx: &mut Cx, pair: P) -> Expr {
             ExprKind::Call(name, inner.map(|e| expr(cx, e)).collect())
         }
         Rule::ident => ExprKind::Name(ident(cx.file, pair)),
-        Rule::paren => return expr(cx, pair.into_inner().next().expect("parenthesized expression")),
+        Rule::paren => {
+            return expr(
+                cx,
+                pair.into_inner().next().expect("parenthesized expression"),
+            );
+        }
         other => unreachable!("not a primary rule: {other:?}"),
     };
     Expr { kind, span: sp }
@@ -466,7 +610,13 @@ fn system(file: FileId, pair: P) -> System {
     let sp = span(file, &pair);
     let mut inner = pair.into_inner();
     let name = ident(file, inner.next().expect("system name"));
-    let mut sys = System { name, instances: Vec::new(), pipelines: Vec::new(), boxes: Vec::new(), span: sp };
+    let mut sys = System {
+        name,
+        instances: Vec::new(),
+        pipelines: Vec::new(),
+        boxes: Vec::new(),
+        span: sp,
+    };
     for item in inner {
         let isp = span(file, &item);
         match item.as_rule() {
@@ -488,12 +638,21 @@ fn system(file: FileId, pair: P) -> System {
                             .map(|b| {
                                 let mut b = b.into_inner();
                                 let name = ident(file, b.next().expect("binding name"));
-                                Binding { name, target: instance_ref(file, b.next().expect("binding target")) }
+                                Binding {
+                                    name,
+                                    target: instance_ref(file, b.next().expect("binding target")),
+                                }
                             })
                             .collect()
                     })
                     .unwrap_or_default();
-                sys.instances.push(Instance { name, count, agent, bindings, span: isp });
+                sys.instances.push(Instance {
+                    name,
+                    count,
+                    agent,
+                    bindings,
+                    span: isp,
+                });
             }
             Rule::pipeline => {
                 let mut i = item.into_inner();
@@ -502,12 +661,19 @@ fn system(file: FileId, pair: P) -> System {
                     Rule::channel => {
                         let mut c = t.into_inner();
                         let from = instance_ref(file, c.next().expect("channel sender"));
-                        PipelineTarget::Channel(from, instance_ref(file, c.next().expect("channel receiver")))
+                        PipelineTarget::Channel(
+                            from,
+                            instance_ref(file, c.next().expect("channel receiver")),
+                        )
                     }
                     _ => PipelineTarget::Agent(instance_ref(file, t)),
                 };
                 let transforms = i.map(|t| transform(file, t)).collect();
-                sys.pipelines.push(Pipeline { target, transforms, span: isp });
+                sys.pipelines.push(Pipeline {
+                    target,
+                    transforms,
+                    span: isp,
+                });
             }
             Rule::box_decl => {
                 let mut i = item.into_inner();
@@ -524,7 +690,12 @@ fn system(file: FileId, pair: P) -> System {
                         patterns.push((string(s), ssp));
                     }
                 }
-                sys.boxes.push(BoxDecl { name, address, patterns, span: isp });
+                sys.boxes.push(BoxDecl {
+                    name,
+                    address,
+                    patterns,
+                    span: isp,
+                });
             }
             _ => {}
         }
@@ -537,7 +708,11 @@ fn instance_ref(file: FileId, pair: P) -> InstanceRef {
     let mut i = pair.into_inner();
     let name = ident(file, i.next().expect("instance name"));
     let index = i.next().map(|n| u32::try_from(int(&n)).unwrap_or(u32::MAX));
-    InstanceRef { name, index, span: sp }
+    InstanceRef {
+        name,
+        index,
+        span: sp,
+    }
 }
 
 fn transform(file: FileId, pair: P) -> Transform {
@@ -549,7 +724,10 @@ fn transform(file: FileId, pair: P) -> Transform {
             let asp = span(file, &a);
             let mut parts: Vec<P> = a.into_inner().collect();
             let value = parts.pop().expect("argument value");
-            let name = parts.pop().map(|n| Ident { name: n.as_str().to_string(), span: span(file, &n) });
+            let name = parts.pop().map(|n| Ident {
+                name: n.as_str().to_string(),
+                span: span(file, &n),
+            });
             let value = match value.as_rule() {
                 Rule::duration => {
                     let s = value.as_str();
@@ -557,15 +735,28 @@ fn transform(file: FileId, pair: P) -> Transform {
                         Some(d) => (d, 1),
                         None => (&s[..s.len() - 1], 1000),
                     };
-                    ArgValue::DurationMs(digits.parse::<u64>().unwrap_or(u64::MAX).saturating_mul(scale))
+                    ArgValue::DurationMs(
+                        digits
+                            .parse::<u64>()
+                            .unwrap_or(u64::MAX)
+                            .saturating_mul(scale),
+                    )
                 }
                 Rule::int => ArgValue::Int(int(&value)),
                 Rule::string => ArgValue::String(string(value)),
                 Rule::bool_lit => ArgValue::Bool(value.as_str() == "true"),
                 _ => ArgValue::Name(value.as_str().to_string()),
             };
-            Arg { name, value, span: asp }
+            Arg {
+                name,
+                value,
+                span: asp,
+            }
         })
         .collect();
-    Transform { name, args, span: sp }
+    Transform {
+        name,
+        args,
+        span: sp,
+    }
 }

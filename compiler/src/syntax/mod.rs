@@ -48,7 +48,9 @@ pub struct Program {
 pub fn parse(file: FileId, text: &str) -> Result<File, Diagnostic> {
     check_nesting(file, text)?;
     let mut pairs = OvidParser::parse(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
-    let root = pairs.next().expect("the `file` rule always yields one pair");
+    let root = pairs
+        .next()
+        .expect("the `file` rule always yields one pair");
     lower::file(file, root)
 }
 
@@ -106,7 +108,9 @@ pub fn load_source(
 /// A path without its `.` components, to tell whether two imports name one file. (`..` is
 /// kept: through a symbolic link, `a/../b` need not be `b`.)
 fn same_file(path: &Path) -> PathBuf {
-    path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
+    path.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
 }
 
 /// Refuses input that would nest the recursive-descent parser deeper than [`MAX_NESTING`],
@@ -123,7 +127,11 @@ fn check_nesting(file: FileId, text: &str) -> Result<(), Diagnostic> {
         Diagnostic::new(
             Code::TooDeep,
             format!("brackets nested more than {MAX_NESTING} deep"),
-            Span { file, start: at, end: at + 1 },
+            Span {
+                file,
+                start: at,
+                end: at + 1,
+            },
             "this bracket is too deep",
         )
         .help("split the expression with `let` bindings, or flatten the type")
@@ -173,7 +181,10 @@ fn check_nesting(file: FileId, text: &str) -> Result<(), Diagnostic> {
                 continue;
             }
             c if c.is_ascii_alphanumeric() || c == b'_' => {
-                let end = bytes[i..].iter().position(|b| !(b.is_ascii_alphanumeric() || *b == b'_')).map_or(bytes.len(), |n| i + n);
+                let end = bytes[i..]
+                    .iter()
+                    .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+                    .map_or(bytes.len(), |n| i + n);
                 &text[i..end]
             }
             _ => {
@@ -219,10 +230,16 @@ fn check_nesting(file: FileId, text: &str) -> Result<(), Diagnostic> {
                     return Err(Diagnostic::new(
                         Code::TooDeep,
                         format!("`else if` chain longer than {MAX_ELSE_IF}"),
-                        Span { file, start: i, end: i + 2 },
+                        Span {
+                            file,
+                            start: i,
+                            end: i + 2,
+                        },
                         "one `else if` too many",
                     )
-                    .help("turn the chain into a `match`, or split it into several `if` statements"));
+                    .help(
+                        "turn the chain into a `match`, or split it into several `if` statements",
+                    ));
                 }
                 in_type = false;
                 angles = 0;
@@ -253,8 +270,17 @@ fn check_nesting(file: FileId, text: &str) -> Result<(), Diagnostic> {
 }
 
 fn unclosed_comment(file: FileId, at: usize) -> Diagnostic {
-    Diagnostic::new(Code::Syntax, "unclosed block comment", Span { file, start: at, end: at + 2 }, "this comment is never closed")
-        .help("end it with `*/`; block comments do not nest, so the first `*/` ends one")
+    Diagnostic::new(
+        Code::Syntax,
+        "unclosed block comment",
+        Span {
+            file,
+            start: at,
+            end: at + 2,
+        },
+        "this comment is never closed",
+    )
+    .help("end it with `*/`; block comments do not nest, so the first `*/` ends one")
 }
 
 fn syntax_error(file: FileId, text: &str, error: pest::error::Error<Rule>) -> Diagnostic {

@@ -59,7 +59,10 @@ impl KeyValueStore {
 
     /// Replies with what is stored.
     fn on_get(&mut self, _ctx: &mut Context, get: Get) -> GetOk {
-        GetOk { value: self.store.get(&get.key).cloned(), key: get.key }
+        GetOk {
+            value: self.store.get(&get.key).cloned(),
+            key: get.key,
+        }
     }
 }
 
@@ -73,7 +76,10 @@ pub struct Client {
 impl Client {
     /// A client for the given number of keys (`fruit-0`, `fruit-1`, ...).
     pub fn new(n: usize) -> Self {
-        Client { keys: (0..n).map(|i| format!("fruit-{i}")).collect(), pending: 0 }
+        Client {
+            keys: (0..n).map(|i| format!("fruit-{i}")).collect(),
+            pending: 0,
+        }
     }
 }
 
@@ -81,7 +87,13 @@ impl Client {
 impl Client {
     fn on_start(&mut self, ctx: &mut Context) {
         for k in &self.keys {
-            ctx.send("KVS", Put { key: k.clone(), value: format!("{k} pie") });
+            ctx.send(
+                "KVS",
+                Put {
+                    key: k.clone(),
+                    value: format!("{k} pie"),
+                },
+            );
             self.pending += 1;
         }
     }
@@ -107,17 +119,24 @@ pub const KEYS: usize = 3;
 
 /// The placement: `KVS` in box `store_box`, `client` in box `client_box`.
 pub fn placement(store_box: &str, client_box: &str) -> Placement {
-    Placement::new().agent("KVS", store_box, "KeyValueStore").agent("client", client_box, "Client")
+    Placement::new()
+        .agent("KVS", store_box, "KeyValueStore")
+        .agent("client", client_box, "Client")
 }
 
 /// A box that can run both agents.
 pub fn builder(name: &str) -> BoxBuilder {
-    BoxBuilder::new(name).kind("KeyValueStore", |_| KeyValueStore::default()).kind("Client", |_| Client::new(KEYS))
+    BoxBuilder::new(name)
+        .kind("KeyValueStore", |_| KeyValueStore::default())
+        .kind("Client", |_| Client::new(KEYS))
 }
 
 /// Runs both agents co-located in one box with the controller; returns when the client is done.
 pub async fn run_co_located() -> ovid::Result<BoxHandle> {
-    let b = builder("main").with_controller(Controller::new(placement("main", "main"))).start().await?;
+    let b = builder("main")
+        .with_controller(Controller::new(placement("main", "main")))
+        .start()
+        .await?;
     b.ready().await?;
     b.wait_stopped("client").await;
     Ok(b)
@@ -125,7 +144,11 @@ pub async fn run_co_located() -> ovid::Result<BoxHandle> {
 
 /// Starts the store box (with the controller), listening on `listen`.
 pub async fn start_store(listen: &str) -> ovid::Result<BoxHandle> {
-    let b = builder("store").listen(listen).with_controller(Controller::new(placement("store", "front"))).start().await?;
+    let b = builder("store")
+        .listen(listen)
+        .with_controller(Controller::new(placement("store", "front")))
+        .start()
+        .await?;
     b.ready().await?;
     Ok(b)
 }

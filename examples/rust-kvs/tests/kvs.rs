@@ -27,16 +27,36 @@ async fn two_boxes_in_one_process() {
 #[test]
 fn two_processes_on_loopback() {
     let exe = env!("CARGO_BIN_EXE_rust-kvs");
-    let mut store = Command::new(exe).args(["store", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut store = Command::new(exe)
+        .args(["store", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut first = String::new();
-    BufReader::new(store.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
-    let addr = first.trim().strip_prefix("store listening on ").expect("the store prints its address").to_string();
-    let client = Command::new(exe).args(["client", "--controller", &addr]).output().unwrap();
+    BufReader::new(store.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("store listening on ")
+        .expect("the store prints its address")
+        .to_string();
+    let client = Command::new(exe)
+        .args(["client", "--controller", &addr])
+        .output()
+        .unwrap();
     store.kill().unwrap();
     let _ = store.wait();
     assert!(client.status.success());
     let out = String::from_utf8(client.stdout).unwrap();
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort();
-    assert_eq!(lines, ["fruit-0 = fruit-0 pie", "fruit-1 = fruit-1 pie", "fruit-2 = fruit-2 pie"]);
+    assert_eq!(
+        lines,
+        [
+            "fruit-0 = fruit-0 pie",
+            "fruit-1 = fruit-1 pie",
+            "fruit-2 = fruit-2 pie"
+        ]
+    );
 }

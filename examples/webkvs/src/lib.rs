@@ -77,7 +77,11 @@ impl HttpFront {
     /// The agent, sending to whatever `kvs` is wired to.
     pub fn from_bindings(uses: &Bindings) -> Self {
         let addr = std::env::var("WEBKVS_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_string());
-        HttpFront { kvs: uses.get("kvs"), addr, waiting: Waiting::default() }
+        HttpFront {
+            kvs: uses.get("kvs"),
+            addr,
+            waiting: Waiting::default(),
+        }
     }
 
     /// Answers request `tag` (if it is still waiting).
@@ -129,9 +133,19 @@ impl HttpFront {
             return self.respond(ctx.tag(), 400, "usage: GET or PUT /<key>".into());
         }
         match call.method.as_str() {
-            "PUT" | "POST" => ctx.send(&self.kvs, Put { key: call.key, value: call.body }),
+            "PUT" | "POST" => ctx.send(
+                &self.kvs,
+                Put {
+                    key: call.key,
+                    value: call.body,
+                },
+            ),
             "GET" => ctx.send(&self.kvs, Get { key: call.key }),
-            other => self.respond(ctx.tag(), 405, format!("method {other} not allowed: use GET or PUT")),
+            other => self.respond(
+                ctx.tag(),
+                405,
+                format!("method {other} not allowed: use GET or PUT"),
+            ),
         }
     }
 

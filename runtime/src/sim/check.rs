@@ -91,13 +91,29 @@ struct Spec {
 impl Spec {
     fn new(setup: &Setup) -> Result<(Spec, Vec<u8>), Error> {
         let kind = &setup.target.spec_kind;
-        let mut agent = (setup.spec)(&[]).map_err(|e| Error::Invalid(format!("cannot make the specification `{kind}` with an empty configuration: {e}")))?;
+        let mut agent = (setup.spec)(&[]).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot make the specification `{kind}` with an empty configuration: {e}"
+            ))
+        })?;
         let mut ctx = Context::new(setup.target.id.as_str());
         ctx.begin(None, EPOCH_MS);
         agent.on_start(&mut ctx);
         ctx.take_effects();
-        let initial = agent.snapshot().map_err(|e| Error::Invalid(format!("the specification `{kind}` cannot snapshot its state: {e}")))?;
-        Ok((Spec { agent, ctx, memo: HashMap::new(), steps: 0 }, initial))
+        let initial = agent.snapshot().map_err(|e| {
+            Error::Invalid(format!(
+                "the specification `{kind}` cannot snapshot its state: {e}"
+            ))
+        })?;
+        Ok((
+            Spec {
+                agent,
+                ctx,
+                memo: HashMap::new(),
+                steps: 0,
+            },
+            initial,
+        ))
     }
 
     /// Feeds operation `i` to the specification in state `state`.
@@ -109,15 +125,25 @@ impl Spec {
         self.steps += 1;
         let op = &ops[i];
         let kind = "the specification";
-        self.agent.restore(state).map_err(|e| Error::Invalid(format!("{kind} cannot restore its own snapshot: {e}")))?;
+        self.agent
+            .restore(state)
+            .map_err(|e| Error::Invalid(format!("{kind} cannot restore its own snapshot: {e}")))?;
         self.ctx.begin(Some(op.sender.clone()), EPOCH_MS);
         self.ctx.set_tag(op.tag);
-        let payload = Payload::Encoded { name: op.name.as_str().into(), bytes: Bytes::from(op.bytes.clone()) };
+        let payload = Payload::Encoded {
+            name: op.name.as_str().into(),
+            bytes: Bytes::from(op.bytes.clone()),
+        };
         let (agent, ctx) = (&mut self.agent, &mut self.ctx);
-        let outcome = super::in_agent(|| std::panic::catch_unwind(AssertUnwindSafe(|| agent.on_message(ctx, payload))));
+        let outcome = super::in_agent(|| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| agent.on_message(ctx, payload)))
+        });
         let effects = self.ctx.take_effects();
         if outcome.is_err() {
-            return Err(Error::Invalid(format!("{kind} panicked handling {}", show(&op.name, &op.bytes))));
+            return Err(Error::Invalid(format!(
+                "{kind} panicked handling {}",
+                show(&op.name, &op.bytes)
+            )));
         }
         let mut reply = None;
         for e in effects {
@@ -128,7 +154,10 @@ impl Spec {
                 reply = Some((payload.name().to_string(), payload.to_bytes()?.to_vec()));
             }
         }
-        let next = self.agent.snapshot().map_err(|e| Error::Invalid(format!("{kind} cannot snapshot its state: {e}")))?;
+        let next = self
+            .agent
+            .snapshot()
+            .map_err(|e| Error::Invalid(format!("{kind} cannot snapshot its state: {e}")))?;
         self.memo.insert(key, (reply.clone(), next.clone()));
         Ok((reply, next))
     }
@@ -202,15 +231,36 @@ impl<'a> Search<'a> {
         for (i, op) in out.ops.iter().enumerate() {
             per[op.process].push(i);
         }
-        let answered = per.iter().map(|list| list.iter().filter(|&&i| out.ops[i].ret.is_some()).count()).collect();
-        Search { ops: &out.ops, per, answered, strict: !out.crashed, goal, dead: HashMap::new(), deepest: Deepest::default(), nodes: 0 }
+        let answered = per
+            .iter()
+            .map(|list| list.iter().filter(|&&i| out.ops[i].ret.is_some()).count())
+            .collect();
+        Search {
+            ops: &out.ops,
+            per,
+            answered,
+            strict: !out.crashed,
+            goal,
+            dead: HashMap::new(),
+            deepest: Deepest::default(),
+            nodes: 0,
+        }
     }
 
     fn done(&self, counts: &[u32], state: &[u8]) -> bool {
-        let placed_enough = counts.iter().zip(&self.per).zip(&self.answered).all(|((&c, list), &answered)| {
-            let c = c as usize;
-            if self.strict { c == list.len() } else { c >= answered }
-        });
+        let placed_enough =
+            counts
+                .iter()
+                .zip(&self.per)
+                .zip(&self.answered)
+                .all(|((&c, list), &answered)| {
+                    let c = c as usize;
+                    if self.strict {
+                        c == list.len()
+                    } else {
+                        c >= answered
+                    }
+                });
         placed_enough && self.goal.is_none_or(|g| g == state)
     }
 
@@ -218,23 +268,45 @@ impl<'a> Search<'a> {
     /// placed returned. Answered operations first: unanswered ones are rarely needed.
     fn candidates(&self, counts: &[u32]) -> Vec<usize> {
         let next = |p: usize| self.per[p].get(counts[p] as usize).copied();
-        let first_return = (0..self.per.len()).filter_map(next).filter_map(|i| self.ops[i].ret).min().unwrap_or(u64::MAX);
-        let mut ready: Vec<usize> = (0..self.per.len()).filter(|&p| next(p).is_some_and(|i| self.ops[i].invoke < first_return)).collect();
+        let first_return = (0..self.per.len())
+            .filter_map(next)
+            .filter_map(|i| self.ops[i].ret)
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut ready: Vec<usize> = (0..self.per.len())
+            .filter(|&p| next(p).is_some_and(|i| self.ops[i].invoke < first_return))
+            .collect();
         ready.sort_by_key(|&p| next(p).is_some_and(|i| self.ops[i].ret.is_none()));
         ready
     }
 
     /// (Hash of the answered part of `counts` and the state, clients whose unanswered operation is placed.)
     fn key(&self, counts: &[u32], state: &[u8]) -> ((u64, u64), Vec<u32>) {
-        let answered: Vec<u32> = counts.iter().zip(&self.answered).map(|(&c, &a)| c.min(a as u32)).collect();
-        let pending: Vec<u32> = counts.iter().zip(&self.answered).enumerate().filter(|(_, (c, a))| **c as usize > **a).map(|(p, _)| p as u32).collect();
+        let answered: Vec<u32> = counts
+            .iter()
+            .zip(&self.answered)
+            .map(|(&c, &a)| c.min(a as u32))
+            .collect();
+        let pending: Vec<u32> = counts
+            .iter()
+            .zip(&self.answered)
+            .enumerate()
+            .filter(|(_, (c, a))| **c as usize > **a)
+            .map(|(p, _)| p as u32)
+            .collect();
         (point(&answered, state), pending)
     }
 
     fn is_dead(&self, counts: &[u32], state: &[u8]) -> bool {
         let (k, pending) = self.key(counts, state);
-        let Some(sets) = self.dead.get(&k) else { return false };
-        if self.strict { sets.contains(&pending) } else { sets.iter().any(|d| is_subset(d, &pending)) }
+        let Some(sets) = self.dead.get(&k) else {
+            return false;
+        };
+        if self.strict {
+            sets.contains(&pending)
+        } else {
+            sets.iter().any(|d| is_subset(d, &pending))
+        }
     }
 
     fn bury(&mut self, counts: &[u32], state: &[u8]) {
@@ -253,7 +325,13 @@ impl<'a> Search<'a> {
             return Ok(Found::Order(Vec::new(), initial));
         }
         let candidates = self.candidates(&counts);
-        let mut stack = vec![Frame { counts, state: initial, candidates, next: 0, placed: None }];
+        let mut stack = vec![Frame {
+            counts,
+            state: initial,
+            candidates,
+            next: 0,
+            placed: None,
+        }];
         while let Some(top) = stack.last_mut() {
             if top.next >= top.candidates.len() {
                 let frame = stack.pop().expect("non-empty");
@@ -270,7 +348,10 @@ impl<'a> Search<'a> {
             let op = &self.ops[i];
             // An unanswered operation that leaves the state as it was (a read) changes nothing
             // placed: leaving it out is the same, and cheaper to search.
-            if op.reply.is_none() && !self.strict && next_state == stack.last().expect("non-empty").state {
+            if op.reply.is_none()
+                && !self.strict
+                && next_state == stack.last().expect("non-empty").state
+            {
                 continue;
             }
             let fits = match &op.reply {
@@ -280,7 +361,10 @@ impl<'a> Search<'a> {
             if !fits {
                 let placed: Vec<usize> = stack.iter().filter_map(|f| f.placed).collect();
                 if placed.len() > self.deepest.placed.len() {
-                    self.deepest = Deepest { placed, refused: vec![(i, reply)] };
+                    self.deepest = Deepest {
+                        placed,
+                        refused: vec![(i, reply)],
+                    };
                 } else if placed == self.deepest.placed {
                     self.deepest.refused.push((i, reply));
                 }
@@ -301,16 +385,29 @@ impl<'a> Search<'a> {
                 return Ok(Found::GaveUp);
             }
             let candidates = self.candidates(&counts);
-            stack.push(Frame { counts, state: next_state, candidates, next: 0, placed: Some(i) });
+            stack.push(Frame {
+                counts,
+                state: next_state,
+                candidates,
+                next: 0,
+                placed: Some(i),
+            });
         }
         Ok(Found::None)
     }
 }
 
 fn list_ops(out: &RunOutput, text: &mut String) {
-    let _ = writeln!(text, "history ({} operations; client, sender, request → reply, virtual start..end):", out.ops.len());
+    let _ = writeln!(
+        text,
+        "history ({} operations; client, sender, request → reply, virtual start..end):",
+        out.ops.len()
+    );
     for (i, op) in out.ops.iter().enumerate().take(MAX_LISTED) {
-        let end = op.returned_at.map(super::scenario::millis).unwrap_or_else(|| "…".to_string());
+        let end = op
+            .returned_at
+            .map(super::scenario::millis)
+            .unwrap_or_else(|| "…".to_string());
         let _ = writeln!(
             text,
             "  #{i} client {} ({}): {} → {}   [{}..{}]",
@@ -332,27 +429,51 @@ pub(crate) fn check(setup: &Setup, out: &RunOutput) -> Result<Checked, Error> {
     let answered = out.ops.iter().filter(|o| o.ret.is_some()).count() as u64;
     let unanswered = out.ops.len() as u64 - answered;
     if let Some(v) = &out.violation {
-        return Ok(Checked { violation: Some(v.clone()), ops: answered, inconclusive: false, unanswered });
+        return Ok(Checked {
+            violation: Some(v.clone()),
+            ops: answered,
+            inconclusive: false,
+            unanswered,
+        });
     }
     let (mut spec, initial) = Spec::new(setup)?;
 
     let mut search = Search::new(out, None);
     let found = search.run(&mut spec, initial.clone())?;
     let (order, spec_state) = match found {
-        Found::GaveUp => return Ok(Checked { violation: None, ops: answered, inconclusive: true, unanswered }),
+        Found::GaveUp => {
+            return Ok(Checked {
+                violation: None,
+                ops: answered,
+                inconclusive: true,
+                unanswered,
+            });
+        }
         Found::None => {
             let mut text = String::new();
             let _ = writeln!(
                 text,
                 "no order of the operations explains what the clients saw ({answered} answered, {unanswered} unanswered{})",
-                if out.crashed { "" } else { ", and no crash could have lost them" }
+                if out.crashed {
+                    ""
+                } else {
+                    ", and no crash could have lost them"
+                }
             );
             let d = &search.deepest;
             let _ = writeln!(
                 text,
                 "the longest explainable prefix places {} operation(s): {}",
                 d.placed.len(),
-                if d.placed.is_empty() { "none".to_string() } else { d.placed.iter().map(|i| format!("#{i}")).collect::<Vec<_>>().join(", ") }
+                if d.placed.is_empty() {
+                    "none".to_string()
+                } else {
+                    d.placed
+                        .iter()
+                        .map(|i| format!("#{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
             );
             for (i, spec_reply) in &d.refused {
                 let op = &out.ops[*i];
@@ -360,10 +481,20 @@ pub(crate) fn check(setup: &Setup, out: &RunOutput) -> Result<Checked, Error> {
                     Some(_) => format!("the system answered {}", show_reply(&op.reply)),
                     None => "the system never answered it".to_string(),
                 };
-                let _ = writeln!(text, "  next, #{i} {}: the specification answers {}, {seen}", show(&op.name, &op.bytes), show_reply(spec_reply));
+                let _ = writeln!(
+                    text,
+                    "  next, #{i} {}: the specification answers {}, {seen}",
+                    show(&op.name, &op.bytes),
+                    show_reply(spec_reply)
+                );
             }
             list_ops(out, &mut text);
-            return Ok(Checked { violation: Some((Property::Linearizability, text.trim_end().to_string())), ops: answered, inconclusive: false, unanswered });
+            return Ok(Checked {
+                violation: Some((Property::Linearizability, text.trim_end().to_string())),
+                ops: answered,
+                inconclusive: false,
+                unanswered,
+            });
         }
         Found::Order(order, state) => (order, state),
     };
@@ -377,37 +508,88 @@ pub(crate) fn check(setup: &Setup, out: &RunOutput) -> Result<Checked, Error> {
             }
             Err(e) => {
                 let detail = format!("at quiescence, agent `{id}` cannot snapshot its state: {e}");
-                return Ok(Checked { violation: Some((Property::Refinement, detail)), ops: answered, inconclusive: false, unanswered });
+                return Ok(Checked {
+                    violation: Some((Property::Refinement, detail)),
+                    ops: answered,
+                    inconclusive: false,
+                    unanswered,
+                });
             }
         }
     }
     let refined = match (setup.target.refine)(&snapshots) {
         Ok(r) => r,
         Err(e) => {
-            let detail = format!("at quiescence, the refinement mapping fails on the snapshots of {}: {e}", snapshots.keys().cloned().collect::<Vec<_>>().join(", "));
-            return Ok(Checked { violation: Some((Property::Refinement, detail)), ops: answered, inconclusive: false, unanswered });
+            let detail = format!(
+                "at quiescence, the refinement mapping fails on the snapshots of {}: {e}",
+                snapshots.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+            return Ok(Checked {
+                violation: Some((Property::Refinement, detail)),
+                ops: answered,
+                inconclusive: false,
+                unanswered,
+            });
         }
     };
     if refined == spec_state {
-        return Ok(Checked { violation: None, ops: answered, inconclusive: false, unanswered });
+        return Ok(Checked {
+            violation: None,
+            ops: answered,
+            inconclusive: false,
+            unanswered,
+        });
     }
     let mut search = Search::new(out, Some(&refined));
     match search.run(&mut spec, initial)? {
-        Found::Order(..) => Ok(Checked { violation: None, ops: answered, inconclusive: false, unanswered }),
-        Found::GaveUp => Ok(Checked { violation: None, ops: answered, inconclusive: true, unanswered }),
+        Found::Order(..) => Ok(Checked {
+            violation: None,
+            ops: answered,
+            inconclusive: false,
+            unanswered,
+        }),
+        Found::GaveUp => Ok(Checked {
+            violation: None,
+            ops: answered,
+            inconclusive: true,
+            unanswered,
+        }),
         Found::None => {
             let mut text = String::new();
-            let _ = writeln!(text, "at quiescence, the refinement mapping of the physical agents' states is not a state the specification reaches");
-            let _ = writeln!(text, "  refined state:        {}", show("", &refined).trim_start());
+            let _ = writeln!(
+                text,
+                "at quiescence, the refinement mapping of the physical agents' states is not a state the specification reaches"
+            );
+            let _ = writeln!(
+                text,
+                "  refined state:        {}",
+                show("", &refined).trim_start()
+            );
             let _ = writeln!(
                 text,
                 "  specification state:  {}   (after {})",
                 show("", &spec_state).trim_start(),
-                if order.is_empty() { "no operation".to_string() } else { order.iter().map(|i| format!("#{i}")).collect::<Vec<_>>().join(", ") }
+                if order.is_empty() {
+                    "no operation".to_string()
+                } else {
+                    order
+                        .iter()
+                        .map(|i| format!("#{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
             );
-            let _ = writeln!(text, "  (no other order of the operations, with or without the unanswered ones, gives the refined state)");
+            let _ = writeln!(
+                text,
+                "  (no other order of the operations, with or without the unanswered ones, gives the refined state)"
+            );
             list_ops(out, &mut text);
-            Ok(Checked { violation: Some((Property::Refinement, text.trim_end().to_string())), ops: answered, inconclusive: false, unanswered })
+            Ok(Checked {
+                violation: Some((Property::Refinement, text.trim_end().to_string())),
+                ops: answered,
+                inconclusive: false,
+                unanswered,
+            })
         }
     }
 }

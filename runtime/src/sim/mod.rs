@@ -84,7 +84,11 @@ pub struct Target {
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target").field("id", &self.id).field("spec_kind", &self.spec_kind).field("requests", &self.requests).finish()
+        f.debug_struct("Target")
+            .field("id", &self.id)
+            .field("spec_kind", &self.spec_kind)
+            .field("requests", &self.requests)
+            .finish()
     }
 }
 
@@ -163,7 +167,11 @@ impl Default for Options {
             seed: None,
             ops: 50,
             clients: 3,
-            faults: Faults { delay: true, reorder: true, ..Faults::none() },
+            faults: Faults {
+                delay: true,
+                reorder: true,
+                ..Faults::none()
+            },
             events: None,
             target: None,
             replay: None,
@@ -246,24 +254,48 @@ impl TargetReport {
         let mut out = String::new();
         match &self.failure {
             None => {
-                let _ = write!(out, "{}: {}, {} checked, faults {}", self.target, plural(self.seeds, "seed"), plural(self.ops, "op"), self.faults);
+                let _ = write!(
+                    out,
+                    "{}: {}, {} checked, faults {}",
+                    self.target,
+                    plural(self.seeds, "seed"),
+                    plural(self.ops, "op"),
+                    self.faults
+                );
                 let mut said = Vec::new();
-                for (i, (kind, what)) in [("crash", "crashes"), ("partition", "partitions"), ("pause", "pauses")].into_iter().enumerate() {
+                for (i, (kind, what)) in [
+                    ("crash", "crashes"),
+                    ("partition", "partitions"),
+                    ("pause", "pauses"),
+                ]
+                .into_iter()
+                .enumerate()
+                {
                     if self.faults.has(kind) || self.injected[i] > 0 {
-                        said.push(if self.injected[i] == 1 { format!("1 {kind}") } else { format!("{} {what}", self.injected[i]) });
+                        said.push(if self.injected[i] == 1 {
+                            format!("1 {kind}")
+                        } else {
+                            format!("{} {what}", self.injected[i])
+                        });
                     }
                 }
                 said.extend(
                     self.notes
                         .iter()
-                        .filter(|n| (n.starts_with("no crashes") && self.faults.crash) || (n.starts_with("no partitions") && self.faults.partition))
+                        .filter(|n| {
+                            (n.starts_with("no crashes") && self.faults.crash)
+                                || (n.starts_with("no partitions") && self.faults.partition)
+                        })
                         .cloned(),
                 );
                 if self.unanswered > 0 {
                     said.push(format!("{} never answered", plural(self.unanswered, "op")));
                 }
                 if self.inconclusive > 0 {
-                    said.push(format!("{} seeds inconclusive: too many orders to try", self.inconclusive));
+                    said.push(format!(
+                        "{} seeds inconclusive: too many orders to try",
+                        self.inconclusive
+                    ));
                 }
                 if !said.is_empty() {
                     let _ = write!(out, " ({})", said.join(", "));
@@ -302,7 +334,11 @@ impl TargetReport {
                 }
                 let _ = writeln!(out);
                 let _ = writeln!(out, "  reproduce: {program} test {}", f.scenario.flags());
-                let _ = writeln!(out, "  replay:    {program} test --replay '{}'", f.scenario.replay());
+                let _ = writeln!(
+                    out,
+                    "  replay:    {program} test --replay '{}'",
+                    f.scenario.replay()
+                );
                 if !f.trace.is_empty() {
                     let _ = writeln!(out, "  trace:");
                     for line in &f.trace {
@@ -318,7 +354,11 @@ impl TargetReport {
 
 /// `1 seed`, `2 seeds`.
 fn plural(n: u64, one: &str) -> String {
-    if n == 1 { format!("1 {one}") } else { format!("{n} {one}s") }
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
 }
 
 thread_local! {
@@ -369,7 +409,11 @@ fn generate_events(setup: &setup::Setup, seed: u64, ops: usize, faults: Faults) 
         for _ in 0..count(&mut rng) {
             let b = setup.crashable[rng.below(setup.crashable.len() as u64) as usize].clone();
             let at_op = rng.below(ops as u64) as usize;
-            events.push(FaultEvent { kind: FaultKind::Crash(b), at_op, duration_us: duration(&mut rng, 3_000) });
+            events.push(FaultEvent {
+                kind: FaultKind::Crash(b),
+                at_op,
+                duration_us: duration(&mut rng, 3_000),
+            });
         }
     }
     if faults.partition && setup.boxes.len() >= 2 {
@@ -384,14 +428,22 @@ fn generate_events(setup: &setup::Setup, seed: u64, ops: usize, faults: Faults) 
             side.sort_unstable();
             let side = side.into_iter().map(|i| setup.boxes[i].clone()).collect();
             let at_op = rng.below(ops as u64) as usize;
-            events.push(FaultEvent { kind: FaultKind::Partition(side), at_op, duration_us: duration(&mut rng, 2_000) });
+            events.push(FaultEvent {
+                kind: FaultKind::Partition(side),
+                at_op,
+                duration_us: duration(&mut rng, 2_000),
+            });
         }
     }
     if faults.pause && !setup.pausable.is_empty() {
         for _ in 0..count(&mut rng) {
             let b = setup.pausable[rng.below(setup.pausable.len() as u64) as usize].clone();
             let at_op = rng.below(ops as u64) as usize;
-            events.push(FaultEvent { kind: FaultKind::Pause(b), at_op, duration_us: duration(&mut rng, 1_500) });
+            events.push(FaultEvent {
+                kind: FaultKind::Pause(b),
+                at_op,
+                duration_us: duration(&mut rng, 1_500),
+            });
         }
     }
     events.sort_by_key(|e| e.at_op);
@@ -431,7 +483,14 @@ struct Outcome {
 fn run_one(setup: &setup::Setup, scenario: &Scenario, trace: bool) -> Result<Outcome, Error> {
     let out = world::run(setup, scenario, trace)?;
     let checked = check::check(setup, &out)?;
-    Ok(Outcome { violation: checked.violation, ops: checked.ops, inconclusive: checked.inconclusive, unanswered: checked.unanswered, trace: out.trace, injected: out.injected })
+    Ok(Outcome {
+        violation: checked.violation,
+        ops: checked.ops,
+        inconclusive: checked.inconclusive,
+        unanswered: checked.unanswered,
+        trace: out.trace,
+        injected: out.injected,
+    })
 }
 
 /// At most this many runs while shrinking one failure.
@@ -447,22 +506,28 @@ fn normalize(mut s: Scenario) -> Scenario {
 /// Shrinks a failing scenario: fewer fault events, fewer operations, fewer clients, fewer kinds
 /// of network trouble, as long as it still fails the same property. Returns the smallest found,
 /// its outcome and the number of runs.
-fn shrink(setup: &setup::Setup, found: &Scenario, property: Property, first: Outcome) -> Result<(Scenario, Outcome, usize), Error> {
+fn shrink(
+    setup: &setup::Setup,
+    found: &Scenario,
+    property: Property,
+    first: Outcome,
+) -> Result<(Scenario, Outcome, usize), Error> {
     let mut best = found.clone();
     let mut best_outcome = first;
     let mut runs = 0usize;
-    let try_it = |candidate: Scenario, runs: &mut usize| -> Result<Option<(Scenario, Outcome)>, Error> {
-        if *runs >= SHRINK_BUDGET {
-            return Ok(None);
-        }
-        *runs += 1;
-        let candidate = normalize(candidate);
-        let outcome = run_one(setup, &candidate, false)?;
-        Ok(match &outcome.violation {
-            Some((p, _)) if *p == property => Some((candidate, outcome)),
-            _ => None,
-        })
-    };
+    let try_it =
+        |candidate: Scenario, runs: &mut usize| -> Result<Option<(Scenario, Outcome)>, Error> {
+            if *runs >= SHRINK_BUDGET {
+                return Ok(None);
+            }
+            *runs += 1;
+            let candidate = normalize(candidate);
+            let outcome = run_one(setup, &candidate, false)?;
+            Ok(match &outcome.violation {
+                Some((p, _)) if *p == property => Some((candidate, outcome)),
+                _ => None,
+            })
+        };
     for _round in 0..3 {
         let before = best.clone();
         // Operations first (fewer operations, cheaper runs): the smallest count that still
@@ -470,7 +535,10 @@ fn shrink(setup: &setup::Setup, found: &Scenario, property: Property, first: Out
         let (mut lo, mut hi) = (0usize, best.ops);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let c = Scenario { ops: mid, ..best.clone() };
+            let c = Scenario {
+                ops: mid,
+                ..best.clone()
+            };
             match try_it(c, &mut runs)? {
                 Some((s, o)) => {
                     hi = mid;
@@ -493,7 +561,13 @@ fn shrink(setup: &setup::Setup, found: &Scenario, property: Property, first: Out
         }
         // Clients.
         for n in 1..best.clients {
-            if let Some((s, o)) = try_it(Scenario { clients: n, ..best.clone() }, &mut runs)? {
+            if let Some((s, o)) = try_it(
+                Scenario {
+                    clients: n,
+                    ..best.clone()
+                },
+                &mut runs,
+            )? {
                 best = s;
                 best_outcome = o;
                 break;
@@ -502,7 +576,13 @@ fn shrink(setup: &setup::Setup, found: &Scenario, property: Property, first: Out
         // Kinds of trouble that act on every message or crash.
         for kind in ["delay", "reorder", "churn"] {
             if best.faults.has(kind)
-                && let Some((s, o)) = try_it(Scenario { faults: best.faults.without(kind), ..best.clone() }, &mut runs)?
+                && let Some((s, o)) = try_it(
+                    Scenario {
+                        faults: best.faults.without(kind),
+                        ..best.clone()
+                    },
+                    &mut runs,
+                )?
             {
                 best = s;
                 best_outcome = o;
@@ -543,7 +623,11 @@ pub fn run_scenario(system: &System, scenario: &Scenario, trace: bool) -> Result
     let setup = setup::Setup::new(system, &deployment, &factories, target)?;
     validate_events(&setup, &scenario.events)?;
     let o = run_one(&setup, scenario, trace)?;
-    Ok(RunResult { violation: o.violation, ops: o.ops, trace: o.trace })
+    Ok(RunResult {
+        violation: o.violation,
+        ops: o.ops,
+        trace: o.trace,
+    })
 }
 
 /// Runs the simulation for every target of `system` (or the one `options` names): seeds one by
@@ -552,12 +636,23 @@ pub fn test_system(system: &System, options: &Options) -> Result<Report, Error> 
     let deployment = Deployment::from_json(system.deployment)?;
     let factories = setup::factories(system);
     let targets = (system.targets)();
-    let wanted = options.replay.as_ref().map(|s| s.target.clone()).or_else(|| options.target.clone());
+    let wanted = options
+        .replay
+        .as_ref()
+        .map(|s| s.target.clone())
+        .or_else(|| options.target.clone());
     if let Some(w) = &wanted
         && !targets.iter().any(|t| &t.id == w)
     {
         let known: Vec<&str> = targets.iter().map(|t| t.id.as_str()).collect();
-        return Err(Error::Invalid(format!("no target `{w}` in this system (its targets: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })));
+        return Err(Error::Invalid(format!(
+            "no target `{w}` in this system (its targets: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )));
     }
     let mut report = Report::default();
     for target in targets {
@@ -572,8 +667,23 @@ pub fn test_system(system: &System, options: &Options) -> Result<Report, Error> 
 
 fn test_target(setup: &setup::Setup, options: &Options) -> Result<TargetReport, Error> {
     let id = setup.target.id.clone();
-    let faults = options.replay.as_ref().map(|s| s.faults).unwrap_or(options.faults);
-    let mut report = TargetReport { target: id.clone(), seeds: 0, ops: 0, faults, inconclusive: 0, unanswered: 0, notes: setup.notes.clone(), injected: [0; 3], failure: None, trace: None };
+    let faults = options
+        .replay
+        .as_ref()
+        .map(|s| s.faults)
+        .unwrap_or(options.faults);
+    let mut report = TargetReport {
+        target: id.clone(),
+        seeds: 0,
+        ops: 0,
+        faults,
+        inconclusive: 0,
+        unanswered: 0,
+        notes: setup.notes.clone(),
+        injected: [0; 3],
+        failure: None,
+        trace: None,
+    };
     // Explicit scenarios run as given; generated ones are shrunk.
     let (scenarios, exact): (Vec<Scenario>, bool) = if let Some(s) = &options.replay {
         (vec![s.clone()], true)
@@ -588,9 +698,15 @@ fn test_target(setup: &setup::Setup, options: &Options) -> Result<TargetReport, 
             ops: options.ops,
             clients: options.clients,
             faults: options.faults,
-            events: options.events.clone().unwrap_or_else(|| generate_events(setup, seed, options.ops, options.faults)),
+            events: options
+                .events
+                .clone()
+                .unwrap_or_else(|| generate_events(setup, seed, options.ops, options.faults)),
         };
-        (seeds.into_iter().map(make).collect(), options.events.is_some())
+        (
+            seeds.into_iter().map(make).collect(),
+            options.events.is_some(),
+        )
     };
     let single = scenarios.len() == 1;
     for scenario in scenarios {
@@ -620,7 +736,15 @@ fn test_target(setup: &setup::Setup, options: &Options) -> Result<TargetReport, 
             true => run_one(setup, &shrunk, true)?.trace,
         };
         let (property, detail) = outcome.violation.expect("a failing outcome");
-        report.failure = Some(Failure { seed: shrunk.seed, property, detail, scenario: shrunk, found: scenario, shrink_runs, trace });
+        report.failure = Some(Failure {
+            seed: shrunk.seed,
+            property,
+            detail,
+            scenario: shrunk,
+            found: scenario,
+            shrink_runs,
+            trace,
+        });
         break;
     }
     Ok(report)

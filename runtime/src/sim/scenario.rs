@@ -49,13 +49,24 @@ impl Faults {
 
     /// Every kind of fault a transformation promises to survive (all but `churn`).
     pub fn all() -> Self {
-        Faults { delay: true, reorder: true, crash: true, partition: true, pause: true, churn: false }
+        Faults {
+            delay: true,
+            reorder: true,
+            crash: true,
+            partition: true,
+            pause: true,
+            churn: false,
+        }
     }
 
     /// Parses a comma-separated list (`delay,reorder`; also `all`, `none` and the empty list).
     pub fn parse(list: &str) -> Result<Self, Error> {
         let mut f = Faults::none();
-        for word in list.split([',', '+']).map(str::trim).filter(|w| !w.is_empty()) {
+        for word in list
+            .split([',', '+'])
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+        {
             match word {
                 "delay" => f.delay = true,
                 "reorder" => f.reorder = true,
@@ -66,7 +77,12 @@ impl Faults {
                     f.crash = true;
                     f.churn = true;
                 }
-                "all" => f = Faults { churn: f.churn, ..Faults::all() },
+                "all" => {
+                    f = Faults {
+                        churn: f.churn,
+                        ..Faults::all()
+                    }
+                }
                 "none" => {}
                 other => {
                     return Err(Error::Invalid(format!(
@@ -112,8 +128,16 @@ impl Faults {
 
 impl fmt::Display for Faults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let on: Vec<&str> = FAULT_NAMES.iter().copied().filter(|n| self.has(n)).collect();
-        if on.is_empty() { f.write_str("none") } else { f.write_str(&on.join(",")) }
+        let on: Vec<&str> = FAULT_NAMES
+            .iter()
+            .copied()
+            .filter(|n| self.has(n))
+            .collect();
+        if on.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&on.join(","))
+        }
     }
 }
 
@@ -163,7 +187,11 @@ pub(crate) fn millis(us: u64) -> String {
 }
 
 fn parse_duration(text: &str) -> Result<u64, Error> {
-    let bad = || Error::Invalid(format!("bad duration `{text}` (expected e.g. 350ms, 1.5ms, 2s or 700us)"));
+    let bad = || {
+        Error::Invalid(format!(
+            "bad duration `{text}` (expected e.g. 350ms, 1.5ms, 2s or 700us)"
+        ))
+    };
     let (number, scale) = if let Some(n) = text.strip_suffix("us") {
         (n, 1)
     } else if let Some(n) = text.strip_suffix("ms") {
@@ -195,7 +223,11 @@ fn parse_duration(text: &str) -> Result<u64, Error> {
 impl FaultEvent {
     /// Parses one event: `crash(box)@3+350ms`, `partition(a|b)@0+20ms`, `pause(box)@7+1.5ms`.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Error::Invalid(format!("bad fault event `{text}`: {why} (expected e.g. crash(back)@3+350ms)"));
+        let bad = |why: &str| {
+            Error::Invalid(format!(
+                "bad fault event `{text}`: {why} (expected e.g. crash(back)@3+350ms)"
+            ))
+        };
         let (head, when) = text.trim().split_once('@').ok_or_else(|| bad("no `@`"))?;
         let (name, arg) = head.split_once('(').ok_or_else(|| bad("no `(`"))?;
         let arg = arg.strip_suffix(')').ok_or_else(|| bad("no `)`"))?;
@@ -209,8 +241,15 @@ impl FaultEvent {
             _ => return Err(bad("unknown kind (crash, partition or pause)")),
         };
         let (at, duration) = when.split_once('+').ok_or_else(|| bad("no `+duration`"))?;
-        let at_op = at.trim().parse().map_err(|_| bad("the operation number is not a number"))?;
-        Ok(FaultEvent { kind, at_op, duration_us: parse_duration(duration.trim())? })
+        let at_op = at
+            .trim()
+            .parse()
+            .map_err(|_| bad("the operation number is not a number"))?;
+        Ok(FaultEvent {
+            kind,
+            at_op,
+            duration_us: parse_duration(duration.trim())?,
+        })
     }
 
     /// Parses a comma-separated list of events (`none` or empty: no events).
@@ -237,7 +276,11 @@ pub fn format_events(events: &[FaultEvent]) -> String {
     if events.is_empty() {
         return "none".to_string();
     }
-    events.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    events
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Everything one simulated run depends on: run it twice, get the same run twice.
@@ -287,13 +330,29 @@ impl Scenario {
 
     /// Parses the form [`Scenario::replay`] writes.
     pub fn parse_replay(text: &str) -> Result<Self, Error> {
-        let bad = |why: String| Error::Invalid(format!("bad replay string: {why} (expected target=..;seed=..;ops=..;clients=..;faults=..;events=..)"));
-        let mut s = Scenario { target: String::new(), seed: 0, ops: 0, clients: 1, faults: Faults::none(), events: Vec::new() };
+        let bad = |why: String| {
+            Error::Invalid(format!(
+                "bad replay string: {why} (expected target=..;seed=..;ops=..;clients=..;faults=..;events=..)"
+            ))
+        };
+        let mut s = Scenario {
+            target: String::new(),
+            seed: 0,
+            ops: 0,
+            clients: 1,
+            faults: Faults::none(),
+            events: Vec::new(),
+        };
         let (mut target, mut seed, mut ops) = (false, false, false);
         for part in text.trim().split(';').filter(|p| !p.trim().is_empty()) {
-            let (key, value) = part.split_once('=').ok_or_else(|| bad(format!("`{part}` is not key=value")))?;
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| bad(format!("`{part}` is not key=value")))?;
             let value = value.trim();
-            let number = |v: &str| v.parse::<u64>().map_err(|_| bad(format!("`{key}` is not a number")));
+            let number = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| bad(format!("`{key}` is not a number")))
+            };
             match key.trim() {
                 "target" => {
                     s.target = value.to_string();
@@ -326,8 +385,15 @@ impl Scenario {
             1 => format!("1 fault event: {}", format_events(&self.events)),
             n => format!("{n} fault events: {}", format_events(&self.events)),
         };
-        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
-        format!("{}, {}, faults {}, {}", plural(self.ops, "op", "ops"), plural(self.clients, "client", "clients"), self.faults, events)
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        format!(
+            "{}, {}, faults {}, {}",
+            plural(self.ops, "op", "ops"),
+            plural(self.clients, "client", "clients"),
+            self.faults,
+            events
+        )
     }
 }
 
@@ -344,19 +410,43 @@ mod tests {
             clients: 2,
             faults: Faults::parse("reorder,delay").unwrap(),
             events: vec![
-                FaultEvent { kind: FaultKind::Crash("back".into()), at_op: 2, duration_us: 350_000 },
-                FaultEvent { kind: FaultKind::Partition(vec!["a".into(), "b".into()]), at_op: 0, duration_us: 1_250 },
-                FaultEvent { kind: FaultKind::Pause("c".into()), at_op: 9, duration_us: 7 },
+                FaultEvent {
+                    kind: FaultKind::Crash("back".into()),
+                    at_op: 2,
+                    duration_us: 350_000,
+                },
+                FaultEvent {
+                    kind: FaultKind::Partition(vec!["a".into(), "b".into()]),
+                    at_op: 0,
+                    duration_us: 1_250,
+                },
+                FaultEvent {
+                    kind: FaultKind::Pause("c".into()),
+                    at_op: 9,
+                    duration_us: 7,
+                },
             ],
         };
-        assert_eq!(s.replay(), "target=KVS;seed=36;ops=4;clients=2;faults=delay,reorder;events=crash(back)@2+350ms,partition(a|b)@0+1.25ms,pause(c)@9+0.007ms");
+        assert_eq!(
+            s.replay(),
+            "target=KVS;seed=36;ops=4;clients=2;faults=delay,reorder;events=crash(back)@2+350ms,partition(a|b)@0+1.25ms,pause(c)@9+0.007ms"
+        );
         assert_eq!(Scenario::parse_replay(&s.replay()).unwrap(), s);
-        assert_eq!(FaultEvent::parse("crash(x)@1+2s").unwrap().duration_us, 2_000_000);
-        assert_eq!(FaultEvent::parse("crash(x)@1+700us").unwrap().duration_us, 700);
+        assert_eq!(
+            FaultEvent::parse("crash(x)@1+2s").unwrap().duration_us,
+            2_000_000
+        );
+        assert_eq!(
+            FaultEvent::parse("crash(x)@1+700us").unwrap().duration_us,
+            700
+        );
         assert!(Faults::parse("delay,flood").is_err());
         assert_eq!(Faults::parse("all").unwrap(), Faults::all());
         assert_eq!(Faults::none().to_string(), "none");
         assert_eq!(Faults::parse("churn").unwrap().to_string(), "crash,churn");
-        assert_eq!(Faults::parse("churn").unwrap().without("crash"), Faults::none());
+        assert_eq!(
+            Faults::parse("churn").unwrap().without("crash"),
+            Faults::none()
+        );
     }
 }

@@ -97,7 +97,11 @@ impl RawNode {
     }
 
     fn replicate_nodes<'a>(&'a self, out: &mut Vec<&'a RawNode>) {
-        if self.transform.as_deref().is_some_and(|t| t.trim_start().starts_with("replicate")) {
+        if self
+            .transform
+            .as_deref()
+            .is_some_and(|t| t.trim_start().starts_with("replicate"))
+        {
             out.push(self);
         }
         for c in &self.children {
@@ -108,7 +112,9 @@ impl RawNode {
 
 /// `Replica3` and `ReplicaProxy3` → 3.
 fn replica_index(segment: &str) -> Option<usize> {
-    let digits = segment.strip_prefix("ReplicaProxy").or_else(|| segment.strip_prefix("Replica"))?;
+    let digits = segment
+        .strip_prefix("ReplicaProxy")
+        .or_else(|| segment.strip_prefix("Replica"))?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -118,21 +124,33 @@ fn replica_index(segment: &str) -> Option<usize> {
 /// The first whole number in a transformation's text (`replicate(n: 3)` → 3).
 fn first_number(text: &str) -> Option<usize> {
     let start = text.find(|c: char| c.is_ascii_digit())?;
-    let digits: String = text[start..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 
 /// Every kind the system's boxes can make, by name, sorted.
 pub(crate) fn factories(system: &System) -> BTreeMap<String, Factory> {
     let builder = (system.kinds)(BoxBuilder::new("sim"));
-    builder.factories().iter().map(|(k, f)| (k.clone(), f.clone())).collect()
+    builder
+        .factories()
+        .iter()
+        .map(|(k, f)| (k.clone(), f.clone()))
+        .collect()
 }
 
 impl Setup {
     /// Learns what to run for `target` (see the module docs).
-    pub(crate) fn new(system: &System, deployment: &Deployment, factories: &BTreeMap<String, Factory>, target: Target) -> Result<Self, Error> {
-        let raw: RawDeployment =
-            serde_json::from_str(system.deployment).map_err(|e| Error::Invalid(format!("bad deployment description: {e}")))?;
+    pub(crate) fn new(
+        system: &System,
+        deployment: &Deployment,
+        factories: &BTreeMap<String, Factory>,
+        target: Target,
+    ) -> Result<Self, Error> {
+        let raw: RawDeployment = serde_json::from_str(system.deployment)
+            .map_err(|e| Error::Invalid(format!("bad deployment description: {e}")))?;
         let placement = deployment.placement();
         let tid = target.id.clone();
 
@@ -155,10 +173,18 @@ impl Setup {
             let factory = factories.get(&plan.kind).cloned().ok_or_else(|| {
                 Error::Invalid(format!("target `{tid}`: agent `{}` is of kind `{}`, which the system's kinds do not make", a.id, plan.kind))
             })?;
-            agents.push(AgentSetup { id: a.id.clone(), in_box: a.in_box.clone(), kind: plan.kind.clone(), config: plan.config.clone(), factory });
+            agents.push(AgentSetup {
+                id: a.id.clone(),
+                in_box: a.in_box.clone(),
+                kind: plan.kind.clone(),
+                config: plan.config.clone(),
+                factory,
+            });
         }
         if agents.is_empty() {
-            return Err(Error::Invalid(format!("target `{tid}`: no placed agent runs it (nothing under `{tid}` in the deployment)")));
+            return Err(Error::Invalid(format!(
+                "target `{tid}`: no placed agent runs it (nothing under `{tid}` in the deployment)"
+            )));
         }
         let run: BTreeSet<&str> = agents.iter().map(|a| a.id.as_str()).collect();
 
@@ -167,7 +193,10 @@ impl Setup {
             if run.contains(a.id.as_str()) {
                 continue;
             }
-            let routed = deployment.routes.get(&a.id).is_some_and(|r| r.contains_key(&tid));
+            let routed = deployment
+                .routes
+                .get(&a.id)
+                .is_some_and(|r| r.contains_key(&tid));
             let bound = a.bindings.values().any(|v| *v == tid);
             if routed || bound {
                 senders.push((a.id.clone(), a.in_box.clone()));
@@ -175,16 +204,25 @@ impl Setup {
         }
         // A sender named in the routes but placed nowhere still gets a client, in a box of its own.
         for (agent, routes) in &deployment.routes {
-            if routes.contains_key(&tid) && !run.contains(agent.as_str()) && !senders.iter().any(|(s, _)| s == agent) {
+            if routes.contains_key(&tid)
+                && !run.contains(agent.as_str())
+                && !senders.iter().any(|(s, _)| s == agent)
+            {
                 senders.push((agent.clone(), format!("outside:{agent}")));
             }
         }
         if senders.is_empty() {
-            return Err(Error::Invalid(format!("target `{tid}`: no agent of the system sends to it, so there is no sender to stand in for")));
+            return Err(Error::Invalid(format!(
+                "target `{tid}`: no agent of the system sends to it, so there is no sender to stand in for"
+            )));
         }
 
         let mut boxes: Vec<String> = Vec::new();
-        for b in agents.iter().map(|a| &a.in_box).chain(senders.iter().map(|(_, b)| b)) {
+        for b in agents
+            .iter()
+            .map(|a| &a.in_box)
+            .chain(senders.iter().map(|(_, b)| b))
+        {
             if !boxes.contains(b) {
                 boxes.push(b.clone());
             }
@@ -198,7 +236,10 @@ impl Setup {
                 let n = r.transform.as_deref().and_then(first_number).unwrap_or(1);
                 let mut members = BTreeMap::new();
                 for c in &r.children {
-                    let segment = c.id.strip_prefix(&r.id).and_then(|s| s.strip_prefix('/')).unwrap_or("");
+                    let segment =
+                        c.id.strip_prefix(&r.id)
+                            .and_then(|s| s.strip_prefix('/'))
+                            .unwrap_or("");
                     if let Some(i) = replica_index(segment) {
                         let mut leaves = Vec::new();
                         c.leaves(&mut leaves);
@@ -207,7 +248,11 @@ impl Setup {
                         }
                     }
                 }
-                replica_sets.push(ReplicaSet { node: r.id.clone(), f: n.saturating_sub(1) / 2, members });
+                replica_sets.push(ReplicaSet {
+                    node: r.id.clone(),
+                    f: n.saturating_sub(1) / 2,
+                    members,
+                });
             }
         }
 
@@ -216,14 +261,19 @@ impl Setup {
             .iter()
             .filter(|b| !client_boxes.contains(b.as_str()))
             .filter(|b| {
-                agents
-                    .iter()
-                    .filter(|a| &a.in_box == *b)
-                    .all(|a| replica_sets.iter().any(|r| r.f > 0 && r.members.contains_key(&a.id)))
+                agents.iter().filter(|a| &a.in_box == *b).all(|a| {
+                    replica_sets
+                        .iter()
+                        .any(|r| r.f > 0 && r.members.contains_key(&a.id))
+                })
             })
             .cloned()
             .collect();
-        let pausable: Vec<String> = boxes.iter().filter(|b| !client_boxes.contains(b.as_str())).cloned().collect();
+        let pausable: Vec<String> = boxes
+            .iter()
+            .filter(|b| !client_boxes.contains(b.as_str()))
+            .cloned()
+            .collect();
 
         let mut notes = Vec::new();
         if crashable.is_empty() {
@@ -238,7 +288,10 @@ impl Setup {
         }
 
         let spec = factories.get(&target.spec_kind).cloned().ok_or_else(|| {
-            Error::Invalid(format!("target `{tid}`: its specification kind `{}` is not among the system's kinds", target.spec_kind))
+            Error::Invalid(format!(
+                "target `{tid}`: its specification kind `{}` is not among the system's kinds",
+                target.spec_kind
+            ))
         })?;
 
         Ok(Setup {

@@ -147,7 +147,12 @@ struct Process {
 
 enum Ev {
     Deliver(Id, Id),
-    Timer { agent: Id, incarnation: u64, name: String, generation: u64 },
+    Timer {
+        agent: Id,
+        incarnation: u64,
+        name: String,
+        generation: u64,
+    },
     Issue(usize),
     Timeout(usize, usize),
     Restart(String, u64),
@@ -227,8 +232,16 @@ impl<'a> World<'a> {
     fn new(setup: &'a Setup, scenario: &'a Scenario, trace: bool) -> Self {
         let mut faults = scenario.events.clone();
         faults.sort_by_key(|e| e.at_op);
-        let boxes = setup.boxes.iter().map(|b| (b.clone(), BoxState::default())).collect();
-        let senders = setup.senders.iter().map(|(s, b)| (Id::from(s.as_str()), b.clone())).collect();
+        let boxes = setup
+            .boxes
+            .iter()
+            .map(|b| (b.clone(), BoxState::default()))
+            .collect();
+        let senders = setup
+            .senders
+            .iter()
+            .map(|(s, b)| (Id::from(s.as_str()), b.clone()))
+            .collect();
         World {
             setup,
             scenario,
@@ -266,7 +279,11 @@ impl<'a> World<'a> {
         if let Some(t) = &mut self.trace
             && t.len() < MAX_TRACE
         {
-            t.push(format!("{:>12} {}", super::scenario::millis(self.now), line()));
+            t.push(format!(
+                "{:>12} {}",
+                super::scenario::millis(self.now),
+                line()
+            ));
         }
     }
 
@@ -288,7 +305,14 @@ impl<'a> World<'a> {
         for a in &self.setup.agents {
             self.agents.insert(
                 Id::from(a.id.as_str()),
-                Slot { in_box: a.in_box.clone(), agent: None, ctx: None, incarnation: 0, timers: BTreeMap::new(), state: SlotState::Down },
+                Slot {
+                    in_box: a.in_box.clone(),
+                    agent: None,
+                    ctx: None,
+                    incarnation: 0,
+                    timers: BTreeMap::new(),
+                    state: SlotState::Down,
+                },
             );
         }
         let boxes = self.setup.boxes.clone();
@@ -309,8 +333,16 @@ impl<'a> World<'a> {
     /// Makes the agents of box `b` afresh, from their kind and configuration.
     fn make_agents(&mut self, b: &str) -> Result<(), Error> {
         for a in self.setup.agents.iter().filter(|a| a.in_box == b) {
-            let agent = (a.factory)(&a.config).map_err(|e| Error::Invalid(format!("cannot make agent `{}` of kind `{}`: {e}", a.id, a.kind)))?;
-            let slot = self.agents.get_mut(a.id.as_str()).expect("every run agent has a slot");
+            let agent = (a.factory)(&a.config).map_err(|e| {
+                Error::Invalid(format!(
+                    "cannot make agent `{}` of kind `{}`: {e}",
+                    a.id, a.kind
+                ))
+            })?;
+            let slot = self
+                .agents
+                .get_mut(a.id.as_str())
+                .expect("every run agent has a slot");
             slot.agent = Some(agent);
             slot.ctx = Some(Context::new(a.id.as_str()));
             slot.incarnation += 1;
@@ -321,7 +353,13 @@ impl<'a> World<'a> {
     }
 
     fn start_agents(&mut self, b: &str) {
-        let ids: Vec<Id> = self.setup.agents.iter().filter(|a| a.in_box == b).map(|a| Id::from(a.id.as_str())).collect();
+        let ids: Vec<Id> = self
+            .setup
+            .agents
+            .iter()
+            .filter(|a| a.in_box == b)
+            .map(|a| Id::from(a.id.as_str()))
+            .collect();
         for id in ids {
             self.call(&id, None, 0, Call::Start);
         }
@@ -330,7 +368,12 @@ impl<'a> World<'a> {
     fn spawn_process(&mut self, sender: Id) {
         let p = self.processes.len();
         let rng = stream(self.scenario.seed, 1000 + p as u64);
-        self.processes.push(Process { sender, rng, waiting: None, retired: false });
+        self.processes.push(Process {
+            sender,
+            rng,
+            waiting: None,
+            retired: false,
+        });
         let think = self.processes[p].rng.below(2_000);
         self.schedule(self.now + think, Ev::Issue(p));
     }
@@ -338,7 +381,11 @@ impl<'a> World<'a> {
     // ----- the phases -------------------------------------------------------------------
 
     fn workload_done(&self) -> bool {
-        self.issued >= self.scenario.ops && self.processes.iter().all(|p| p.retired || p.waiting.is_none())
+        self.issued >= self.scenario.ops
+            && self
+                .processes
+                .iter()
+                .all(|p| p.retired || p.waiting.is_none())
     }
 
     fn pending(&self) -> usize {
@@ -347,7 +394,9 @@ impl<'a> World<'a> {
 
     /// Runs the next event; `false` if there is none.
     fn step(&mut self) -> Result<bool, Error> {
-        let Some(((at, _), ev)) = self.queue.pop_first() else { return Ok(false) };
+        let Some(((at, _), ev)) = self.queue.pop_first() else {
+            return Ok(false);
+        };
         self.now = at;
         self.events_run += 1;
         self.handle(ev)?;
@@ -382,7 +431,12 @@ impl<'a> World<'a> {
     fn heal_all(&mut self) -> Result<(), Error> {
         self.phase = Phase::Settle;
         self.note(|| "workload done: ending every fault".to_string());
-        let down: Vec<String> = self.boxes.iter().filter(|(_, s)| s.down).map(|(b, _)| b.clone()).collect();
+        let down: Vec<String> = self
+            .boxes
+            .iter()
+            .filter(|(_, s)| s.down)
+            .map(|(b, _)| b.clone())
+            .collect();
         for b in &down {
             self.restart(b)?;
         }
@@ -462,19 +516,41 @@ impl<'a> World<'a> {
     fn handle(&mut self, ev: Ev) -> Result<(), Error> {
         match ev {
             Ev::Deliver(src, dst) => self.deliver(src, dst)?,
-            Ev::Timer { agent, incarnation, name, generation } => {
+            Ev::Timer {
+                agent,
+                incarnation,
+                name,
+                generation,
+            } => {
                 if self.phase == Phase::Drain {
                     return Ok(());
                 }
-                let Some(slot) = self.agents.get(&agent) else { return Ok(()) };
-                if slot.state != SlotState::Running || slot.incarnation != incarnation || slot.timers.get(&name) != Some(&generation) {
+                let Some(slot) = self.agents.get(&agent) else {
+                    return Ok(());
+                };
+                if slot.state != SlotState::Running
+                    || slot.incarnation != incarnation
+                    || slot.timers.get(&name) != Some(&generation)
+                {
                     return Ok(());
                 }
                 if let Some((_, until)) = self.boxes.get(&slot.in_box).and_then(|b| b.paused) {
-                    self.schedule(until, Ev::Timer { agent, incarnation, name, generation });
+                    self.schedule(
+                        until,
+                        Ev::Timer {
+                            agent,
+                            incarnation,
+                            name,
+                            generation,
+                        },
+                    );
                     return Ok(());
                 }
-                self.agents.get_mut(&agent).expect("checked").timers.remove(&name);
+                self.agents
+                    .get_mut(&agent)
+                    .expect("checked")
+                    .timers
+                    .remove(&name);
                 self.note(|| format!("timer {name} fires at {agent}"));
                 self.call(&agent, None, 0, Call::Timer(name));
             }
@@ -487,12 +563,20 @@ impl<'a> World<'a> {
                 if proc.waiting == Some(op) && !proc.retired {
                     proc.retired = true;
                     let sender = proc.sender.clone();
-                    self.note(|| format!("client {p} gives up on operation {op}; a new client takes its place"));
+                    self.note(|| {
+                        format!(
+                            "client {p} gives up on operation {op}; a new client takes its place"
+                        )
+                    });
                     self.spawn_process(sender);
                 }
             }
             Ev::Restart(b, generation) => {
-                if self.boxes.get(&b).is_some_and(|s| s.down && s.generation == generation) {
+                if self
+                    .boxes
+                    .get(&b)
+                    .is_some_and(|s| s.down && s.generation == generation)
+                {
                     self.restart(&b)?;
                 }
             }
@@ -515,13 +599,18 @@ impl<'a> World<'a> {
     }
 
     fn issue(&mut self, p: usize) -> Result<(), Error> {
-        if self.phase != Phase::Workload || self.processes[p].retired || self.processes[p].waiting.is_some() {
+        if self.phase != Phase::Workload
+            || self.processes[p].retired
+            || self.processes[p].waiting.is_some()
+        {
             return Ok(());
         }
         if self.issued >= self.scenario.ops {
             return Ok(());
         }
-        while self.next_event < self.faults.len() && self.faults[self.next_event].at_op <= self.issued {
+        while self.next_event < self.faults.len()
+            && self.faults[self.next_event].at_op <= self.issued
+        {
             let e = self.faults[self.next_event].clone();
             self.next_event += 1;
             self.inject(&e)?;
@@ -550,7 +639,9 @@ impl<'a> World<'a> {
         self.processes[p].waiting = Some(index);
         self.schedule(self.now + PATIENCE_US, Ev::Timeout(p, index));
         let target = Id::from(self.setup.target.id.as_str());
-        self.note(|| format!("client {p} ({sender}) starts operation {index}: {name}, tag {tag:#x}"));
+        self.note(|| {
+            format!("client {p} ({sender}) starts operation {index}: {name}, tag {tag:#x}")
+        });
         match self.resolve(&sender, &target) {
             Some(dst) => self.send(&sender, dst, sender.clone(), tag, payload),
             None => self.note(|| format!("{sender} cannot resolve {target}: request dropped")),
@@ -560,7 +651,13 @@ impl<'a> World<'a> {
 
     fn reply_to_client(&mut self, client: &Id, msg: Msg) {
         let Some(&index) = self.by_tag.get(&msg.tag) else {
-            self.note(|| format!("{client} ignores {} with unknown tag {:#x}", msg.payload.name(), msg.tag));
+            self.note(|| {
+                format!(
+                    "{client} ignores {} with unknown tag {:#x}",
+                    msg.payload.name(),
+                    msg.tag
+                )
+            });
             return;
         };
         let name = msg.payload.name().to_string();
@@ -613,11 +710,15 @@ impl<'a> World<'a> {
     // ----- agents -----------------------------------------------------------------------
 
     fn call(&mut self, id: &Id, sender: Option<Id>, tag: u64, what: Call) {
-        let Some(slot) = self.agents.get_mut(id) else { return };
+        let Some(slot) = self.agents.get_mut(id) else {
+            return;
+        };
         if slot.state != SlotState::Running {
             return;
         }
-        let (Some(mut agent), Some(mut ctx)) = (slot.agent.take(), slot.ctx.take()) else { return };
+        let (Some(mut agent), Some(mut ctx)) = (slot.agent.take(), slot.ctx.take()) else {
+            return;
+        };
         ctx.begin(sender, EPOCH_MS + self.now / 1000);
         ctx.set_tag(tag);
         let what_name = match &what {
@@ -654,7 +755,10 @@ impl<'a> World<'a> {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "(no message)".to_string());
                 self.agents.get_mut(id).expect("still there").state = SlotState::Stopped;
-                self.violate(Property::NoPanic, format!("agent `{id}` panicked handling {what_name}: {why}"));
+                self.violate(
+                    Property::NoPanic,
+                    format!("agent `{id}` panicked handling {what_name}: {why}"),
+                );
             }
         }
         if finished {
@@ -669,14 +773,27 @@ impl<'a> World<'a> {
             match effect {
                 Effect::Send { to, payload } => match self.resolve(me, &to) {
                     Some(dst) => self.send(me, dst, me.clone(), tag, payload),
-                    None => self.note(|| format!("{me} cannot resolve {to}: {} dropped", payload.name())),
+                    None => self
+                        .note(|| format!("{me} cannot resolve {to}: {} dropped", payload.name())),
                 },
                 Effect::SendPhysical { to, payload } => self.send(me, to, me.clone(), tag, payload),
-                Effect::Forward { to, physical, from, tag, payload } => {
-                    let dst = if physical { Some(to.clone()) } else { self.resolve(me, &to) };
+                Effect::Forward {
+                    to,
+                    physical,
+                    from,
+                    tag,
+                    payload,
+                } => {
+                    let dst = if physical {
+                        Some(to.clone())
+                    } else {
+                        self.resolve(me, &to)
+                    };
                     match dst {
                         Some(dst) => self.send(me, dst, from, tag, payload),
-                        None => self.note(|| format!("{me} cannot resolve {to}: {} dropped", payload.name())),
+                        None => self.note(|| {
+                            format!("{me} cannot resolve {to}: {} dropped", payload.name())
+                        }),
                     }
                 }
                 Effect::SetTimer { name, after } => {
@@ -685,8 +802,18 @@ impl<'a> World<'a> {
                     let slot = self.agents.get_mut(me).expect("the emitter runs");
                     slot.timers.insert(name.clone(), generation);
                     let incarnation = slot.incarnation;
-                    let at = self.now.saturating_add(u64::try_from(after.as_micros()).unwrap_or(u64::MAX));
-                    self.schedule(at, Ev::Timer { agent: me.clone(), incarnation, name, generation });
+                    let at = self
+                        .now
+                        .saturating_add(u64::try_from(after.as_micros()).unwrap_or(u64::MAX));
+                    self.schedule(
+                        at,
+                        Ev::Timer {
+                            agent: me.clone(),
+                            incarnation,
+                            name,
+                            generation,
+                        },
+                    );
                 }
                 Effect::CancelTimer { name } => {
                     if let Some(slot) = self.agents.get_mut(me) {
@@ -704,19 +831,30 @@ impl<'a> World<'a> {
         if let Some(hit) = self.art.get(&key) {
             return hit.clone();
         }
-        let answer = self.setup.resolve(agent, ident).map(|p| Id::from(p.as_str()));
+        let answer = self
+            .setup
+            .resolve(agent, ident)
+            .map(|p| Id::from(p.as_str()));
         self.art.insert(key, answer.clone());
         answer
     }
 
     fn box_of(&self, id: &str) -> Option<String> {
-        self.agents.get(id).map(|s| s.in_box.clone()).or_else(|| self.senders.get(id).cloned())
+        self.agents
+            .get(id)
+            .map(|s| s.in_box.clone())
+            .or_else(|| self.senders.get(id).cloned())
     }
 
     /// Puts a message on the channel (emitter → dst), with `from` as the sender the receiver sees.
     fn send(&mut self, emitter: &Id, dst: Id, from: Id, tag: u64, payload: Payload) {
         let Some(dst_box) = self.box_of(&dst) else {
-            self.note(|| format!("{emitter} → {dst}: {} dropped (not an agent of this target)", payload.name()));
+            self.note(|| {
+                format!(
+                    "{emitter} → {dst}: {} dropped (not an agent of this target)",
+                    payload.name()
+                )
+            });
             return;
         };
         let src_box = self.box_of(emitter).unwrap_or_default();
@@ -725,7 +863,10 @@ impl<'a> World<'a> {
                 Payload::Local(m) => {
                     let mut bytes = bytes::BytesMut::new();
                     match m.encode_into(&mut bytes) {
-                        Ok(()) => Payload::Encoded { name: m.name().into(), bytes: bytes.freeze() },
+                        Ok(()) => Payload::Encoded {
+                            name: m.name().into(),
+                            bytes: bytes.freeze(),
+                        },
                         Err(e) => {
                             self.note(|| format!("{emitter} → {dst}: cannot encode: {e}"));
                             return;
@@ -739,10 +880,27 @@ impl<'a> World<'a> {
         };
         let latency = self.latency(&src_box, &dst_box);
         let ready = self.now + latency;
-        self.note(|| format!("{emitter} → {dst}: {} (from {from}, tag {tag:#x}) arrives in {}", payload.name(), super::scenario::millis(latency)));
+        self.note(|| {
+            format!(
+                "{emitter} → {dst}: {} (from {from}, tag {tag:#x}) arrives in {}",
+                payload.name(),
+                super::scenario::millis(latency)
+            )
+        });
         let key = (emitter.clone(), dst.clone());
-        let ch = self.channels.entry(key.clone()).or_insert_with(|| Channel { src_box, dst_box, queue: VecDeque::new(), scheduled: false, blocked: false });
-        ch.queue.push_back(Msg { from, tag, payload, ready });
+        let ch = self.channels.entry(key.clone()).or_insert_with(|| Channel {
+            src_box,
+            dst_box,
+            queue: VecDeque::new(),
+            scheduled: false,
+            blocked: false,
+        });
+        ch.queue.push_back(Msg {
+            from,
+            tag,
+            payload,
+            ready,
+        });
         if !ch.scheduled && !ch.blocked {
             ch.scheduled = true;
             let at = ch.queue.front().map(|m| m.ready).unwrap_or(ready);
@@ -771,7 +929,11 @@ impl<'a> World<'a> {
     }
 
     fn cut(&self, a: &str, b: &str) -> bool {
-        a != b && self.partitions.values().any(|side| side.contains(a) != side.contains(b))
+        a != b
+            && self
+                .partitions
+                .values()
+                .any(|side| side.contains(a) != side.contains(b))
     }
 
     fn deliverable(&self, src_box: &str, dst_box: &str) -> bool {
@@ -783,7 +945,9 @@ impl<'a> World<'a> {
         let key = (src, dst);
         let now = self.now;
         let (deliverable, head_ready) = {
-            let Some(ch) = self.channels.get(&key) else { return Ok(()) };
+            let Some(ch) = self.channels.get(&key) else {
+                return Ok(());
+            };
             let Some(head) = ch.queue.front() else {
                 self.channels.get_mut(&key).expect("exists").scheduled = false;
                 return Ok(());
@@ -816,7 +980,14 @@ impl<'a> World<'a> {
         }
         match self.agents.get(&dst).map(|s| s.state) {
             Some(SlotState::Running) => {
-                self.note(|| format!("{dst} handles {} from {} (tag {:#x})", msg.payload.name(), msg.from, msg.tag));
+                self.note(|| {
+                    format!(
+                        "{dst} handles {} from {} (tag {:#x})",
+                        msg.payload.name(),
+                        msg.from,
+                        msg.tag
+                    )
+                });
                 self.call(&dst, Some(msg.from), msg.tag, Call::Message(msg.payload));
             }
             _ => self.note(|| format!("{dst} is not running: {} dropped", msg.payload.name())),
@@ -826,7 +997,12 @@ impl<'a> World<'a> {
 
     /// Schedules the held channels whose way is clear again.
     fn unblock(&mut self) {
-        let keys: Vec<(Id, Id)> = self.channels.iter().filter(|(_, c)| c.blocked).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<(Id, Id)> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| c.blocked)
+            .map(|(k, _)| k.clone())
+            .collect();
         for key in keys {
             let (src_box, dst_box) = {
                 let c = &self.channels[&key];
@@ -860,7 +1036,12 @@ impl<'a> World<'a> {
                 let id = self.next_fault;
                 self.partitions.insert(id, side.iter().cloned().collect());
                 self.injected[1] += 1;
-                self.note(|| format!("partition {id}: {} cut off from the other boxes", side.join(", ")));
+                self.note(|| {
+                    format!(
+                        "partition {id}: {} cut off from the other boxes",
+                        side.join(", ")
+                    )
+                });
                 self.schedule(self.now + e.duration_us, Ev::Heal(id));
             }
             FaultKind::Pause(b) => {
@@ -869,7 +1050,9 @@ impl<'a> World<'a> {
                     return Ok(());
                 };
                 if s.down || s.paused.is_some() || !self.setup.pausable.contains(b) {
-                    self.note(|| format!("{e} skipped: the box is down, paused already, or holds a client"));
+                    self.note(|| {
+                        format!("{e} skipped: the box is down, paused already, or holds a client")
+                    });
                     return Ok(());
                 }
                 self.next_fault += 1;
@@ -897,8 +1080,18 @@ impl<'a> World<'a> {
         let churn = self.scenario.faults.churn;
         let mut hit = Vec::new();
         for (k, set) in setup.replica_sets.iter().enumerate() {
-            let box_of = |agent: &str| self.agents.get(agent).map(|s| s.in_box.clone()).unwrap_or_default();
-            let here: BTreeSet<usize> = set.members.iter().filter(|(a, _)| box_of(a) == b).map(|(_, i)| *i).collect();
+            let box_of = |agent: &str| {
+                self.agents
+                    .get(agent)
+                    .map(|s| s.in_box.clone())
+                    .unwrap_or_default()
+            };
+            let here: BTreeSet<usize> = set
+                .members
+                .iter()
+                .filter(|(a, _)| box_of(a) == b)
+                .map(|(_, i)| *i)
+                .collect();
             // Down at once (churn), or ever crashed in this run (the default).
             let mut counted: BTreeSet<usize> = set
                 .members
@@ -907,12 +1100,21 @@ impl<'a> World<'a> {
                 .map(|(_, i)| *i)
                 .collect();
             if !churn {
-                counted.extend(self.ever_crashed.iter().filter(|(s, _)| *s == k).map(|(_, i)| *i));
+                counted.extend(
+                    self.ever_crashed
+                        .iter()
+                        .filter(|(s, _)| *s == k)
+                        .map(|(_, i)| *i),
+                );
             }
             counted.extend(here.iter().copied());
             if counted.len() > set.f {
                 let (node, f) = (set.node.clone(), set.f);
-                let how = if churn { "down at once" } else { "crashed in this run (churn allows more)" };
+                let how = if churn {
+                    "down at once"
+                } else {
+                    "crashed in this run (churn allows more)"
+                };
                 self.note(|| format!("crash({b}) skipped: {} replicas of {node} would be {how}, it tolerates {f}", counted.len()));
                 return;
             }
@@ -949,7 +1151,12 @@ impl<'a> World<'a> {
             }
             lost += before - ch.queue.len();
         }
-        self.note(|| format!("box {b} crashes ({lost} messages lost); restarts in {}", super::scenario::millis(duration)));
+        self.note(|| {
+            format!(
+                "box {b} crashes ({lost} messages lost); restarts in {}",
+                super::scenario::millis(duration)
+            )
+        });
         self.schedule(self.now + duration, Ev::Restart(b.to_string(), generation));
     }
 

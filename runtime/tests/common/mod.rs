@@ -43,7 +43,10 @@ impl Kvs {
     }
 
     fn on_get(&mut self, _ctx: &mut Context, get: Get) -> GetOk {
-        GetOk { value: self.store.get(&get.key).cloned(), key: get.key }
+        GetOk {
+            value: self.store.get(&get.key).cloned(),
+            key: get.key,
+        }
     }
 }
 
@@ -90,5 +93,8 @@ impl Ticker {
 
 /// Starts a tracing subscriber once (RUST_LOG=ovid=debug to see the runtime talk).
 pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }

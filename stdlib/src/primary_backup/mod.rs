@@ -39,17 +39,27 @@ pub const SPEC: Spec = Spec {
 pub fn expand(req: &Request) -> Expansion {
     let n = int(req.args, "n", 2);
     let mut e = Expansion::default();
-    let proxies: Vec<String> = (0..n).map(|i| format!("{}/PrimaryBackupProxy{i}", req.id)).collect();
+    let proxies: Vec<String> = (0..n)
+        .map(|i| format!("{}/PrimaryBackupProxy{i}", req.id))
+        .collect();
     for (i, s) in req.senders.iter().enumerate() {
         let id = format!("{}/PrimaryBackupIngressProxy{i}", req.id);
-        e.proxy(id.clone(), "PrimaryBackupIngressProxy", Args::from([("sender".to_string(), Value::Str(s.clone()))]), proxies.clone());
+        e.proxy(
+            id.clone(),
+            "PrimaryBackupIngressProxy",
+            Args::from([("sender".to_string(), Value::Str(s.clone()))]),
+            proxies.clone(),
+        );
         e.entry.insert(s.clone(), id);
     }
     for (i, p) in proxies.iter().enumerate() {
         let copy = format!("{}/Copy{i}", req.id);
         let mut targets = vec![copy.clone()];
         targets.extend(proxies.iter().filter(|q| *q != p).cloned());
-        let config = Args::from([("index".to_string(), Value::Int(i as i64)), ("peers".to_string(), Value::List(proxies.clone()))]);
+        let config = Args::from([
+            ("index".to_string(), Value::Int(i as i64)),
+            ("peers".to_string(), Value::List(proxies.clone())),
+        ]);
         e.proxy(p.clone(), "PrimaryBackupProxy", config, targets);
         e.copy(copy);
     }
@@ -61,7 +71,10 @@ pub fn expand(req: &Request) -> Expansion {
 pub fn proxies(_hooks: &Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
     let ingress: ovid::Factory = Arc::new(|bytes: &[u8]| {
         let args = crate::proxy::config(bytes)?;
-        Ok(Box::new(crate::replicate::ReplicateIngressProxy::from_config(&args)?) as Box<dyn ovid::Agent>)
+        Ok(
+            Box::new(crate::replicate::ReplicateIngressProxy::from_config(&args)?)
+                as Box<dyn ovid::Agent>,
+        )
     });
     let copy: ovid::Factory = Arc::new(|bytes: &[u8]| {
         let args = crate::proxy::config(bytes)?;
@@ -76,10 +89,17 @@ pub fn proxies(_hooks: &Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid
 pub fn refine(id: &str, snapshots: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, ovid::Error> {
     let mut copies = Vec::new();
     for (name, snapshot) in snapshots {
-        let Some(i) = name.strip_prefix(&format!("{id}/PrimaryBackupProxy")).and_then(|i| i.parse::<usize>().ok()) else { continue };
+        let Some(i) = name
+            .strip_prefix(&format!("{id}/PrimaryBackupProxy"))
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
         if let Some(copy) = snapshots.get(&format!("{id}/Copy{i}")) {
             copies.push((proxy::applied(snapshot)?, copy));
         }
     }
-    crate::replicate::virtual_state(&copies).map(|s| (*s).clone()).ok_or_else(|| ovid::Error::Snapshot(format!("no copy of `{id}` with its proxy")))
+    crate::replicate::virtual_state(&copies)
+        .map(|s| (*s).clone())
+        .ok_or_else(|| ovid::Error::Snapshot(format!("no copy of `{id}` with its proxy")))
 }

@@ -50,7 +50,11 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing { tick: Duration::from_millis(20), hello_ticks: 5, drop_ticks: 25 }
+        Timing {
+            tick: Duration::from_millis(20),
+            hello_ticks: 5,
+            drop_ticks: 25,
+        }
     }
 }
 
@@ -103,14 +107,29 @@ impl PrimaryBackupProxy {
     /// index), `targets` (its copy first), and optional timing (`tick_ms`, `hello_ticks`,
     /// `drop_ticks`).
     pub fn from_config(args: &Args) -> Result<Self, Error> {
-        let peers: Vec<Id> = proxy::ids(args, "peers").into_iter().map(Id::from).collect();
-        let index = usize::try_from(int(args, "index", -1)).map_err(|_| Error::Invalid("PrimaryBackupProxy: no `index`".into()))?;
+        let peers: Vec<Id> = proxy::ids(args, "peers")
+            .into_iter()
+            .map(Id::from)
+            .collect();
+        let index = usize::try_from(int(args, "index", -1))
+            .map_err(|_| Error::Invalid("PrimaryBackupProxy: no `index`".into()))?;
         if index >= peers.len() {
-            return Err(Error::Invalid(format!("PrimaryBackupProxy: index {index} is not among {} peers", peers.len())));
+            return Err(Error::Invalid(format!(
+                "PrimaryBackupProxy: index {index} is not among {} peers",
+                peers.len()
+            )));
         }
-        let copy = proxy::ids(args, "targets").into_iter().next().ok_or_else(|| Error::Invalid("PrimaryBackupProxy: no copy in `targets`".into()))?;
+        let copy = proxy::ids(args, "targets")
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Invalid("PrimaryBackupProxy: no copy in `targets`".into()))?;
         let d = Timing::default();
-        let pos = |name: &str, default: u64| u64::try_from(int(args, name, default as i64)).ok().filter(|v| *v > 0).unwrap_or(default);
+        let pos = |name: &str, default: u64| {
+            u64::try_from(int(args, name, default as i64))
+                .ok()
+                .filter(|v| *v > 0)
+                .unwrap_or(default)
+        };
         let timing = Timing {
             tick: Duration::from_millis(pos("tick_ms", d.tick.as_millis() as u64)),
             hello_ticks: pos("hello_ticks", d.hello_ticks),
@@ -167,11 +186,18 @@ impl PrimaryBackupProxy {
     fn send_entries(&mut self, ctx: &mut Context, backup: usize) {
         let len = self.log.len() as u64;
         if let Some(f) = self.backups.get_mut(&backup)
-            && f.sent < len {
-                let commands = self.log[f.sent as usize..].to_vec();
-                ctx.send_physical(&self.peers[backup], Entries { from: f.sent, commands });
-                f.sent = len;
-            }
+            && f.sent < len
+        {
+            let commands = self.log[f.sent as usize..].to_vec();
+            ctx.send_physical(
+                &self.peers[backup],
+                Entries {
+                    from: f.sent,
+                    commands,
+                },
+            );
+            f.sent = len;
+        }
     }
 
     /// Carries out the applier's steps; on the primary, completes requests.
@@ -179,7 +205,10 @@ impl PrimaryBackupProxy {
         for step in std::mem::take(&mut self.steps) {
             match step {
                 Step::Execute { tag, name, bytes } => {
-                    let payload = Payload::Encoded { name: name.into(), bytes: Bytes::from(bytes) };
+                    let payload = Payload::Encoded {
+                        name: name.into(),
+                        bytes: Bytes::from(bytes),
+                    };
                     ctx.forward(&self.copy, self.me.clone(), tag, payload);
                 }
                 Step::Done { client, seq, reply } => self.done(client, seq, reply),
@@ -191,7 +220,16 @@ impl PrimaryBackupProxy {
     fn done(&mut self, client: String, seq: u64, reply: Option<Reply>) {
         if let Some((ingress, need)) = self.waiting.remove(&(client.clone(), seq)) {
             let leader = Some(PRIMARY as u64);
-            self.ready.push((ingress, Outcome { client, seq, reply, leader }, need));
+            self.ready.push((
+                ingress,
+                Outcome {
+                    client,
+                    seq,
+                    reply,
+                    leader,
+                },
+                need,
+            ));
         }
     }
 
@@ -200,8 +238,15 @@ impl PrimaryBackupProxy {
         if self.role != Role::Primary || self.ready.is_empty() {
             return;
         }
-        let floor = self.backups.values().map(|f| f.acked).min().unwrap_or(u64::MAX);
-        let (go, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ready).into_iter().partition(|(_, _, need)| *need <= floor);
+        let floor = self
+            .backups
+            .values()
+            .map(|f| f.acked)
+            .min()
+            .unwrap_or(u64::MAX);
+        let (go, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ready)
+            .into_iter()
+            .partition(|(_, _, need)| *need <= floor);
         self.ready = wait;
         for (ingress, outcome, _) in go {
             ctx.send_physical(&ingress, outcome);
@@ -215,7 +260,12 @@ impl PrimaryBackupProxy {
                 // Not for us: on to the primary, as if the ingress proxy had sent it there.
                 let tag = ctx.tag();
                 let primary = self.primary().clone();
-                ctx.forward_physical(&primary, ingress, tag, Payload::new(Submit { command: cmd }));
+                ctx.forward_physical(
+                    &primary,
+                    ingress,
+                    tag,
+                    Payload::new(Submit { command: cmd }),
+                );
                 return;
             }
             // The ingress proxy retries.
@@ -224,7 +274,16 @@ impl PrimaryBackupProxy {
         let key = (cmd.client.clone(), cmd.seq);
         let len = self.log.len() as u64;
         if let Some(reply) = self.applier.known(&cmd.client, cmd.seq) {
-            self.ready.push((ingress, Outcome { client: cmd.client, seq: cmd.seq, reply, leader: Some(PRIMARY as u64) }, len));
+            self.ready.push((
+                ingress,
+                Outcome {
+                    client: cmd.client,
+                    seq: cmd.seq,
+                    reply,
+                    leader: Some(PRIMARY as u64),
+                },
+                len,
+            ));
             self.release(ctx);
             return;
         }
@@ -246,16 +305,29 @@ impl PrimaryBackupProxy {
         if self.role != Role::Starting {
             return;
         }
-        if self.answers.get(&PRIMARY).is_some_and(|a| a.role == Role::Primary) {
+        if self
+            .answers
+            .get(&PRIMARY)
+            .is_some_and(|a| a.role == Role::Primary)
+        {
             self.role = Role::Backup;
             let primary = self.primary().clone();
-            ctx.send_physical(&primary, Join { len: self.log.len() as u64 });
+            ctx.send_physical(
+                &primary,
+                Join {
+                    len: self.log.len() as u64,
+                },
+            );
             return;
         }
         if self.index != PRIMARY || self.answers.len() < self.n() - 1 {
             return;
         }
-        let longest = self.answers.values().filter_map(|a| a.log.as_ref()).max_by_key(|l| l.len());
+        let longest = self
+            .answers
+            .values()
+            .filter_map(|a| a.log.as_ref())
+            .max_by_key(|l| l.len());
         if self.history && longest.is_none() && self.log.is_empty() {
             // Every backup lost its memory too: the log is gone. Better stopped than empty.
             tracing::error!(proxy = %self.me, "primary_backup: no backup holds the log; not starting");
@@ -269,7 +341,14 @@ impl PrimaryBackupProxy {
         tracing::info!(proxy = %self.me, entries = self.log.len(), "primary_backup: primary started");
         for (i, answer) in std::mem::take(&mut self.answers) {
             let len = answer.log.as_ref().map_or(0, |l| l.len() as u64);
-            self.backups.insert(i, Follower { sent: len, acked: len, silent: 0 });
+            self.backups.insert(
+                i,
+                Follower {
+                    sent: len,
+                    acked: len,
+                    silent: 0,
+                },
+            );
             self.send_entries(ctx, i);
         }
         self.run_steps(ctx);
@@ -344,12 +423,17 @@ impl Agent for PrimaryBackupProxy {
     fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
         // From the copy, or from what it was transformed into (`X/Replica0 |> monitor`).
         if ovid::routing::is_refinement(&self.copy, ctx.sender()) {
-            let reply = Reply { name: message.name().to_string(), bytes: message.to_bytes()?.to_vec() };
+            let reply = Reply {
+                name: message.name().to_string(),
+                bytes: message.to_bytes()?.to_vec(),
+            };
             self.applier.reply(ctx.tag(), reply, &mut self.steps);
             self.run_steps(ctx);
         } else if message.is::<Submit>() {
             let submit = message.decode::<Submit>()?;
-            let ingress = ctx.sender_id().ok_or_else(|| Error::Invalid("a request without a sender".into()))?;
+            let ingress = ctx
+                .sender_id()
+                .ok_or_else(|| Error::Invalid("a request without a sender".into()))?;
             self.on_submit(ctx, ingress, submit.command);
         } else if message.is::<Entries>() {
             let entries = message.decode::<Entries>()?;
@@ -360,14 +444,23 @@ impl Agent for PrimaryBackupProxy {
                     self.run_steps(ctx);
                 }
                 let primary = self.primary().clone();
-                ctx.send_physical(&primary, Ack { len: self.log.len() as u64 });
+                ctx.send_physical(
+                    &primary,
+                    Ack {
+                        len: self.log.len() as u64,
+                    },
+                );
             }
         } else if message.is::<Ack>() {
             let ack = message.decode::<Ack>()?;
             if let (Role::Primary, Some(i)) = (self.role, self.peer_index(ctx.sender())) {
                 let len = self.log.len() as u64;
                 let acked = ack.len.min(len);
-                let f = self.backups.entry(i).or_insert(Follower { sent: acked, acked, silent: 0 });
+                let f = self.backups.entry(i).or_insert(Follower {
+                    sent: acked,
+                    acked,
+                    silent: 0,
+                });
                 if acked >= f.acked {
                     f.acked = acked;
                     f.silent = 0;
@@ -382,19 +475,37 @@ impl Agent for PrimaryBackupProxy {
             let join = message.decode::<Join>()?;
             if let (Role::Primary, Some(i)) = (self.role, self.peer_index(ctx.sender())) {
                 let len = join.len.min(self.log.len() as u64);
-                self.backups.insert(i, Follower { sent: len, acked: len, silent: 0 });
+                self.backups.insert(
+                    i,
+                    Follower {
+                        sent: len,
+                        acked: len,
+                        silent: 0,
+                    },
+                );
                 self.send_entries(ctx, i);
             }
         } else if message.is::<Hello>() {
             let hello = message.decode::<Hello>()?;
             let log = (self.role == Role::Backup).then(|| self.log.clone());
             let history = self.history || !self.log.is_empty();
-            ctx.reply(HelloState { nonce: hello.nonce, index: self.index as u64, role: self.role, log, history });
+            ctx.reply(HelloState {
+                nonce: hello.nonce,
+                index: self.index as u64,
+                role: self.role,
+                log,
+                history,
+            });
         } else if message.is::<HelloState>() {
             let answer = message.decode::<HelloState>()?;
             let from = answer.index as usize;
-            if self.role == Role::Starting && answer.nonce == self.nonce && from < self.n() && from != self.index {
-                self.history |= answer.history || answer.log.as_ref().is_some_and(|l| !l.is_empty());
+            if self.role == Role::Starting
+                && answer.nonce == self.nonce
+                && from < self.n()
+                && from != self.index
+            {
+                self.history |=
+                    answer.history || answer.log.as_ref().is_some_and(|l| !l.is_empty());
                 self.answers.insert(from, answer);
                 self.decide(ctx);
             }
@@ -402,7 +513,10 @@ impl Agent for PrimaryBackupProxy {
             let status = self.status();
             ctx.reply(status);
         } else {
-            return Err(Error::UnknownMessage { agent: self.me.to_string(), name: message.name().to_string() });
+            return Err(Error::UnknownMessage {
+                agent: self.me.to_string(),
+                name: message.name().to_string(),
+            });
         }
         Ok(())
     }
@@ -420,11 +534,16 @@ impl Agent for PrimaryBackupProxy {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, Error> {
-        postcard::to_stdvec(&Saved { log: self.log.clone(), applier: self.applier.clone() }).map_err(|e| Error::Snapshot(e.to_string()))
+        postcard::to_stdvec(&Saved {
+            log: self.log.clone(),
+            applier: self.applier.clone(),
+        })
+        .map_err(|e| Error::Snapshot(e.to_string()))
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let saved: Saved = postcard::from_bytes(bytes).map_err(|e| Error::Snapshot(e.to_string()))?;
+        let saved: Saved =
+            postcard::from_bytes(bytes).map_err(|e| Error::Snapshot(e.to_string()))?;
         self.log = saved.log;
         self.applier = saved.applier;
         Ok(())
@@ -433,6 +552,7 @@ impl Agent for PrimaryBackupProxy {
 
 /// The log length in a snapshot of a primary-backup proxy.
 pub(crate) fn applied(snapshot: &[u8]) -> Result<u64, Error> {
-    let saved: Saved = postcard::from_bytes(snapshot).map_err(|e| Error::Snapshot(e.to_string()))?;
+    let saved: Saved =
+        postcard::from_bytes(snapshot).map_err(|e| Error::Snapshot(e.to_string()))?;
     Ok(saved.applier.applied)
 }

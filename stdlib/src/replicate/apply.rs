@@ -88,8 +88,16 @@ impl Applier {
         if cmd.seq < session.next {
             // A duplicate: answer with the first execution's outcome, if known.
             match session.outcomes.get(&cmd.seq) {
-                Some(Outcome::Replied(r)) => out.push(Step::Done { client: cmd.client, seq: cmd.seq, reply: Some(r.clone()) }),
-                Some(Outcome::NoReply) => out.push(Step::Done { client: cmd.client, seq: cmd.seq, reply: None }),
+                Some(Outcome::Replied(r)) => out.push(Step::Done {
+                    client: cmd.client,
+                    seq: cmd.seq,
+                    reply: Some(r.clone()),
+                }),
+                Some(Outcome::NoReply) => out.push(Step::Done {
+                    client: cmd.client,
+                    seq: cmd.seq,
+                    reply: None,
+                }),
                 Some(Outcome::Pending) | None => {}
             }
         } else if cmd.seq > session.next {
@@ -104,7 +112,11 @@ impl Applier {
                 let tag = i + 1;
                 self.inflight.push_back((tag, client.clone(), c.seq));
                 self.executed += 1;
-                out.push(Step::Execute { tag, name: c.name, bytes: c.bytes });
+                out.push(Step::Execute {
+                    tag,
+                    name: c.name,
+                    bytes: c.bytes,
+                });
                 next = session.held.remove(&session.next);
             }
         }
@@ -130,13 +142,14 @@ impl Applier {
 
     fn complete(&mut self, client: String, seq: u64, reply: Option<Reply>, out: &mut Vec<Step>) {
         if let Some(session) = self.sessions.get_mut(&client)
-            && seq >= session.acked {
-                let outcome = match &reply {
-                    Some(r) => Outcome::Replied(r.clone()),
-                    None => Outcome::NoReply,
-                };
-                session.outcomes.insert(seq, outcome);
-            }
+            && seq >= session.acked
+        {
+            let outcome = match &reply {
+                Some(r) => Outcome::Replied(r.clone()),
+                None => Outcome::NoReply,
+            };
+            session.outcomes.insert(seq, outcome);
+        }
         out.push(Step::Done { client, seq, reply });
     }
 
@@ -151,7 +164,9 @@ impl Applier {
 
     /// Whether the request is already in the decided log (executed, or held for an earlier one).
     pub fn seen(&self, client: &str, seq: u64) -> bool {
-        self.sessions.get(client).is_some_and(|s| seq < s.next || s.held.contains_key(&seq))
+        self.sessions
+            .get(client)
+            .is_some_and(|s| seq < s.next || s.held.contains_key(&seq))
     }
 
     /// Commands given to the replica whose outcome is known.

@@ -62,9 +62,14 @@ impl ReplicateIngressProxy {
     /// A proxy from its configuration: `targets` (the replica proxies, by index) and optional
     /// timing (`retry_tick_ms`, `retry_ticks`, `give_up_after`).
     pub fn from_config(args: &Args) -> Result<Self, Error> {
-        let targets: Vec<Id> = proxy::ids(args, "targets").into_iter().map(Id::from).collect();
+        let targets: Vec<Id> = proxy::ids(args, "targets")
+            .into_iter()
+            .map(Id::from)
+            .collect();
         if targets.is_empty() {
-            return Err(Error::Invalid("ReplicateIngressProxy: no replica proxies in `targets`".into()));
+            return Err(Error::Invalid(
+                "ReplicateIngressProxy: no replica proxies in `targets`".into(),
+            ));
         }
         let pos = |name: &str, default: i64| int(args, name, default).max(1);
         Ok(ReplicateIngressProxy {
@@ -89,7 +94,13 @@ impl ReplicateIngressProxy {
     }
 
     fn submit(&self, ctx: &mut Context, seq: u64, open: &Open) {
-        let command = Command { client: self.client.clone(), seq, ack: self.ack(), name: open.name.clone(), bytes: open.bytes.clone() };
+        let command = Command {
+            client: self.client.clone(),
+            seq,
+            ack: self.ack(),
+            name: open.name.clone(),
+            bytes: open.bytes.clone(),
+        };
         ctx.send_physical(&self.targets[self.target], Submit { command });
     }
 
@@ -105,21 +116,37 @@ impl ReplicateIngressProxy {
         if outcome.client != self.client {
             return;
         }
-        if let Some(leader) = outcome.leader.and_then(|l| usize::try_from(l).ok()).filter(|l| *l < self.targets.len()) {
+        if let Some(leader) = outcome
+            .leader
+            .and_then(|l| usize::try_from(l).ok())
+            .filter(|l| *l < self.targets.len())
+        {
             self.target = leader;
         }
-        let Some(open) = self.open.remove(&outcome.seq) else { return };
+        let Some(open) = self.open.remove(&outcome.seq) else {
+            return;
+        };
         self.silence = 0;
         self.retries = 0;
         if let Some(reply) = outcome.reply {
-            let payload = Payload::Encoded { name: reply.name.into(), bytes: Bytes::from(reply.bytes) };
+            let payload = Payload::Encoded {
+                name: reply.name.into(),
+                bytes: Bytes::from(reply.bytes),
+            };
             ctx.forward_physical(&open.to, self.me.clone(), open.tag, payload);
         }
     }
 
     fn on_request(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
-        let to = ctx.sender_id().ok_or_else(|| Error::Invalid("a request without a sender".into()))?;
-        let open = Open { to, tag: ctx.tag(), name: message.name().to_string(), bytes: message.to_bytes()?.to_vec() };
+        let to = ctx
+            .sender_id()
+            .ok_or_else(|| Error::Invalid("a request without a sender".into()))?;
+        let open = Open {
+            to,
+            tag: ctx.tag(),
+            name: message.name().to_string(),
+            bytes: message.to_bytes()?.to_vec(),
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         // Open before it is submitted: the acknowledgement it carries must not cover it.

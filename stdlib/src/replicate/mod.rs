@@ -46,17 +46,27 @@ pub const SPEC: Spec = Spec {
 pub fn expand(req: &Request) -> Expansion {
     let n = int(req.args, "n", 1);
     let mut e = Expansion::default();
-    let proxies: Vec<String> = (0..n).map(|i| format!("{}/ReplicaProxy{i}", req.id)).collect();
+    let proxies: Vec<String> = (0..n)
+        .map(|i| format!("{}/ReplicaProxy{i}", req.id))
+        .collect();
     for (i, s) in req.senders.iter().enumerate() {
         let id = format!("{}/ReplicateIngressProxy{i}", req.id);
-        e.proxy(id.clone(), "ReplicateIngressProxy", Args::from([("sender".to_string(), Value::Str(s.clone()))]), proxies.clone());
+        e.proxy(
+            id.clone(),
+            "ReplicateIngressProxy",
+            Args::from([("sender".to_string(), Value::Str(s.clone()))]),
+            proxies.clone(),
+        );
         e.entry.insert(s.clone(), id);
     }
     for (i, p) in proxies.iter().enumerate() {
         let replica = format!("{}/Replica{i}", req.id);
         let mut targets = vec![replica.clone()];
         targets.extend(proxies.iter().filter(|q| *q != p).cloned());
-        let config = Args::from([("index".to_string(), Value::Int(i as i64)), ("peers".to_string(), Value::List(proxies.clone()))]);
+        let config = Args::from([
+            ("index".to_string(), Value::Int(i as i64)),
+            ("peers".to_string(), Value::List(proxies.clone())),
+        ]);
         e.proxy(p.clone(), "ReplicaProxy", config, targets);
         e.copy(replica);
     }
@@ -83,7 +93,11 @@ pub fn proxies(_hooks: &Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid
 /// there are no replicas. A replica's applied index is its proxy's `ReplicaStatus::applied`,
 /// read while both are quiet (`completed == executed`) or wedged.
 pub fn virtual_state<S>(replicas: &[(u64, S)]) -> Option<&S> {
-    replicas.iter().rev().max_by_key(|(applied, _)| *applied).map(|(_, s)| s)
+    replicas
+        .iter()
+        .rev()
+        .max_by_key(|(applied, _)| *applied)
+        .map(|(_, s)| s)
 }
 
 /// The refinement mapping over the snapshots of the physical agents under `id` (physical
@@ -92,12 +106,19 @@ pub fn virtual_state<S>(replicas: &[(u64, S)]) -> Option<&S> {
 pub fn refine(id: &str, snapshots: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, ovid::Error> {
     let mut replicas = Vec::new();
     for (name, snapshot) in snapshots {
-        let Some(i) = name.strip_prefix(&format!("{id}/ReplicaProxy")).and_then(|i| i.parse::<usize>().ok()) else { continue };
+        let Some(i) = name
+            .strip_prefix(&format!("{id}/ReplicaProxy"))
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
         if let Some(replica) = snapshots.get(&format!("{id}/Replica{i}")) {
             replicas.push((applied(snapshot)?, replica));
         }
     }
-    virtual_state(&replicas).map(|s| (*s).clone()).ok_or_else(|| ovid::Error::Snapshot(format!("no replica of `{id}` with its proxy")))
+    virtual_state(&replicas)
+        .map(|s| (*s).clone())
+        .ok_or_else(|| ovid::Error::Snapshot(format!("no replica of `{id}` with its proxy")))
 }
 
 /// How much of the log the replica proxy whose snapshot this is has applied.

@@ -23,7 +23,9 @@ use ovid::{Agent, Context, Error, Id, Payload};
 use serde::{Deserialize, Serialize};
 
 use super::apply::{Applier, Step};
-use super::messages::{Command, Outcome, Paxos, RecoverQuery, RecoverState, Reply, ReplicaStatus, Status, Submit};
+use super::messages::{
+    Command, Outcome, Paxos, RecoverQuery, RecoverState, ReplicaStatus, Reply, Status, Submit,
+};
 use super::storage::{PaxosState, SharedStore};
 use crate::expansion::{Args, int};
 use crate::proxy;
@@ -48,14 +50,24 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing { tick: Duration::from_millis(10), election_ticks: 10, resend_ticks: 50, recover_ticks: 10 }
+        Timing {
+            tick: Duration::from_millis(10),
+            election_ticks: 10,
+            resend_ticks: 50,
+            recover_ticks: 10,
+        }
     }
 }
 
 impl Timing {
     fn from_args(args: &Args) -> Self {
         let d = Timing::default();
-        let pos = |name: &str, default: u64| u64::try_from(int(args, name, default as i64)).ok().filter(|v| *v > 0).unwrap_or(default);
+        let pos = |name: &str, default: u64| {
+            u64::try_from(int(args, name, default as i64))
+                .ok()
+                .filter(|v| *v > 0)
+                .unwrap_or(default)
+        };
         Timing {
             tick: Duration::from_millis(pos("tick_ms", d.tick.as_millis() as u64)),
             election_ticks: pos("election_ticks", d.election_ticks),
@@ -97,7 +109,8 @@ struct Saved {
 
 /// The applied index in a snapshot of a replica proxy.
 pub(crate) fn applied(snapshot: &[u8]) -> Result<u64, Error> {
-    let saved: Saved = postcard::from_bytes(snapshot).map_err(|e| Error::Snapshot(e.to_string()))?;
+    let saved: Saved =
+        postcard::from_bytes(snapshot).map_err(|e| Error::Snapshot(e.to_string()))?;
     Ok(saved.applier.applied)
 }
 
@@ -124,19 +137,33 @@ impl ReplicaProxy {
     /// by index), `targets` (its replica first), and optional timing (`tick_ms`,
     /// `election_ticks`, `resend_ticks`, `recover_ticks`).
     pub fn from_config(args: &Args) -> Result<Self, Error> {
-        let peers: Vec<Id> = proxy::ids(args, "peers").into_iter().map(Id::from).collect();
-        let index = usize::try_from(int(args, "index", -1)).map_err(|_| Error::Invalid("ReplicaProxy: no `index`".into()))?;
+        let peers: Vec<Id> = proxy::ids(args, "peers")
+            .into_iter()
+            .map(Id::from)
+            .collect();
+        let index = usize::try_from(int(args, "index", -1))
+            .map_err(|_| Error::Invalid("ReplicaProxy: no `index`".into()))?;
         if index >= peers.len() {
-            return Err(Error::Invalid(format!("ReplicaProxy: index {index} is not among {} peers", peers.len())));
+            return Err(Error::Invalid(format!(
+                "ReplicaProxy: index {index} is not among {} peers",
+                peers.len()
+            )));
         }
-        let replica = proxy::ids(args, "targets").into_iter().next().ok_or_else(|| Error::Invalid("ReplicaProxy: no replica in `targets`".into()))?;
+        let replica = proxy::ids(args, "targets")
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Invalid("ReplicaProxy: no replica in `targets`".into()))?;
         Ok(ReplicaProxy {
             index,
             me: peers[index].clone(),
             peers,
             replica: replica.into(),
             timing: Timing::from_args(args),
-            mode: Mode::Recovering { nonce: 0, answers: BTreeMap::new(), history: false },
+            mode: Mode::Recovering {
+                nonce: 0,
+                answers: BTreeMap::new(),
+                history: false,
+            },
             applier: Applier::default(),
             waiting: BTreeMap::new(),
             last_promise: None,
@@ -155,7 +182,11 @@ impl ReplicaProxy {
     fn build(&self, state: PaxosState) -> Result<Mode, Error> {
         let store = SharedStore::new(state);
         let config = OmniPaxosConfig {
-            cluster_config: ClusterConfig { configuration_id: 1, nodes: (1..=self.n() as u64).collect(), flexible_quorum: None },
+            cluster_config: ClusterConfig {
+                configuration_id: 1,
+                nodes: (1..=self.n() as u64).collect(),
+                flexible_quorum: None,
+            },
             server_config: ServerConfig {
                 pid: self.index as u64 + 1,
                 election_tick_timeout: self.timing.election_ticks,
@@ -163,8 +194,13 @@ impl ReplicaProxy {
                 ..ServerConfig::default()
             },
         };
-        let paxos = config.build(store.clone()).map_err(|e| Error::Invalid(format!("omnipaxos configuration: {e}")))?;
-        Ok(Mode::Active { paxos: Box::new(paxos), store })
+        let paxos = config
+            .build(store.clone())
+            .map_err(|e| Error::Invalid(format!("omnipaxos configuration: {e}")))?;
+        Ok(Mode::Active {
+            paxos: Box::new(paxos),
+            store,
+        })
     }
 
     fn leader(&self) -> Option<u64> {
@@ -188,7 +224,12 @@ impl ReplicaProxy {
 
     /// Joins consensus if the answers allow it (see the module docs).
     fn try_activate(&mut self, ctx: &mut Context) -> Result<(), Error> {
-        let Mode::Recovering { answers, history, .. } = &self.mode else { return Ok(()) };
+        let Mode::Recovering {
+            answers, history, ..
+        } = &self.mode
+        else {
+            return Ok(());
+        };
         let f = (self.n() - 1) / 2;
         let states: Vec<&PaxosState> = answers.values().flatten().collect();
         let state = if states.len() > f {
@@ -227,16 +268,24 @@ impl ReplicaProxy {
                 by_peer.entry(m.get_receiver()).or_default().push(m);
             }
             for (pid, messages) in by_peer {
-                if let Some(peer) = (pid as usize).checked_sub(1).and_then(|i| self.peers.get(i)) {
+                if let Some(peer) = (pid as usize)
+                    .checked_sub(1)
+                    .and_then(|i| self.peers.get(i))
+                {
                     ctx.send_physical(peer, Paxos { messages });
                 }
             }
             let decided = paxos.get_decided_idx() as u64;
             if decided > self.applier.applied {
-                for entry in paxos.read_decided_suffix(self.applier.applied as usize).unwrap_or_default() {
+                for entry in paxos
+                    .read_decided_suffix(self.applier.applied as usize)
+                    .unwrap_or_default()
+                {
                     let index = self.applier.applied;
                     match entry {
-                        LogEntry::Decided(cmd) | LogEntry::Undecided(cmd) => self.applier.apply(index, cmd, &mut self.steps),
+                        LogEntry::Decided(cmd) | LogEntry::Undecided(cmd) => {
+                            self.applier.apply(index, cmd, &mut self.steps)
+                        }
                         // Never produced: replicate neither compacts nor reconfigures.
                         _ => self.applier.applied += 1,
                     }
@@ -252,12 +301,23 @@ impl ReplicaProxy {
         for step in std::mem::take(&mut self.steps) {
             match step {
                 Step::Execute { tag, name, bytes } => {
-                    let payload = Payload::Encoded { name: name.into(), bytes: Bytes::from(bytes) };
+                    let payload = Payload::Encoded {
+                        name: name.into(),
+                        bytes: Bytes::from(bytes),
+                    };
                     ctx.forward(&self.replica, self.me.clone(), tag, payload);
                 }
                 Step::Done { client, seq, reply } => {
                     if let Some((ingress, _)) = self.waiting.remove(&(client.clone(), seq)) {
-                        ctx.send_physical(&ingress, Outcome { client, seq, reply, leader });
+                        ctx.send_physical(
+                            &ingress,
+                            Outcome {
+                                client,
+                                seq,
+                                reply,
+                                leader,
+                            },
+                        );
                     }
                 }
             }
@@ -265,14 +325,25 @@ impl ReplicaProxy {
     }
 
     fn on_submit(&mut self, ctx: &mut Context, cmd: Command) {
-        let Some(ingress) = ctx.sender_id() else { return };
+        let Some(ingress) = ctx.sender_id() else {
+            return;
+        };
         if let Some(reply) = self.applier.known(&cmd.client, cmd.seq) {
             let leader = self.leader();
-            ctx.send_physical(&ingress, Outcome { client: cmd.client, seq: cmd.seq, reply, leader });
+            ctx.send_physical(
+                &ingress,
+                Outcome {
+                    client: cmd.client,
+                    seq: cmd.seq,
+                    reply,
+                    leader,
+                },
+            );
             return;
         }
         let seen = self.applier.seen(&cmd.client, cmd.seq);
-        self.waiting.insert((cmd.client.clone(), cmd.seq), (ingress, cmd.clone()));
+        self.waiting
+            .insert((cmd.client.clone(), cmd.seq), (ingress, cmd.clone()));
         if seen {
             // Already in the decided log; its outcome comes when the replica replies.
             return;
@@ -296,7 +367,9 @@ impl ReplicaProxy {
 
     fn status(&self) -> ReplicaStatus {
         let (decided, log_len) = match &self.mode {
-            Mode::Active { paxos, store } => (paxos.get_decided_idx() as u64, store.log_len() as u64),
+            Mode::Active { paxos, store } => {
+                (paxos.get_decided_idx() as u64, store.log_len() as u64)
+            }
             Mode::Solo => (self.applier.applied, self.applier.applied),
             Mode::Recovering { .. } => (0, 0),
         };
@@ -353,7 +426,10 @@ impl Agent for ReplicaProxy {
     fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
         // From the replica, or from what it was transformed into (`X/Replica0 |> monitor`).
         if ovid::routing::is_refinement(&self.replica, ctx.sender()) {
-            let reply = Reply { name: message.name().to_string(), bytes: message.to_bytes()?.to_vec() };
+            let reply = Reply {
+                name: message.name().to_string(),
+                bytes: message.to_bytes()?.to_vec(),
+            };
             if !self.applier.reply(ctx.tag(), reply, &mut self.steps) {
                 tracing::debug!(proxy = %self.me, tag = ctx.tag(), name = message.name(), "extra reply of the replica dropped");
             }
@@ -382,10 +458,20 @@ impl Agent for ReplicaProxy {
                 Mode::Recovering { history, .. } => (None, *history),
                 Mode::Solo => (None, true),
             };
-            ctx.reply(RecoverState { nonce: q.nonce, index: self.index as u64, state, history });
+            ctx.reply(RecoverState {
+                nonce: q.nonce,
+                index: self.index as u64,
+                state,
+                history,
+            });
         } else if message.is::<RecoverState>() {
             let answer = message.decode::<RecoverState>()?;
-            if let Mode::Recovering { nonce, answers, history } = &mut self.mode {
+            if let Mode::Recovering {
+                nonce,
+                answers,
+                history,
+            } = &mut self.mode
+            {
                 let from = answer.index as usize;
                 if answer.nonce == *nonce && from < self.peers.len() && from != self.index {
                     *history |= answer.history;
@@ -397,13 +483,22 @@ impl Agent for ReplicaProxy {
             let status = self.status();
             ctx.reply(status);
         } else {
-            return Err(Error::UnknownMessage { agent: self.me.to_string(), name: message.name().to_string() });
+            return Err(Error::UnknownMessage {
+                agent: self.me.to_string(),
+                name: message.name().to_string(),
+            });
         }
         Ok(())
     }
 
     fn accepts(&self) -> &'static [&'static str] {
-        &["replicate::Paxos", "replicate::Submit", "replicate::RecoverQuery", "replicate::RecoverState", "replicate::Status"]
+        &[
+            "replicate::Paxos",
+            "replicate::Submit",
+            "replicate::RecoverQuery",
+            "replicate::RecoverState",
+            "replicate::Status",
+        ]
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, Error> {
@@ -411,11 +506,16 @@ impl Agent for ReplicaProxy {
             Mode::Active { store, .. } => Some(store.state()),
             _ => None,
         };
-        postcard::to_stdvec(&Saved { paxos, applier: self.applier.clone() }).map_err(|e| Error::Snapshot(e.to_string()))
+        postcard::to_stdvec(&Saved {
+            paxos,
+            applier: self.applier.clone(),
+        })
+        .map_err(|e| Error::Snapshot(e.to_string()))
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let saved: Saved = postcard::from_bytes(bytes).map_err(|e| Error::Snapshot(e.to_string()))?;
+        let saved: Saved =
+            postcard::from_bytes(bytes).map_err(|e| Error::Snapshot(e.to_string()))?;
         self.applier = saved.applier;
         if let Some(state) = saved.paxos {
             // The acceptor's own state, captured while it was wedged: not an amnesiac restart,

@@ -34,7 +34,10 @@ impl PaxosState {
     /// Whether this acceptor has never accepted anything (a promise alone does not count: a
     /// lone replica promises its own ballot before it has anyone to talk to).
     pub fn has_history(&self) -> bool {
-        self.accepted_round.is_some_and(|b| b != Ballot::default()) || !self.log.is_empty() || self.decided > 0 || self.trimmed > 0
+        self.accepted_round.is_some_and(|b| b != Ballot::default())
+            || !self.log.is_empty()
+            || self.decided > 0
+            || self.trimmed > 0
     }
 
     /// The state a recovering acceptor may adopt from the states of a read quorum of its peers
@@ -47,12 +50,21 @@ impl PaxosState {
         let decided = states.iter().map(|s| s.decided).max().unwrap_or(0);
         let best = states
             .iter()
-            .max_by_key(|s| (s.accepted_round.unwrap_or_default(), s.trimmed + s.log.len()))
+            .max_by_key(|s| {
+                (
+                    s.accepted_round.unwrap_or_default(),
+                    s.trimmed + s.log.len(),
+                )
+            })
             .copied()
             .cloned()
             .unwrap_or_default();
         let len = best.trimmed + best.log.len();
-        PaxosState { promise, decided: decided.min(len), ..best }
+        PaxosState {
+            promise,
+            decided: decided.min(len),
+            ..best
+        }
     }
 }
 
@@ -114,7 +126,11 @@ impl Storage<Command> for SharedStore {
         Ok(())
     }
 
-    fn append_on_prefix(&mut self, from_idx: usize, mut entries: Vec<Command>) -> StorageResult<()> {
+    fn append_on_prefix(
+        &mut self,
+        from_idx: usize,
+        mut entries: Vec<Command>,
+    ) -> StorageResult<()> {
         let mut s = self.lock();
         let keep = from_idx.saturating_sub(s.trimmed);
         s.log.truncate(keep);
@@ -148,7 +164,10 @@ impl Storage<Command> for SharedStore {
     fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<Command>> {
         let s = self.lock();
         let (from, to) = (from.saturating_sub(s.trimmed), to.saturating_sub(s.trimmed));
-        Ok(s.log.get(from..to).map(<[Command]>::to_vec).unwrap_or_default())
+        Ok(s.log
+            .get(from..to)
+            .map(<[Command]>::to_vec)
+            .unwrap_or_default())
     }
 
     fn get_log_len(&self) -> StorageResult<usize> {
@@ -158,7 +177,10 @@ impl Storage<Command> for SharedStore {
     fn get_suffix(&self, from: usize) -> StorageResult<Vec<Command>> {
         let s = self.lock();
         let from = from.saturating_sub(s.trimmed);
-        Ok(s.log.get(from..).map(<[Command]>::to_vec).unwrap_or_default())
+        Ok(s.log
+            .get(from..)
+            .map(<[Command]>::to_vec)
+            .unwrap_or_default())
     }
 
     fn get_promise(&self) -> StorageResult<Option<Ballot>> {

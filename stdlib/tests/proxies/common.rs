@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ovid::controller::AgentPlan;
-use ovid::{BoxBuilder, BoxHandle, Context, Controller, Endpoint, Envelope, LattNode, Message, Payload, Placement};
+use ovid::{
+    BoxBuilder, BoxHandle, Context, Controller, Endpoint, Envelope, LattNode, Message, Payload,
+    Placement,
+};
 use ovid_stdlib::expansion::{Args, Expansion, Request, Role};
 use ovid_stdlib::proxy::{self, Hooks, stable_hash};
 use serde::{Deserialize, Serialize};
@@ -50,11 +53,17 @@ pub struct Kvs {
 impl Kvs {
     fn on_put(&mut self, _ctx: &mut Context, put: Put) -> PutOk {
         let previous = self.store.insert(put.key.clone(), put.value);
-        PutOk { key: put.key, previous }
+        PutOk {
+            key: put.key,
+            previous,
+        }
     }
 
     fn on_get(&mut self, _ctx: &mut Context, get: Get) -> GetOk {
-        GetOk { value: self.store.get(&get.key).cloned(), key: get.key }
+        GetOk {
+            value: self.store.get(&get.key).cloned(),
+            key: get.key,
+        }
     }
 }
 
@@ -65,11 +74,17 @@ pub struct Upper;
 #[ovid::agent]
 impl Upper {
     fn on_put(&mut self, _ctx: &mut Context, put: Put) -> PutOk {
-        PutOk { previous: Some(put.value.to_uppercase()), key: put.key }
+        PutOk {
+            previous: Some(put.value.to_uppercase()),
+            key: put.key,
+        }
     }
 
     fn on_get(&mut self, _ctx: &mut Context, get: Get) -> GetOk {
-        GetOk { value: Some(get.key.to_uppercase()), key: get.key }
+        GetOk {
+            value: Some(get.key.to_uppercase()),
+            key: get.key,
+        }
     }
 }
 
@@ -98,8 +113,14 @@ pub enum Op {
 /// One reply, as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Reply {
-    PutOk { key: String, previous: Option<String> },
-    GetOk { key: String, value: Option<String> },
+    PutOk {
+        key: String,
+        previous: Option<String>,
+    },
+    GetOk {
+        key: String,
+        value: Option<String>,
+    },
 }
 
 /// A repeatable pseudo-random stream (xorshift64*).
@@ -126,9 +147,17 @@ pub fn workload(seed: u64, n: usize, clients: usize, disjoint: bool) -> Vec<(usi
         .map(|i| {
             let c = rng.below(clients as u64) as usize;
             let k = rng.below(12);
-            let key = if disjoint { format!("c{c}-k{k}") } else { format!("k{k}") };
+            let key = if disjoint {
+                format!("c{c}-k{k}")
+            } else {
+                format!("k{k}")
+            };
             let op = if rng.below(2) == 0 {
-                let value = if rng.below(3) == 0 { format!("v{i}-").repeat(40) } else { format!("v{i}") };
+                let value = if rng.below(3) == 0 {
+                    format!("v{i}-").repeat(40)
+                } else {
+                    format!("v{i}")
+                };
                 Op::Put(Put { key, value })
             } else {
                 Op::Get(Get { key })
@@ -179,32 +208,65 @@ pub async fn start_plain(kind: &'static str, n_clients: usize) -> System {
         .await
         .unwrap();
     b.ready().await.unwrap();
-    let endpoints = clients(n_clients).into_iter().map(|c| b.endpoint(c).unwrap()).collect();
-    System { boxes: vec![b], endpoints, copies: BTreeSet::from(["KVS".to_string()]) }
+    let endpoints = clients(n_clients)
+        .into_iter()
+        .map(|c| b.endpoint(c).unwrap())
+        .collect();
+    System {
+        boxes: vec![b],
+        endpoints,
+        copies: BTreeSet::from(["KVS".to_string()]),
+    }
 }
 
 /// Which proxies run near the senders (the front box); the rest run near the agent.
-const FRONT: &[&str] = &["ShardIngressProxy", "LoadBalancer", "BatchEncoder", "Compressor", "Encryptor", "Monitor", "Auditor"];
+const FRONT: &[&str] = &[
+    "ShardIngressProxy",
+    "LoadBalancer",
+    "BatchEncoder",
+    "Compressor",
+    "Encryptor",
+    "Monitor",
+    "Auditor",
+];
 
 /// Expands `KVS` with `expand` and `args` for `n_clients` senders.
 pub fn expand(expand: fn(&Request) -> Expansion, args: &Args, n_clients: usize) -> Expansion {
     let senders = clients(n_clients);
-    expand(&Request { id: "KVS", senders: &senders, args })
+    expand(&Request {
+        id: "KVS",
+        senders: &senders,
+        args,
+    })
 }
 
 /// The placement of an expansion: sender-side proxies in `front` (with the controller and the
 /// endpoints), the copies (of `kind`) and agent-side proxies in `back`; each sender reaches
 /// `KVS` at its entry proxy.
 pub fn placement(e: &Expansion, kind: &str) -> Placement {
-    placement_with(e, kind, |_, proxy| if proxy.is_some_and(|p| FRONT.contains(&p)) { "front" } else { "back" })
+    placement_with(e, kind, |_, proxy| {
+        if proxy.is_some_and(|p| FRONT.contains(&p)) {
+            "front"
+        } else {
+            "back"
+        }
+    })
 }
 
 /// Like [`placement`], with `in_box(id, proxy kind or None for a copy)` choosing the boxes.
-pub fn placement_with(e: &Expansion, kind: &str, in_box: impl Fn(&str, Option<&str>) -> &'static str) -> Placement {
+pub fn placement_with(
+    e: &Expansion,
+    kind: &str,
+    in_box: impl Fn(&str, Option<&str>) -> &'static str,
+) -> Placement {
     let mut p = Placement::new();
     for c in &e.children {
         let plan = match &c.role {
-            Role::Copy => AgentPlan { in_box: in_box(&c.id, None).into(), kind: kind.into(), config: Vec::new() },
+            Role::Copy => AgentPlan {
+                in_box: in_box(&c.id, None).into(),
+                kind: kind.into(),
+                config: Vec::new(),
+            },
             Role::Proxy { proxy, config } => AgentPlan {
                 in_box: in_box(&c.id, Some(proxy)).into(),
                 kind: proxy.to_string(),
@@ -216,8 +278,15 @@ pub fn placement_with(e: &Expansion, kind: &str, in_box: impl Fn(&str, Option<&s
     for (sender, entry) in &e.entry {
         p = p.route(sender.clone(), "KVS", entry.clone());
     }
-    let leaves = e.children.iter().map(|c| LattNode::leaf(c.id.clone())).collect();
-    p.latt(LattNode::node("system", vec![LattNode::node("KVS", leaves)]))
+    let leaves = e
+        .children
+        .iter()
+        .map(|c| LattNode::leaf(c.id.clone()))
+        .collect();
+    p.latt(LattNode::node(
+        "system",
+        vec![LattNode::node("KVS", leaves)],
+    ))
 }
 
 /// Starts the transformed system: two boxes, every proxy kind of the standard library known to
@@ -228,26 +297,51 @@ pub async fn start_transformed(e: &Expansion, kind: &'static str, n_clients: usi
 
 /// Starts `placement` of `e` over `front` (the controller and the endpoints) and the boxes
 /// `others`, every proxy kind of the standard library known to all.
-pub async fn start_placed(e: &Expansion, placement: Placement, others: &[&str], n_clients: usize) -> System {
+pub async fn start_placed(
+    e: &Expansion,
+    placement: Placement,
+    others: &[&str],
+    n_clients: usize,
+) -> System {
     let with_kinds = |mut b: BoxBuilder| {
         for (k, f) in proxy::kinds(Arc::new(KvsHooks)) {
             b = b.kind_boxed(k, f);
         }
         b.kind("Kvs", |_| Kvs::default()).kind("Upper", |_| Upper)
     };
-    let front = with_kinds(BoxBuilder::new("front").with_controller(Controller::new(placement))).start().await.unwrap();
+    let front = with_kinds(BoxBuilder::new("front").with_controller(Controller::new(placement)))
+        .start()
+        .await
+        .unwrap();
     let mut boxes = Vec::new();
     for name in others {
-        boxes.push(with_kinds(BoxBuilder::new(*name).controller_at(front.addr())).start().await.unwrap());
+        boxes.push(
+            with_kinds(BoxBuilder::new(*name).controller_at(front.addr()))
+                .start()
+                .await
+                .unwrap(),
+        );
     }
     front.ready().await.unwrap();
     for b in &boxes {
         b.ready().await.unwrap();
     }
-    let endpoints = clients(n_clients).into_iter().map(|c| front.endpoint(c).unwrap()).collect();
-    let copies = e.children.iter().filter(|c| c.role == Role::Copy).map(|c| c.id.clone()).collect();
+    let endpoints = clients(n_clients)
+        .into_iter()
+        .map(|c| front.endpoint(c).unwrap())
+        .collect();
+    let copies = e
+        .children
+        .iter()
+        .filter(|c| c.role == Role::Copy)
+        .map(|c| c.id.clone())
+        .collect();
     boxes.insert(0, front);
-    System { boxes, endpoints, copies }
+    System {
+        boxes,
+        endpoints,
+        copies,
+    }
 }
 
 /// Sends one request from `ep` to `KVS`.
@@ -260,12 +354,18 @@ pub async fn send(ep: &mut Endpoint, op: &Op) {
 
 /// The next envelope at `ep`, failing the test after 5 s.
 pub async fn recv(ep: &mut Endpoint) -> Envelope {
-    tokio::time::timeout(Duration::from_secs(5), ep.recv()).await.expect("a reply within 5 s").expect("box still up")
+    tokio::time::timeout(Duration::from_secs(5), ep.recv())
+        .await
+        .expect("a reply within 5 s")
+        .expect("box still up")
 }
 
 /// The next envelope at `ep` within `ms`, if any.
 pub async fn recv_within(ep: &mut Endpoint, ms: u64) -> Option<Envelope> {
-    tokio::time::timeout(Duration::from_millis(ms), ep.recv()).await.ok().flatten()
+    tokio::time::timeout(Duration::from_millis(ms), ep.recv())
+        .await
+        .ok()
+        .flatten()
 }
 
 /// A reply as the client sees it.
@@ -273,11 +373,17 @@ pub fn reply(env: Envelope) -> Reply {
     match env.payload.name() {
         "PutOk" => {
             let p: PutOk = env.payload.decode().unwrap();
-            Reply::PutOk { key: p.key, previous: p.previous }
+            Reply::PutOk {
+                key: p.key,
+                previous: p.previous,
+            }
         }
         "GetOk" => {
             let g: GetOk = env.payload.decode().unwrap();
-            Reply::GetOk { key: g.key, value: g.value }
+            Reply::GetOk {
+                key: g.key,
+                value: g.value,
+            }
         }
         other => panic!("unexpected reply `{other}`"),
     }
@@ -291,7 +397,11 @@ pub async fn run_sequential(sys: &mut System, ops: &[(usize, Op)]) -> Vec<Reply>
     for (c, op) in ops {
         send(&mut sys.endpoints[*c], op).await;
         let env = recv(&mut sys.endpoints[*c]).await;
-        assert!(sys.copies.contains(&*env.from), "reply from `{}`, not from the agent", env.from);
+        assert!(
+            sys.copies.contains(&*env.from),
+            "reply from `{}`, not from the agent",
+            env.from
+        );
         out.push(reply(env));
     }
     out
@@ -300,7 +410,11 @@ pub async fn run_sequential(sys: &mut System, ops: &[(usize, Op)]) -> Vec<Reply>
 /// Every request sent at once, then every reply collected, per endpoint. With `ordered`, in
 /// arrival order (one path from each sender to the agent keeps it); else sorted (several copies
 /// answer independently).
-pub async fn run_pipelined(sys: &mut System, ops: &[(usize, Op)], ordered: bool) -> Vec<Vec<Reply>> {
+pub async fn run_pipelined(
+    sys: &mut System,
+    ops: &[(usize, Op)],
+    ordered: bool,
+) -> Vec<Vec<Reply>> {
     let mut expected = vec![0; sys.endpoints.len()];
     for (c, op) in ops {
         send(&mut sys.endpoints[*c], op).await;
@@ -311,7 +425,11 @@ pub async fn run_pipelined(sys: &mut System, ops: &[(usize, Op)], ordered: bool)
         let mut replies = Vec::with_capacity(n);
         for _ in 0..n {
             let env = recv(ep).await;
-            assert!(sys.copies.contains(&*env.from), "reply from `{}`, not from the agent", env.from);
+            assert!(
+                sys.copies.contains(&*env.from),
+                "reply from `{}`, not from the agent",
+                env.from
+            );
             replies.push(reply(env));
         }
         if !ordered {
@@ -326,7 +444,13 @@ pub async fn run_pipelined(sys: &mut System, ops: &[(usize, Op)], ordered: bool)
 /// pipelined over keys per sender) against the agent `kind` untransformed and transformed by
 /// `e`; the replies must be identical and nothing rejected. Returns the transformed system
 /// (still running) and the plain one, for further checks.
-pub async fn differential(e: &Expansion, kind: &'static str, n_clients: usize, ordered: bool, seed: u64) -> (System, System) {
+pub async fn differential(
+    e: &Expansion,
+    kind: &'static str,
+    n_clients: usize,
+    ordered: bool,
+    seed: u64,
+) -> (System, System) {
     let seq = workload(seed, 240, n_clients, false);
     let pipe = workload(seed ^ 0x5eed, 300, n_clients, true);
     let mut plain = start_plain(kind, n_clients).await;
@@ -338,10 +462,18 @@ pub async fn differential(e: &Expansion, kind: &'static str, n_clients: usize, o
     let got_pipe = run_pipelined(&mut sys, &pipe, ordered).await;
     assert_eq!(got_seq, want_seq, "sequential workload: replies differ");
     assert_eq!(got_pipe, want_pipe, "pipelined workload: replies differ");
-    assert!(want_seq.iter().any(|r| matches!(r, Reply::GetOk { value: Some(_), .. })), "the workload reads what it wrote");
+    assert!(
+        want_seq
+            .iter()
+            .any(|r| matches!(r, Reply::GetOk { value: Some(_), .. })),
+        "the workload reads what it wrote"
+    );
     assert_eq!(sys.rejections(), 0, "nothing rejected");
     let (front, back) = (sys.boxes[0].metrics(), sys.back().metrics());
-    assert!(front.frames_out as usize >= seq.len() && back.frames_out as usize >= seq.len(), "the proxies talk across boxes");
+    assert!(
+        front.frames_out as usize >= seq.len() && back.frames_out as usize >= seq.len(),
+        "the proxies talk across boxes"
+    );
     (sys, plain)
 }
 

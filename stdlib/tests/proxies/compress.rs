@@ -15,7 +15,11 @@ async fn lz4_channel_answers_like_the_store() {
 
 #[tokio::test]
 async fn zstd_channel_answers_like_the_store() {
-    let e = expand(compress::expand, &Args::from([("algo".to_string(), Value::Str("zstd".into()))]), 2);
+    let e = expand(
+        compress::expand,
+        &Args::from([("algo".to_string(), Value::Str("zstd".into()))]),
+        2,
+    );
     let (sys, plain) = differential(&e, "Kvs", 2, true, 42).await;
     sys.shutdown().await;
     plain.shutdown().await;

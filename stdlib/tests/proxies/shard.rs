@@ -7,7 +7,10 @@ use ovid_stdlib::shard;
 use crate::common::*;
 
 fn args(n: i64) -> Args {
-    Args::from([("n".to_string(), Value::Int(n)), ("by".to_string(), Value::Str("key".into()))])
+    Args::from([
+        ("n".to_string(), Value::Int(n)),
+        ("by".to_string(), Value::Str("key".into())),
+    ])
 }
 
 #[tokio::test]
@@ -20,11 +23,18 @@ async fn sharded_store_answers_like_the_store_and_its_state_maps_back() {
     for j in 0..3 {
         shards.push(store_of(sys.back(), &format!("KVS/Shard{j}")).await);
     }
-    assert!(shards.iter().all(|s| !s.is_empty()), "the workload reaches every shard");
+    assert!(
+        shards.iter().all(|s| !s.is_empty()),
+        "the workload reaches every shard"
+    );
     assert!(shard::misplaced(&shards).is_empty());
     let want = store_of(&plain.boxes[0], "KVS").await;
     assert_eq!(shard::merge(shards.clone()), want);
-    assert_eq!(shard::split(want, 3), shards, "the inverse mapping gives the shards back");
+    assert_eq!(
+        shard::split(want, 3),
+        shards,
+        "the inverse mapping gives the shards back"
+    );
 
     // A message without the key field: rejected by the ingress proxy, counted, not delivered.
     let before = sys.boxes[0].metrics().rejections;
@@ -55,11 +65,20 @@ async fn a_single_shard_is_the_store() {
 #[tokio::test]
 async fn proxies_in_a_box_of_their_own_still_answer() {
     let e = expand(shard::expand, &args(2), 2);
-    let placement = placement_with(&e, "Kvs", |_, proxy| if proxy == Some("ShardIngressProxy") { "mid" } else { "back" });
+    let placement = placement_with(&e, "Kvs", |_, proxy| {
+        if proxy == Some("ShardIngressProxy") {
+            "mid"
+        } else {
+            "back"
+        }
+    });
     let mut sys = start_placed(&e, placement, &["mid", "back"], 2).await;
     let ops = workload(13, 100, 2, false);
     let mut plain = start_plain("Kvs", 2).await;
-    assert_eq!(run_sequential(&mut sys, &ops).await, run_sequential(&mut plain, &ops).await);
+    assert_eq!(
+        run_sequential(&mut sys, &ops).await,
+        run_sequential(&mut plain, &ops).await
+    );
     assert_eq!(sys.rejections(), 0);
     sys.shutdown().await;
     plain.shutdown().await;
