@@ -45,37 +45,12 @@ enum Command {
     Test {
         /// The .ovid file.
         file: PathBuf,
-        /// How many seeds to run.
-        #[arg(long, default_value_t = 100)]
-        seeds: u64,
-        /// Run only this seed (to reproduce a failure).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Operations per seed.
-        #[arg(long)]
-        ops: Option<u64>,
-        /// Concurrent clients per target.
-        #[arg(long)]
-        clients: Option<u64>,
-        /// Faults to inject, comma-separated: delay, reorder, crash, partition, pause, churn,
-        /// or `all` / `none` (default: delay,reorder).
-        #[arg(long)]
-        faults: Option<String>,
-        /// Fault events to inject instead of generated ones (as a failure report prints them).
-        #[arg(long)]
-        events: Option<String>,
-        /// Check only this transformed agent.
-        #[arg(long)]
-        target: Option<String>,
-        /// Replay a failure exactly, from the `replay:` line of its report.
-        #[arg(long)]
-        replay: Option<String>,
-        /// Print every step of the simulation.
-        #[arg(long)]
-        trace: bool,
-        /// Report a failure as found, without shrinking it.
-        #[arg(long)]
-        no_shrink: bool,
+        /// The simulator's flags, passed to the system binary's `test` as they are:
+        /// --seeds N (default 100), --seed S, --ops N, --clients N,
+        /// --faults delay,reorder,crash,partition,pause,churn|all|none, --events LIST,
+        /// --target ID, --replay STRING, --trace, --no-shrink (docs/verification.md).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Draw the system: its LATT and its boxes with their agents and message edges.
     Graph {
@@ -137,42 +112,7 @@ fn run(cli: Cli) -> ExitCode {
             no_compile,
         } => ovidc::cli::build(&file, &output, !no_compile),
         Command::Run { file } => ovidc::run::run(&file),
-        Command::Test {
-            file,
-            seeds,
-            seed,
-            ops,
-            clients,
-            faults,
-            events,
-            target,
-            replay,
-            trace,
-            no_shrink,
-        } => {
-            let mut args = vec!["--seeds".to_string(), seeds.to_string()];
-            if trace {
-                args.push("--trace".into());
-            }
-            if no_shrink {
-                args.push("--no-shrink".into());
-            }
-            let optional = [
-                ("--seed", seed.map(|s| s.to_string())),
-                ("--ops", ops.map(|s| s.to_string())),
-                ("--clients", clients.map(|s| s.to_string())),
-                ("--faults", faults),
-                ("--events", events),
-                ("--target", target),
-                ("--replay", replay),
-            ];
-            for (flag, value) in optional {
-                if let Some(v) = value {
-                    args.extend([flag.to_string(), v]);
-                }
-            }
-            ovidc::run::test(&file, &args)
-        }
+        Command::Test { file, args } => ovidc::run::test(&file, &args),
         Command::Graph {
             file,
             format,
