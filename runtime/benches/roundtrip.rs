@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p ovid --bench roundtrip            # all cases, multi-threaded runtime
 //! cargo bench -p ovid --bench roundtrip -- --current-thread
+//! cargo bench -p ovid --bench roundtrip -- --cross-box   # only raw TCP and cross-box (profiling)
 //! ```
 //!
 //! Prints p50/p99 per case and the ratio of each Ovid case to its baseline.
@@ -215,8 +216,17 @@ fn row(name: &str, s: &Stats) {
     println!("{name:<34} p50 {:>10}  p99 {:>10}", us(s.p50), us(s.p99));
 }
 
-async fn run() {
+async fn run(cross_box_only: bool) {
     println!("{ROUND_TRIPS} round trips per case after {WARMUP} warm-up; ratios compare p50\n");
+    if cross_box_only {
+        let raw_net = tokio::spawn(raw_tcp()).await.unwrap();
+        row("raw length-prefixed TCP", &raw_net);
+        let cross = tokio::spawn(ovid_cross_box()).await.unwrap();
+        row("ovid PUT across two boxes", &cross);
+        let r2 = cross.p50.as_secs_f64() / raw_net.p50.as_secs_f64();
+        println!("\ncross-box / raw TCP      p50 ratio {r2:.2}x  (target <= 1.25x: {})", verdict(r2 <= 1.25));
+        return;
+    }
     // Each case runs in a task of its own, like an agent would.
     let raw_local = tokio::spawn(raw_in_process()).await.unwrap();
     row("raw tokio mpsc + oneshot", &raw_local);
@@ -254,6 +264,7 @@ fn verdict(ok: bool) -> &'static str {
 
 fn main() {
     let current = std::env::args().any(|a| a == "--current-thread");
+    let cross_box_only = std::env::args().any(|a| a == "--cross-box");
     let rt = if current {
         println!("runtime: tokio current_thread");
         tokio::runtime::Builder::new_current_thread()
@@ -267,5 +278,5 @@ fn main() {
             .build()
     }
     .unwrap();
-    rt.block_on(run());
+    rt.block_on(run(cross_box_only));
 }

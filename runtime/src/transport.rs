@@ -28,9 +28,10 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
+use std::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use crate::error::Error;
@@ -73,18 +74,121 @@ struct Inbound {
     delivered: u64,
 }
 
-/// Another box: the queue of envelopes for it, and the state of its stream to us.
+/// Another box: the stream of envelopes for it, and the state of its stream to us.
 #[derive(Debug)]
 pub(crate) struct Peer {
     /// Its listen address.
     addr: Id,
-    /// The writer task's queue.
-    tx: mpsc::UnboundedSender<Envelope>,
+    /// The outgoing stream, shared by senders (who write to an idle connection themselves) and
+    /// the writer task (which dials, batches and retransmits).
+    out: Mutex<Outbound>,
+    /// Wakes the writer task: something was queued, left half-written, or must be dropped.
+    wake: Notify,
+    /// The highest `seq` the peer acknowledged (written by the ack reader task).
+    acked: Arc<AtomicU64>,
     /// Its stream to us (shared by the connections it dialed: an old one may linger).
     inbound: Mutex<Inbound>,
-    /// Fault injection: tells the writer to drop its connection (checked after each batch, so
-    /// the hot loop waits on its queue alone).
+    /// Fault injection: tells the writer to drop its connection.
     kill: AtomicBool,
+}
+
+/// The sending side of a stream to one peer, under the peer's lock.
+///
+/// Frames reach the socket in `seq` order because only one party writes at a time: a sender,
+/// under this lock, while `idle` holds the connection; or the writer task, while it has taken
+/// `idle` away.
+#[derive(Debug)]
+struct Outbound {
+    /// The next sequence number to give out.
+    next_seq: u64,
+    /// Frames written (or about to be) but not yet acknowledged, oldest first.
+    unacked: VecDeque<Batch>,
+    /// Envelopes waiting for the writer task.
+    queue: Vec<Envelope>,
+    /// The connection, while the writer task is idle: a sender may write a frame to it at once,
+    /// saving the hop to the writer task (most of a round trip's cost on loopback).
+    idle: Option<Arc<OwnedWriteHalf>>,
+    /// The tail of a frame a sender could not write whole: the writer task writes it first.
+    leftover: Option<Bytes>,
+    /// A sender's write failed: the writer task must reconnect.
+    broken: bool,
+    /// When a sender last wrote directly: a sender that follows within [`DIRECT_GAP`] queues
+    /// instead, so a burst or a stream is batched by the writer task into few writes.
+    last_direct: Instant,
+    /// The box is shutting down and has no writer task: sends are rejected.
+    closed: bool,
+    /// Encoding buffer, reused.
+    buf: BytesMut,
+}
+
+/// A sender writes to an idle connection itself unless it did less than this ago.
+const DIRECT_GAP: Duration = Duration::from_micros(2);
+
+impl Outbound {
+    fn new(closed: bool) -> Self {
+        Outbound {
+            next_seq: 1,
+            unacked: VecDeque::new(),
+            queue: Vec::new(),
+            idle: None,
+            leftover: None,
+            broken: false,
+            last_direct: Instant::now(),
+            closed,
+            buf: BytesMut::with_capacity(64 * 1024),
+        }
+    }
+
+    /// Encodes `envs` into one run of frames, kept for retransmission until acknowledged.
+    fn encode<'e>(
+        &mut self,
+        envs: impl IntoIterator<Item = &'e Envelope>,
+        metrics: &Metrics,
+    ) -> Option<Bytes> {
+        self.buf.clear();
+        let first = self.next_seq;
+        for env in envs {
+            let header = Header::Data {
+                seq: self.next_seq,
+                from: &env.from,
+                to: &env.to,
+                name: env.payload.name(),
+                tag: env.tag,
+            };
+            match frame::encode(&mut self.buf, &header, Some(env)) {
+                Ok(()) => self.next_seq += 1,
+                Err(e) => {
+                    Metrics::inc(&metrics.rejections);
+                    tracing::warn!(to = %env.to, message = env.payload.name(), error = %e, "cannot encode; message rejected");
+                }
+            }
+        }
+        if self.next_seq == first {
+            return None;
+        }
+        metrics
+            .frames_out
+            .fetch_add(self.next_seq - first, Ordering::Relaxed);
+        let bytes = self.buf.split().freeze();
+        self.unacked.push_back(Batch {
+            first,
+            last: self.next_seq - 1,
+            bytes: bytes.clone(),
+        });
+        Some(bytes)
+    }
+
+    /// Forgets batches the peer has acknowledged entirely.
+    fn prune(&mut self, acked: u64) {
+        while self.unacked.front().is_some_and(|b| b.last <= acked) {
+            self.unacked.pop_front();
+        }
+    }
+
+    /// Whether the writer task has anything to send.
+    fn has_work(&self) -> bool {
+        !self.queue.is_empty() || !self.unacked.is_empty()
+    }
 }
 
 /// The other boxes this box talks to, by listen address.
@@ -109,29 +213,70 @@ impl Peers {
         if let Some(p) = map.get(addr) {
             return p.clone();
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        // During shutdown no writer starts, and sends to the peer are rejected.
+        let shutdown = self.env.lifecycle.listener();
         let peer = Arc::new(Peer {
             addr: addr.clone(),
-            tx,
+            out: Mutex::new(Outbound::new(shutdown.is_none())),
+            wake: Notify::new(),
+            acked: Arc::new(AtomicU64::new(0)),
             inbound: Mutex::default(),
             kill: AtomicBool::new(false),
         });
         map.insert(addr.clone(), peer.clone());
-        // During shutdown no writer starts; the queue is dropped and sends to it fail.
-        if let Some(shutdown) = self.env.lifecycle.listener() {
-            let writer = Writer::new(peer.clone(), self.env.clone());
-            tokio::spawn(writer.run(rx, shutdown));
+        if let Some(shutdown) = shutdown {
+            let writer = Writer {
+                peer: peer.clone(),
+                env: self.env.clone(),
+            };
+            tokio::spawn(writer.run(shutdown));
         }
         peer
     }
 
-    /// Queues an envelope for the box at `addr`.
+    /// Sends an envelope to the box at `addr`: written at once if the connection is idle,
+    /// else queued for the writer task.
     pub(crate) fn send(&self, addr: &Id, env: Envelope) {
         let peer = self.get(addr);
-        if let Err(e) = peer.tx.send(env) {
+        let mut out = peer.out.lock().expect("outbound poisoned");
+        if out.closed {
+            drop(out);
             // Only after shutdown: the writer is gone.
             Metrics::inc(&self.env.metrics.rejections);
-            tracing::warn!(to = %e.0.to, "box is shutting down; message dropped");
+            tracing::warn!(to = %env.to, "box is shutting down; message dropped");
+            return;
+        }
+        if out.queue.is_empty()
+            && let Some(conn) = out.idle.clone()
+        {
+            let now = Instant::now();
+            if now.duration_since(out.last_direct) >= DIRECT_GAP {
+                out.last_direct = now;
+                out.prune(peer.acked.load(Ordering::Acquire));
+                let Some(bytes) = out.encode([&env], &self.env.metrics) else {
+                    return;
+                };
+                match conn.try_write(&bytes) {
+                    Ok(n) if n == bytes.len() => return,
+                    Ok(n) => out.leftover = Some(bytes.slice(n..)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        out.leftover = Some(bytes)
+                    }
+                    // The frame is in `unacked`: it is sent again after the reconnection.
+                    Err(_) => out.broken = true,
+                }
+                // The writer task takes it from here; senders queue behind it.
+                out.idle = None;
+                drop(out);
+                peer.wake.notify_one();
+                return;
+            }
+        }
+        out.queue.push(env);
+        let first = out.queue.len() == 1;
+        drop(out);
+        if first {
+            peer.wake.notify_one();
         }
     }
 
@@ -139,6 +284,7 @@ impl Peers {
     pub(crate) fn drop_connections(&self) {
         for peer in self.map.lock().expect("peers poisoned").values() {
             peer.kill.store(true, Ordering::Release);
+            peer.wake.notify_one();
         }
     }
 }
@@ -165,56 +311,54 @@ impl Batch {
     }
 }
 
-/// The writing side of a stream to one peer.
+/// The task that dials a peer, writes what senders queued, and retransmits after a
+/// reconnection.
 struct Writer {
     peer: Arc<Peer>,
     env: TransportEnv,
-    /// The next sequence number to give out.
-    next_seq: u64,
-    /// Frames written but not yet acknowledged, oldest first.
-    unacked: VecDeque<Batch>,
-    /// The highest `seq` the peer acknowledged (written by the ack reader task).
-    acked: Arc<AtomicU64>,
-    /// Envelopes taken from the queue and not yet encoded.
-    batch: Vec<Envelope>,
-    /// Encoding buffer, reused.
-    buf: BytesMut,
 }
 
-/// Why the inner loop of the writer stopped.
+/// Why the writer stopped streaming on a connection.
 enum Stop {
     Shutdown,
     Reconnect,
 }
 
-impl Writer {
-    fn new(peer: Arc<Peer>, env: TransportEnv) -> Self {
-        Writer {
-            peer,
-            env,
-            next_seq: 1,
-            unacked: VecDeque::new(),
-            acked: Arc::new(AtomicU64::new(0)),
-            batch: Vec::with_capacity(BATCH),
-            buf: BytesMut::with_capacity(64 * 1024),
+/// Writes all of `bytes` to a connection that senders may also hold (but not write to: see
+/// [`Outbound`]).
+async fn write_all(conn: &OwnedWriteHalf, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        conn.writable().await?;
+        match conn.try_write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Envelope>, mut shutdown: Shutdown) {
+impl Writer {
+    fn out(&self) -> std::sync::MutexGuard<'_, Outbound> {
+        self.peer.out.lock().expect("outbound poisoned")
+    }
+
+    async fn run(self, mut shutdown: Shutdown) {
         let mut backoff = Duration::from_millis(5);
         loop {
             // Dial only when there is something to send.
-            if self.unacked.is_empty() && self.batch.is_empty() {
+            while !self.out().has_work() {
                 tokio::select! {
-                    _ = shutdown.recv() => return,
-                    n = rx.recv_many(&mut self.batch, BATCH) => if n == 0 { return },
+                    _ = shutdown.recv() => return self.close(),
+                    _ = self.peer.wake.notified() => {}
                 }
             }
             let connected = tokio::select! {
-                _ = shutdown.recv() => return,
+                _ = shutdown.recv() => return self.close(),
                 r = self.connect() => r,
             };
-            let (wr, ack_task, lost) = match connected {
+            let (conn, ack_task, lost) = match connected {
                 Ok(c) => {
                     backoff = Duration::from_millis(5);
                     c
@@ -222,27 +366,40 @@ impl Writer {
                 Err(e) => {
                     tracing::debug!(peer = %self.peer.addr, error = %e, ?backoff, "cannot reach box; retrying");
                     tokio::select! {
-                        _ = shutdown.recv() => return,
+                        _ = shutdown.recv() => return self.close(),
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
             };
-            let stop = self.stream(wr, lost, &mut rx, &mut shutdown).await;
+            let stop = self.stream(conn, lost, &mut shutdown).await;
             ack_task.abort();
+            {
+                let mut out = self.out();
+                out.idle = None;
+                out.leftover = None;
+                out.broken = false;
+            }
             if let Stop::Shutdown = stop {
-                return;
+                return self.close();
             }
         }
     }
 
+    /// The box shuts down: later sends are rejected.
+    fn close(&self) {
+        let mut out = self.out();
+        out.closed = true;
+        out.idle = None;
+    }
+
     /// Dials, shakes hands, and re-sends what the peer has not acknowledged.
     async fn connect(
-        &mut self,
+        &self,
     ) -> Result<
         (
-            tokio::net::tcp::OwnedWriteHalf,
+            Arc<OwnedWriteHalf>,
             tokio::task::JoinHandle<()>,
             oneshot::Receiver<()>,
         ),
@@ -250,16 +407,16 @@ impl Writer {
     > {
         let stream = TcpStream::connect(&*self.peer.addr).await?;
         stream.set_nodelay(true)?;
-        let (rd, mut wr) = stream.into_split();
+        let (rd, wr) = stream.into_split();
         let mut frames = FramedRead::new(rd, frame::codec());
-        self.buf.clear();
+        let mut hello_buf = BytesMut::new();
         let hello = Header::Hello {
             name: &self.env.box_name,
             listen: &self.env.listen,
             session: self.env.session,
         };
-        frame::encode(&mut self.buf, &hello, None)?;
-        wr.write_all(&self.buf).await?;
+        frame::encode(&mut hello_buf, &hello, None)?;
+        write_all(&wr, &hello_buf).await?;
         let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next())
             .await
             .map_err(|_| Error::Timeout("Welcome"))?
@@ -270,16 +427,26 @@ impl Writer {
             (other, _) => return Err(Error::BadFrame(format!("expected Welcome, got {other:?}"))),
         };
         Metrics::inc(&self.env.metrics.connections);
-        self.acked.fetch_max(delivered, Ordering::AcqRel);
-        self.prune();
+        let acked = self.peer.acked.fetch_max(delivered, Ordering::AcqRel).max(delivered);
         // Everything still unacknowledged may or may not have arrived: send it again; the
-        // receiver drops what it already has.
-        let acked = self.acked.load(Ordering::Acquire);
-        let mut resent = 0;
-        for b in &self.unacked {
-            let part = b.unacked_part(acked);
-            resent += b.last - b.first.max(acked + 1) + 1;
-            wr.write_all(&part).await?;
+        // receiver drops what it already has. A half-written frame is among them.
+        let (parts, resent) = {
+            let mut out = self.out();
+            out.prune(acked);
+            out.leftover = None;
+            let mut resent = 0;
+            let parts: Vec<Bytes> = out
+                .unacked
+                .iter()
+                .map(|b| {
+                    resent += b.last - b.first.max(acked + 1) + 1;
+                    b.unacked_part(acked)
+                })
+                .collect();
+            (parts, resent)
+        };
+        for part in parts {
+            write_all(&wr, &part).await?;
         }
         if resent > 0 {
             self.env
@@ -289,87 +456,64 @@ impl Writer {
             tracing::info!(peer = %self.peer.addr, frames = resent, "retransmitted after reconnect");
         }
         let (lost_tx, lost_rx) = oneshot::channel();
-        let ack_task = tokio::spawn(read_acks(frames, self.acked.clone(), lost_tx));
-        Ok((wr, ack_task, lost_rx))
+        let ack_task = tokio::spawn(read_acks(frames, self.peer.acked.clone(), lost_tx));
+        Ok((Arc::new(wr), ack_task, lost_rx))
     }
 
-    /// Writes batches until the connection is lost, the box shuts down, or the queue closes.
+    /// Writes what senders queue or leave half-written until the connection is lost or the box
+    /// shuts down; lends the connection to senders while there is nothing to write.
     async fn stream(
-        &mut self,
-        mut wr: tokio::net::tcp::OwnedWriteHalf,
+        &self,
+        conn: Arc<OwnedWriteHalf>,
         mut lost: oneshot::Receiver<()>,
-        rx: &mut mpsc::UnboundedReceiver<Envelope>,
         shutdown: &mut Shutdown,
     ) -> Stop {
+        let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
         loop {
-            if self.batch.is_empty() {
-                tokio::select! {
-                    biased;
-                    _ = shutdown.recv() => return Stop::Shutdown,
-                    _ = &mut lost => return Stop::Reconnect,
-                    n = rx.recv_many(&mut self.batch, BATCH) => if n == 0 { return Stop::Shutdown },
-                }
-            }
-            let Some(bytes) = self.encode_batch() else {
-                continue;
-            };
-            self.prune();
-            let written = tokio::select! {
-                _ = shutdown.recv() => return Stop::Shutdown,
-                r = wr.write_all(&bytes) => r,
-            };
-            if let Err(e) = written {
-                tracing::info!(peer = %self.peer.addr, error = %e, "connection lost; reconnecting");
-                return Stop::Reconnect;
-            }
             if self.peer.kill.swap(false, Ordering::AcqRel) {
                 tracing::info!(peer = %self.peer.addr, "connection dropped on request");
                 return Stop::Reconnect;
             }
-        }
-    }
-
-    /// Encodes the waiting envelopes into one run of frames, kept for retransmission.
-    fn encode_batch(&mut self) -> Option<Bytes> {
-        self.buf.clear();
-        let first = self.next_seq;
-        for env in self.batch.drain(..) {
-            let header = Header::Data {
-                seq: self.next_seq,
-                from: &env.from,
-                to: &env.to,
-                name: env.payload.name(),
-                tag: env.tag,
+            let (leftover, bytes) = {
+                let mut out = self.out();
+                if out.broken {
+                    tracing::info!(peer = %self.peer.addr, "connection lost; reconnecting");
+                    return Stop::Reconnect;
+                }
+                out.prune(self.peer.acked.load(Ordering::Acquire));
+                let leftover = out.leftover.take();
+                let take = out.queue.len().min(BATCH);
+                batch.extend(out.queue.drain(..take));
+                let bytes = out.encode(batch.iter(), &self.env.metrics);
+                batch.clear();
+                if leftover.is_none() && bytes.is_none() {
+                    // Nothing to write: lend the connection to senders until woken.
+                    out.idle = Some(conn.clone());
+                } else {
+                    out.idle = None;
+                }
+                (leftover, bytes)
             };
-            match frame::encode(&mut self.buf, &header, Some(&env)) {
-                Ok(()) => self.next_seq += 1,
-                Err(e) => {
-                    Metrics::inc(&self.env.metrics.rejections);
-                    tracing::warn!(to = %env.to, message = env.payload.name(), error = %e, "cannot encode; message rejected");
+            if leftover.is_none() && bytes.is_none() {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.recv() => return Stop::Shutdown,
+                    _ = &mut lost => return Stop::Reconnect,
+                    _ = self.peer.wake.notified() => {}
+                }
+                self.out().idle = None;
+                continue;
+            }
+            for part in [leftover, bytes].into_iter().flatten() {
+                let written = tokio::select! {
+                    _ = shutdown.recv() => return Stop::Shutdown,
+                    r = write_all(&conn, &part) => r,
+                };
+                if let Err(e) = written {
+                    tracing::info!(peer = %self.peer.addr, error = %e, "connection lost; reconnecting");
+                    return Stop::Reconnect;
                 }
             }
-        }
-        if self.next_seq == first {
-            return None;
-        }
-        self.env
-            .metrics
-            .frames_out
-            .fetch_add(self.next_seq - first, Ordering::Relaxed);
-        let bytes = self.buf.split().freeze();
-        self.unacked.push_back(Batch {
-            first,
-            last: self.next_seq - 1,
-            bytes: bytes.clone(),
-        });
-        Some(bytes)
-    }
-
-    /// Forgets batches the peer has acknowledged entirely.
-    fn prune(&mut self) {
-        let acked = self.acked.load(Ordering::Acquire);
-        while self.unacked.front().is_some_and(|b| b.last <= acked) {
-            self.unacked.pop_front();
         }
     }
 }
@@ -557,25 +701,28 @@ impl Receiver {
                                 },
                                 tag,
                             };
-                            let mut inbound = peer.inbound.lock().expect("inbound poisoned");
-                            if inbound.session != session {
-                                // The sender restarted and a newer connection took over.
-                                return;
+                            {
+                                let mut inbound =
+                                    peer.inbound.lock().expect("inbound poisoned");
+                                if inbound.session != session {
+                                    // The sender restarted and a newer connection took over.
+                                    return;
+                                }
+                                if seq <= inbound.delivered {
+                                    Metrics::inc(&self.router.metrics.duplicates);
+                                    continue;
+                                }
+                                if seq != inbound.delivered + 1 {
+                                    // This box restarted: what the sender had sent to the old
+                                    // process died with it, and its stream goes on from here.
+                                    tracing::info!(seq, delivered = inbound.delivered, from = %listen, "stream resumes after this box restarted");
+                                }
+                                inbound.delivered = seq;
+                                Metrics::inc(&self.router.metrics.frames_in);
+                                // Routed under the lock so two connections of one peer keep
+                                // order.
+                                self.router.route(env);
                             }
-                            if seq <= inbound.delivered {
-                                Metrics::inc(&self.router.metrics.duplicates);
-                                continue;
-                            }
-                            if seq != inbound.delivered + 1 {
-                                // This box restarted: what the sender had sent to the old
-                                // process died with it, and its stream goes on from here.
-                                tracing::info!(seq, delivered = inbound.delivered, from = %listen, "stream resumes after this box restarted");
-                            }
-                            inbound.delivered = seq;
-                            Metrics::inc(&self.router.metrics.frames_in);
-                            // Routed under the lock so two connections of one peer keep order.
-                            self.router.route(env);
-                            drop(inbound);
                             last_delivered = seq;
                             if !armed {
                                 armed = true;
