@@ -8,7 +8,9 @@
 //!
 //! A connection is opened by the box that has data to send (the dialer). It starts with
 //! `Hello`; the acceptor answers `Welcome`, saying how much of the dialer's stream it already
-//! delivered. Then `Data` flows from dialer to acceptor and `Ack` flows back.
+//! delivered. Then `Data` and `Ack` flow both ways: each box sends its own stream, and
+//! acknowledges the other's, on the connection, so a request and its reply share one TCP
+//! connection.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -30,11 +32,18 @@ pub enum Header<'a> {
         listen: &'a str,
         /// The dialer's session: random per box start, so a restarted box is a new stream.
         session: u64,
+        /// The acceptor's session the dialer last heard from (0: none)...
+        peer_session: u64,
+        /// ...and the highest `seq` of it the dialer delivered: where the acceptor's stream
+        /// resumes if it sends on this connection.
+        peer_delivered: u64,
     },
     /// The acceptor's answer to `Hello`.
     Welcome {
         /// The acceptor's box name.
         name: &'a str,
+        /// The acceptor's session.
+        session: u64,
         /// The highest sequence number of the dialer's session already delivered here.
         delivered: u64,
     },

@@ -119,7 +119,9 @@ impl BoxBuilder {
             session,
             metrics: metrics.clone(),
             lifecycle: lifecycle.clone(),
+            router: Arc::default(),
         };
+        let router_slot = env.router.clone();
         let has_controller = !matches!(self.controller, ControllerAt::Nowhere);
         let router = Arc::new(Router::new(
             &self.name,
@@ -128,6 +130,7 @@ impl BoxBuilder {
             Peers::new(env),
             metrics,
         ));
+        let _ = router_slot.set(Arc::downgrade(&router));
         if let ControllerAt::Remote(at) = &self.controller {
             router.set_brt(CONTROLLER, Some(at));
         }

@@ -22,16 +22,15 @@ use std::collections::VecDeque;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
+use std::time::Instant;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, oneshot};
-use std::time::Instant;
+use tokio::sync::Notify;
 use tokio_util::codec::FramedRead;
 
 use crate::error::Error;
@@ -63,6 +62,8 @@ pub(crate) struct TransportEnv {
     pub metrics: Arc<Metrics>,
     /// Gives each spawned task its shutdown listener.
     pub lifecycle: Arc<Lifecycle>,
+    /// The box's router, set once it exists: readers of dialed connections route through it.
+    pub router: Arc<OnceLock<Weak<Router>>>,
 }
 
 /// What a box knows about the stream another box sends it.
@@ -84,8 +85,8 @@ pub(crate) struct Peer {
     out: Mutex<Outbound>,
     /// Wakes the writer task: something was queued, left half-written, or must be dropped.
     wake: Notify,
-    /// The highest `seq` the peer acknowledged (written by the ack reader task).
-    acked: Arc<AtomicU64>,
+    /// The highest `seq` the peer acknowledged (written by the connections' readers).
+    acked: AtomicU64,
     /// Its stream to us (shared by the connections it dialed: an old one may linger).
     inbound: Mutex<Inbound>,
     /// Fault injection: tells the writer to drop its connection.
@@ -117,6 +118,10 @@ struct Outbound {
     last_direct: Instant,
     /// The box is shutting down and has no writer task: sends are rejected.
     closed: bool,
+    /// The newest connection the peer dialed to us, for the writer to stream on.
+    offered: Option<Conn>,
+    /// An acknowledgement of the peer's stream for the writer to write.
+    ack_due: Option<u64>,
     /// Encoding buffer, reused.
     buf: BytesMut,
 }
@@ -135,6 +140,8 @@ impl Outbound {
             broken: false,
             last_direct: Instant::now(),
             closed,
+            offered: None,
+            ack_due: None,
             buf: BytesMut::with_capacity(64 * 1024),
         }
     }
@@ -187,7 +194,7 @@ impl Outbound {
 
     /// Whether the writer task has anything to send.
     fn has_work(&self) -> bool {
-        !self.queue.is_empty() || !self.unacked.is_empty()
+        !self.queue.is_empty() || !self.unacked.is_empty() || self.ack_due.is_some()
     }
 }
 
@@ -219,7 +226,7 @@ impl Peers {
             addr: addr.clone(),
             out: Mutex::new(Outbound::new(shutdown.is_none())),
             wake: Notify::new(),
-            acked: Arc::new(AtomicU64::new(0)),
+            acked: AtomicU64::new(0),
             inbound: Mutex::default(),
             kill: AtomicBool::new(false),
         });
@@ -311,8 +318,20 @@ impl Batch {
     }
 }
 
-/// The task that dials a peer, writes what senders queued, and retransmits after a
-/// reconnection.
+/// A connection the writer streams on: one it dialed, or one the peer dialed to us.
+#[derive(Debug, Clone)]
+struct Conn {
+    wr: Arc<OwnedWriteHalf>,
+    /// Set by the connection's reader when it stops reading.
+    lost: Arc<AtomicBool>,
+    /// Tells the connection's reader to stop (fault injection).
+    close: Arc<Notify>,
+    /// How far the other box had delivered our stream when the connection opened.
+    delivered: u64,
+}
+
+/// The task that dials a peer (unless the peer dialed us), writes what senders queued, and
+/// retransmits after a reconnection.
 struct Writer {
     peer: Arc<Peer>,
     env: TransportEnv,
@@ -339,6 +358,57 @@ async fn write_all(conn: &OwnedWriteHalf, mut bytes: &[u8]) -> std::io::Result<(
     Ok(())
 }
 
+/// An `Ack` frame.
+fn ack_frame(upto: u64) -> Bytes {
+    let mut buf = BytesMut::with_capacity(16);
+    frame::encode(&mut buf, &Header::Ack { upto }, None).expect("an Ack always encodes");
+    buf.freeze()
+}
+
+impl Peer {
+    /// Acknowledges the peer's stream up to `upto`, on whichever connection our stream uses:
+    /// written at once if it is idle, else by the writer task.
+    fn ack(&self, upto: u64) {
+        let mut out = self.out.lock().expect("outbound poisoned");
+        if let Some(conn) = out.idle.clone() {
+            let bytes = ack_frame(upto);
+            match conn.try_write(&bytes) {
+                Ok(n) if n == bytes.len() => return,
+                Ok(n) => out.leftover = Some(bytes.slice(n..)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => out.leftover = Some(bytes),
+                Err(_) => {
+                    out.broken = true;
+                    out.ack_due = Some(upto);
+                }
+            }
+            out.idle = None;
+        } else {
+            out.ack_due = Some(out.ack_due.unwrap_or(0).max(upto));
+        }
+        drop(out);
+        self.wake.notify_one();
+    }
+
+    /// What this box has delivered of the peer's stream: its session and highest `seq`.
+    fn inbound(&self) -> (u64, u64) {
+        let inbound = self.inbound.lock().expect("inbound poisoned");
+        (inbound.session, inbound.delivered)
+    }
+
+    /// A stream from the peer's session `session` is about to be read: a new session means
+    /// the peer restarted, and its stream starts over. Returns how much of it was delivered.
+    fn begin_inbound(&self, session: u64) -> u64 {
+        let mut inbound = self.inbound.lock().expect("inbound poisoned");
+        if inbound.session != session {
+            *inbound = Inbound {
+                session,
+                delivered: 0,
+            };
+        }
+        inbound.delivered
+    }
+}
+
 impl Writer {
     fn out(&self) -> std::sync::MutexGuard<'_, Outbound> {
         self.peer.out.lock().expect("outbound poisoned")
@@ -354,11 +424,21 @@ impl Writer {
                     _ = self.peer.wake.notified() => {}
                 }
             }
-            let connected = tokio::select! {
-                _ = shutdown.recv() => return self.close(),
-                r = self.connect() => r,
+            // A connection the peer dialed to us goes first: requests and replies then share
+            // one TCP connection, and the kernel need not send ACK segments of its own.
+            let offered = self
+                .out()
+                .offered
+                .take()
+                .filter(|c| !c.lost.load(Ordering::Acquire));
+            let connected = match offered {
+                Some(conn) => self.resume(conn).await,
+                None => tokio::select! {
+                    _ = shutdown.recv() => return self.close(),
+                    r = self.connect() => r,
+                },
             };
-            let (conn, ack_task, lost) = match connected {
+            let conn = match connected {
                 Ok(c) => {
                     backoff = Duration::from_millis(5);
                     c
@@ -373,8 +453,7 @@ impl Writer {
                     continue;
                 }
             };
-            let stop = self.stream(conn, lost, &mut shutdown).await;
-            ack_task.abort();
+            let stop = self.stream(&conn, &mut shutdown).await;
             {
                 let mut out = self.out();
                 out.idle = None;
@@ -394,26 +473,20 @@ impl Writer {
         out.idle = None;
     }
 
-    /// Dials, shakes hands, and re-sends what the peer has not acknowledged.
-    async fn connect(
-        &self,
-    ) -> Result<
-        (
-            Arc<OwnedWriteHalf>,
-            tokio::task::JoinHandle<()>,
-            oneshot::Receiver<()>,
-        ),
-        Error,
-    > {
+    /// Dials, shakes hands, starts reading what the peer sends back, and resumes the stream.
+    async fn connect(&self) -> Result<Conn, Error> {
         let stream = TcpStream::connect(&*self.peer.addr).await?;
         stream.set_nodelay(true)?;
         let (rd, wr) = stream.into_split();
         let mut frames = FramedRead::new(rd, frame::codec());
         let mut hello_buf = BytesMut::new();
+        let (peer_session, peer_delivered) = self.peer.inbound();
         let hello = Header::Hello {
             name: &self.env.box_name,
             listen: &self.env.listen,
             session: self.env.session,
+            peer_session,
+            peer_delivered,
         };
         frame::encode(&mut hello_buf, &hello, None)?;
         write_all(&wr, &hello_buf).await?;
@@ -422,14 +495,46 @@ impl Writer {
             .map_err(|_| Error::Timeout("Welcome"))?
             .ok_or(Error::Closed)??
             .freeze();
-        let delivered = match frame::decode(&welcome)? {
-            (Header::Welcome { delivered, .. }, _) => delivered,
+        let (session, delivered) = match frame::decode(&welcome)? {
+            (
+                Header::Welcome {
+                    session, delivered, ..
+                },
+                _,
+            ) => (session, delivered),
             (other, _) => return Err(Error::BadFrame(format!("expected Welcome, got {other:?}"))),
         };
+        let router = self
+            .env
+            .router
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or(Error::Closed)?;
+        let shutdown = self.env.lifecycle.listener().ok_or(Error::Closed)?;
         Metrics::inc(&self.env.metrics.connections);
-        let acked = self.peer.acked.fetch_max(delivered, Ordering::AcqRel).max(delivered);
-        // Everything still unacknowledged may or may not have arrived: send it again; the
-        // receiver drops what it already has. A half-written frame is among them.
+        let conn = Conn {
+            wr: Arc::new(wr),
+            lost: Arc::new(AtomicBool::new(false)),
+            close: Arc::new(Notify::new()),
+            delivered,
+        };
+        // The peer may send on this connection too (its replies, its acknowledgements).
+        self.peer.begin_inbound(session);
+        let remote = self.peer.addr.to_string();
+        let reader = Receiver::new(router, remote, self.peer.clone(), session);
+        tokio::spawn(reader.read(frames, conn.clone(), shutdown));
+        self.resume(conn).await
+    }
+
+    /// Re-sends, on a new connection, what the peer has not acknowledged: it may or may not
+    /// have arrived, and the receiver drops what it already has. A half-written frame is among
+    /// them.
+    async fn resume(&self, conn: Conn) -> Result<Conn, Error> {
+        let acked = self
+            .peer
+            .acked
+            .fetch_max(conn.delivered, Ordering::AcqRel)
+            .max(conn.delivered);
         let (parts, resent) = {
             let mut out = self.out();
             out.prune(acked);
@@ -446,7 +551,7 @@ impl Writer {
             (parts, resent)
         };
         for part in parts {
-            write_all(&wr, &part).await?;
+            write_all(&conn.wr, &part).await?;
         }
         if resent > 0 {
             self.env
@@ -455,26 +560,24 @@ impl Writer {
                 .fetch_add(resent, Ordering::Relaxed);
             tracing::info!(peer = %self.peer.addr, frames = resent, "retransmitted after reconnect");
         }
-        let (lost_tx, lost_rx) = oneshot::channel();
-        let ack_task = tokio::spawn(read_acks(frames, self.peer.acked.clone(), lost_tx));
-        Ok((Arc::new(wr), ack_task, lost_rx))
+        Ok(conn)
     }
 
     /// Writes what senders queue or leave half-written until the connection is lost or the box
     /// shuts down; lends the connection to senders while there is nothing to write.
-    async fn stream(
-        &self,
-        conn: Arc<OwnedWriteHalf>,
-        mut lost: oneshot::Receiver<()>,
-        shutdown: &mut Shutdown,
-    ) -> Stop {
+    async fn stream(&self, conn: &Conn, shutdown: &mut Shutdown) -> Stop {
         let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
         loop {
             if self.peer.kill.swap(false, Ordering::AcqRel) {
                 tracing::info!(peer = %self.peer.addr, "connection dropped on request");
+                conn.close.notify_one();
                 return Stop::Reconnect;
             }
-            let (leftover, bytes) = {
+            if conn.lost.load(Ordering::Acquire) {
+                tracing::info!(peer = %self.peer.addr, "connection lost; reconnecting");
+                return Stop::Reconnect;
+            }
+            let (leftover, ack, bytes) = {
                 let mut out = self.out();
                 if out.broken {
                     tracing::info!(peer = %self.peer.addr, "connection lost; reconnecting");
@@ -482,32 +585,28 @@ impl Writer {
                 }
                 out.prune(self.peer.acked.load(Ordering::Acquire));
                 let leftover = out.leftover.take();
+                let ack = out.ack_due.take().map(ack_frame);
                 let take = out.queue.len().min(BATCH);
                 batch.extend(out.queue.drain(..take));
                 let bytes = out.encode(batch.iter(), &self.env.metrics);
                 batch.clear();
-                if leftover.is_none() && bytes.is_none() {
-                    // Nothing to write: lend the connection to senders until woken.
-                    out.idle = Some(conn.clone());
-                } else {
-                    out.idle = None;
-                }
-                (leftover, bytes)
+                let nothing = leftover.is_none() && ack.is_none() && bytes.is_none();
+                // With nothing to write, lend the connection to senders until woken.
+                out.idle = nothing.then(|| conn.wr.clone());
+                (leftover, ack, bytes)
             };
-            if leftover.is_none() && bytes.is_none() {
+            if leftover.is_none() && ack.is_none() && bytes.is_none() {
                 tokio::select! {
                     biased;
                     _ = shutdown.recv() => return Stop::Shutdown,
-                    _ = &mut lost => return Stop::Reconnect,
                     _ = self.peer.wake.notified() => {}
                 }
-                self.out().idle = None;
                 continue;
             }
-            for part in [leftover, bytes].into_iter().flatten() {
+            for part in [leftover, ack, bytes].into_iter().flatten() {
                 let written = tokio::select! {
                     _ = shutdown.recv() => return Stop::Shutdown,
-                    r = write_all(&conn, &part) => r,
+                    r = write_all(&conn.wr, &part) => r,
                 };
                 if let Err(e) = written {
                     tracing::info!(peer = %self.peer.addr, error = %e, "connection lost; reconnecting");
@@ -516,24 +615,6 @@ impl Writer {
             }
         }
     }
-}
-
-/// Reads `Ack` frames from a dialed connection; signals `lost` when it closes.
-async fn read_acks(
-    mut frames: FramedRead<OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
-    acked: Arc<AtomicU64>,
-    lost: oneshot::Sender<()>,
-) {
-    while let Some(Ok(f)) = frames.next().await {
-        let f = f.freeze();
-        match frame::decode(&f) {
-            Ok((Header::Ack { upto }, _)) => {
-                acked.fetch_max(upto, Ordering::AcqRel);
-            }
-            other => tracing::warn!(?other, "unexpected frame on a dialed connection"),
-        }
-    }
-    let _ = lost.send(());
 }
 
 /// Accepts connections from other boxes until shutdown.
@@ -553,8 +634,7 @@ pub(crate) async fn accept_loop(
                 let Some(conn_shutdown) = lifecycle.listener() else {
                     return;
                 };
-                let task = Receiver::new(router.clone(), remote);
-                tokio::spawn(task.run(stream, conn_shutdown));
+                tokio::spawn(accept(router.clone(), stream, remote, conn_shutdown));
             }
             Err(e) => {
                 // E.g. too many open files: wait a little rather than spin.
@@ -565,24 +645,104 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// The reading side of a connection another box dialed to us.
+/// Counts and logs a rejected frame.
+fn bad_frame(router: &Router, remote: &str, why: &str) {
+    Metrics::inc(&router.metrics.rejections);
+    tracing::warn!(remote, error = why, "bad frame rejected");
+}
+
+/// Shakes hands on a connection another box dialed to us, offers it to our stream to that box,
+/// and reads from it.
+async fn accept(
+    router: Arc<Router>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    mut shutdown: Shutdown,
+) {
+    let _ = stream.set_nodelay(true);
+    let remote = remote.to_string();
+    let (rd, wr) = stream.into_split();
+    let mut frames = FramedRead::new(rd, frame::codec());
+
+    // The handshake: who is it, and how far did we get with its stream?
+    let first = tokio::select! {
+        _ = shutdown.recv() => return,
+        f = tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()) => f,
+    };
+    let Ok(Some(Ok(first))) = first else {
+        bad_frame(&router, &remote, "no Hello");
+        return;
+    };
+    let first = first.freeze();
+    let (session, listen, peer_session, peer_delivered) = match frame::decode(&first) {
+        Ok((
+            Header::Hello {
+                listen,
+                session,
+                peer_session,
+                peer_delivered,
+                ..
+            },
+            _,
+        )) => (session, Id::from(listen), peer_session, peer_delivered),
+        _ => {
+            bad_frame(&router, &remote, "the first frame is not Hello");
+            return;
+        }
+    };
+    let peer = router.peers.get(&listen);
+    let delivered = peer.begin_inbound(session);
+    let mut out = BytesMut::new();
+    let welcome = Header::Welcome {
+        name: &router.box_name,
+        session: router.peers.env.session,
+        delivered,
+    };
+    if frame::encode(&mut out, &welcome, None).is_err() || write_all(&wr, &out).await.is_err() {
+        return;
+    }
+    let conn = Conn {
+        wr: Arc::new(wr),
+        lost: Arc::new(AtomicBool::new(false)),
+        close: Arc::new(Notify::new()),
+        // What the dialer delivered of our stream, if it knew this session of ours.
+        delivered: if peer_session == router.peers.env.session {
+            peer_delivered
+        } else {
+            0
+        },
+    };
+    peer.out.lock().expect("outbound poisoned").offered = Some(conn.clone());
+    peer.wake.notify_one();
+    Receiver::new(router, remote, peer, session)
+        .read(frames, conn, shutdown)
+        .await;
+}
+
+/// The reading side of a connection with another box (dialed by either): the other box's
+/// messages, and its acknowledgements of ours.
 struct Receiver {
     router: Arc<Router>,
-    remote: SocketAddr,
+    remote: String,
+    peer: Arc<Peer>,
+    /// The other box's session, as its handshake said.
+    session: u64,
     /// Identifiers seen on this connection: decoding one again allocates nothing.
     interned: FxHashSet<Id>,
 }
 
 impl Receiver {
-    fn new(router: Arc<Router>, remote: SocketAddr) -> Self {
+    fn new(router: Arc<Router>, remote: String, peer: Arc<Peer>, session: u64) -> Self {
         Receiver {
             router,
             remote,
+            peer,
+            session,
             interned: FxHashSet::default(),
         }
     }
 
-    fn intern(&mut self, s: &str, learn_at: Option<&Id>) -> Id {
+    fn intern(&mut self, s: &str, learn: bool) -> Id {
         if let Some(id) = self.interned.get(s) {
             return id.clone();
         }
@@ -591,74 +751,46 @@ impl Receiver {
             self.interned.clear();
         }
         self.interned.insert(id.clone());
-        // A sender seen for the first time runs at the box that dialed: replies to it need no
+        // A sender seen for the first time runs at the other box: replies to it need no
         // question to the controller.
-        if let Some(addr) = learn_at {
-            self.router.learn(&id, addr);
+        if learn {
+            self.router.learn(&id, &self.peer.addr);
         }
         id
     }
 
     fn bad_frame(&self, why: &str) {
-        Metrics::inc(&self.router.metrics.rejections);
-        tracing::warn!(remote = %self.remote, error = why, "bad frame rejected");
+        bad_frame(&self.router, &self.remote, why);
     }
 
-    async fn run(mut self, stream: TcpStream, mut shutdown: Shutdown) {
-        let _ = stream.set_nodelay(true);
-        let (rd, mut wr) = stream.into_split();
-        let mut frames = FramedRead::new(rd, frame::codec());
+    /// Reads until the connection closes, the box shuts down, or `conn.close` is notified;
+    /// then marks the connection lost.
+    async fn read(
+        mut self,
+        mut frames: FramedRead<OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
+        conn: Conn,
+        mut shutdown: Shutdown,
+    ) {
+        self.read_frames(&mut frames, &conn, &mut shutdown).await;
+        conn.lost.store(true, Ordering::Release);
+        self.peer.wake.notify_one();
+    }
 
-        // The handshake: who is it, and how far did we get with its stream?
-        let first = tokio::select! {
-            _ = shutdown.recv() => return,
-            f = tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()) => f,
-        };
-        let Ok(Some(Ok(first))) = first else {
-            self.bad_frame("no Hello");
-            return;
-        };
-        let first = first.freeze();
-        let (session, listen) = match frame::decode(&first) {
-            Ok((
-                Header::Hello {
-                    listen, session, ..
-                },
-                _,
-            )) => (session, Id::from(listen)),
-            _ => {
-                self.bad_frame("the first frame is not Hello");
-                return;
-            }
-        };
-        let peer = self.router.peers.get(&listen);
-        let delivered = {
-            let mut inbound = peer.inbound.lock().expect("inbound poisoned");
-            if inbound.session != session {
-                *inbound = Inbound {
-                    session,
-                    delivered: 0,
-                };
-            }
-            inbound.delivered
-        };
-        let mut out = BytesMut::new();
-        let welcome = Header::Welcome {
-            name: &self.router.box_name,
-            delivered,
-        };
-        if frame::encode(&mut out, &welcome, None).is_err() || wr.write_all(&out).await.is_err() {
-            return;
-        }
-
-        let mut last_delivered = delivered;
-        let mut acked = delivered;
+    async fn read_frames(
+        &mut self,
+        frames: &mut FramedRead<OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
+        conn: &Conn,
+        shutdown: &mut Shutdown,
+    ) {
+        let mut last_delivered = 0;
+        let mut acked = 0;
         let ack_timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(ack_timer);
         let mut armed = false;
         loop {
             let next = tokio::select! {
                 _ = shutdown.recv() => return,
+                _ = conn.close.notified() => return,
                 () = &mut ack_timer, if armed => None,
                 f = frames.next() => Some(f),
             };
@@ -689,9 +821,9 @@ impl Receiver {
                             },
                             payload,
                         )) => {
-                            let from = self.intern(from, Some(&listen));
-                            let to = self.intern(to, None);
-                            let name = self.intern(name, None);
+                            let from = self.intern(from, true);
+                            let to = self.intern(to, false);
+                            let name = self.intern(name, false);
                             let env = Envelope {
                                 from,
                                 to,
@@ -703,8 +835,8 @@ impl Receiver {
                             };
                             {
                                 let mut inbound =
-                                    peer.inbound.lock().expect("inbound poisoned");
-                                if inbound.session != session {
+                                    self.peer.inbound.lock().expect("inbound poisoned");
+                                if inbound.session != self.session {
                                     // The sender restarted and a newer connection took over.
                                     return;
                                 }
@@ -715,7 +847,7 @@ impl Receiver {
                                 if seq != inbound.delivered + 1 {
                                     // This box restarted: what the sender had sent to the old
                                     // process died with it, and its stream goes on from here.
-                                    tracing::info!(seq, delivered = inbound.delivered, from = %listen, "stream resumes after this box restarted");
+                                    tracing::info!(seq, delivered = inbound.delivered, from = %self.peer.addr, "stream resumes after this box restarted");
                                 }
                                 inbound.delivered = seq;
                                 Metrics::inc(&self.router.metrics.frames_in);
@@ -730,6 +862,10 @@ impl Receiver {
                                     .as_mut()
                                     .reset(tokio::time::Instant::now() + ACK_DELAY);
                             }
+                        }
+                        Ok((Header::Ack { upto }, _)) => {
+                            self.peer.acked.fetch_max(upto, Ordering::AcqRel);
+                            continue;
                         }
                         Ok((other, _)) => {
                             self.bad_frame(&format!("unexpected {other:?}"));
@@ -747,17 +883,7 @@ impl Receiver {
             }
             // Acknowledge everything delivered so far.
             if last_delivered > acked {
-                out.clear();
-                let _ = frame::encode(
-                    &mut out,
-                    &Header::Ack {
-                        upto: last_delivered,
-                    },
-                    None,
-                );
-                if wr.write_all(&out).await.is_err() {
-                    return;
-                }
+                self.peer.ack(last_delivered);
                 acked = last_delivered;
             }
             armed = false;

@@ -82,6 +82,8 @@ impl RawBox {
                 name: "raw",
                 listen: "127.0.0.1:9",
                 session,
+                peer_session: 0,
+                peer_delivered: 0,
             },
             None,
         )
