@@ -224,7 +224,10 @@ async fn run(cross_box_only: bool) {
         let cross = tokio::spawn(ovid_cross_box()).await.unwrap();
         row("ovid PUT across two boxes", &cross);
         let r2 = cross.p50.as_secs_f64() / raw_net.p50.as_secs_f64();
-        println!("\ncross-box / raw TCP      p50 ratio {r2:.2}x  (target <= 1.25x: {})", verdict(r2 <= 1.25));
+        println!(
+            "\ncross-box / raw TCP      p50 ratio {r2:.2}x  (target <= 1.25x: {})",
+            verdict(r2 <= 1.25)
+        );
         return;
     }
     // Each case runs in a task of its own, like an agent would.
