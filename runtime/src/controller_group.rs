@@ -399,6 +399,9 @@ impl ControllerReplica {
         }
         if leading && !self.leading {
             tracing::info!(replica = self.index, "controller replica leads");
+            // On the box's standard output too: `ovidc run` shows who leads, and its tests
+            // read it to know which process to kill.
+            ctx.print(format!("ovid: controller replica {} leads", self.index));
             // The old leader may have died before carrying out what it decided: start what
             // was placed but is not known to run (a box already running it says so again).
             let mut inner = Context::new(CONTROLLER);
