@@ -217,9 +217,10 @@ pub(crate) struct Router {
 
 impl Router {
     /// A router for a box; `peers` carries envelopes to other boxes. With a replicated
-    /// controller, `controllers` lists its replicas' box addresses, by replica index. `session` differs between two starts of the box: request numbers start
-    /// from it, so a question the box asks again can be told from the same question asked by
-    /// its next incarnation.
+    /// controller, `controllers` lists its replicas' box addresses, by replica index.
+    /// `session` differs between two starts of the box: request numbers start from it, so a
+    /// question the box asks again can be told from the same question asked by its next
+    /// incarnation.
     pub(crate) fn new(
         box_name: &str,
         addr: Id,
@@ -317,7 +318,6 @@ impl Router {
         if late.is_empty() {
             return;
         }
-
         let next = (self.current.load(Ordering::Relaxed) + 1) % self.controllers.len();
         self.current.store(next, Ordering::Relaxed);
         tracing::info!(box_name = %self.box_name, replica = next, questions = late.len(), "controller silent; asking another replica");
