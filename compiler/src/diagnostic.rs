@@ -74,6 +74,7 @@ codes! {
     UnknownTransform => "ovid::transform::unknown", "a pipeline names a transformation the standard library does not have";
     TransformParams => "ovid::transform::params", "a transformation gets arguments it does not take";
     TransformTarget => "ovid::transform::target", "a transformation is applied to an agent where it needs a channel, or the reverse";
+    ControllerTransform => "ovid::controller::transform", "the controller is transformed by something other than one `replicate(n)`";
     TransformOverlap => "ovid::transform::overlap", "two pipelines transform one agent or channel: a whole array and one of its elements";
     ShardMissingKey => "ovid::shard::missing_key", "`shard(by: f)` where an accepted message has no field `f`";
     ShardKeyType => "ovid::shard::key_type", "`shard(by: f)` where `f` has different types in the accepted messages";

@@ -1,6 +1,8 @@
-//! `ovidc run`: build a system, then start its controller and every box as processes on
-//! loopback, stream their output prefixed with the box's name, and stop them all when the
-//! system's clients have finished, on Ctrl-C, or when a box dies.
+//! `ovidc run`: build a system, then start its controller (or, with `controller |>
+//! replicate(n)`, its n controller replicas) and every box as processes on loopback, stream
+//! their output prefixed with the box's name, and stop them all when the system's clients have
+//! finished, on Ctrl-C, or when a box dies. A replicated controller outlives the death of a
+//! minority of its replicas, and so does the run.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -104,13 +106,41 @@ impl System {
         built: &Built,
         rx: &mpsc::Receiver<Event>,
     ) -> Result<ExitCode, Failure> {
-        let controller = free_loopback_addr()
-            .map_err(|e| Failure::Io(format!("cannot find a free port for the controller: {e}")))?;
-        self.spawn(
-            "controller",
-            Command::new(binary).args(["controller", "--listen", &controller]),
-        )?;
-        self.wait_for("controller", "ovid: controller listening", rx)?;
+        let replicas = &built.deployment.controllers;
+        let controller = if replicas.is_empty() {
+            let controller = free_loopback_addr().map_err(|e| {
+                Failure::Io(format!("cannot find a free port for the controller: {e}"))
+            })?;
+            self.spawn(
+                "controller",
+                Command::new(binary).args(["controller", "--listen", &controller]),
+            )?;
+            self.wait_for(&["controller"], "ovid: controller listening", rx)?;
+            controller
+        } else {
+            let addrs = ovid::launch::free_addrs(replicas.len()).map_err(|e| {
+                Failure::Io(format!("cannot find free ports for the controller: {e}"))
+            })?;
+            let all = addrs.join(",");
+            for (i, r) in replicas.iter().enumerate() {
+                self.spawn(
+                    &r.name,
+                    Command::new(binary).args([
+                        "controller",
+                        "--replica",
+                        &i.to_string(),
+                        "--controllers",
+                        &all,
+                    ]),
+                )?;
+            }
+            let names: Vec<&str> = replicas.iter().map(|r| r.name.as_str()).collect();
+            self.wait_for(&names, "ovid: controller listening", rx)?;
+            all
+        };
+        // How many controller replicas may die before the controller stops answering.
+        let tolerated = replicas.len().saturating_sub(1) / 2;
+        let mut lost: Vec<String> = Vec::new();
         for b in &built.deployment.boxes {
             self.spawn(
                 &b.name,
@@ -141,6 +171,15 @@ impl System {
                     } else {
                         show(&name, &line, stderr);
                     }
+                }
+                Ok(Event::Closed { name })
+                    if replicas.iter().any(|r| r.name == name) && lost.len() < tolerated =>
+                {
+                    let status = self.status_of(&name);
+                    eprintln!(
+                        "ovidc: controller replica `{name}` stopped ({status}); the other replicas go on"
+                    );
+                    lost.push(name);
                 }
                 Ok(Event::Closed { name }) => {
                     let status = self.status_of(&name);
@@ -176,23 +215,27 @@ impl System {
         Ok(())
     }
 
-    /// Waits for `name` to print a line starting with `prefix` (showing what else it says).
+    /// Waits for each of `names` to print a line starting with `prefix` (showing what else
+    /// they say).
     fn wait_for(
         &mut self,
-        name: &str,
+        names: &[&str],
         prefix: &str,
         rx: &mpsc::Receiver<Event>,
     ) -> Result<(), Failure> {
-        loop {
+        let mut left: Vec<&str> = names.to_vec();
+        while let Some(&name) = left.first() {
             match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(Event::Line { name: n, line, .. }) if n == name && line.starts_with(prefix) => {
-                    return Ok(());
+                Ok(Event::Line { name: n, line, .. })
+                    if left.contains(&n.as_str()) && line.starts_with(prefix) =>
+                {
+                    left.retain(|l| *l != n);
                 }
                 Ok(Event::Line { name, line, stderr }) => show(&name, &line, stderr),
-                Ok(Event::Closed { name: n }) if n == name => {
+                Ok(Event::Closed { name: n }) if left.contains(&n.as_str()) => {
                     return Err(Failure::Io(format!(
-                        "`{name}` did not start ({}); its output above says why",
-                        self.status_of(name)
+                        "`{n}` did not start ({}); its output above says why",
+                        self.status_of(&n)
                     )));
                 }
                 Ok(Event::Closed { .. }) => {}
@@ -200,6 +243,7 @@ impl System {
                 Err(_) => return Err(Failure::Io(format!("`{name}` did not start within 30 s"))),
             }
         }
+        Ok(())
     }
 
     fn status_of(&mut self, name: &str) -> String {

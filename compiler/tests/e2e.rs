@@ -120,6 +120,100 @@ fn lockservice_clients_take_turns() {
     assert_no_warnings(&stderr);
 }
 
+/// The process that `parent` started as controller replica `index` (its command line is
+/// `<system> controller --replica <index> --controllers …`).
+fn controller_replica_of(parent: u32, index: &str) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The parent's pid is the second field after the parenthesised command name.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect();
+        if args.get(1).map(String::as_str) == Some("controller")
+            && args
+                .windows(2)
+                .any(|w| w[0] == "--replica" && w[1] == index)
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn ha_kvs_clients_finish_when_the_leading_controller_is_killed() {
+    // `controller |> replicate(3)`: `ovidc run` starts three controller processes. As soon as
+    // one says it leads (the boxes are registering), it is killed with SIGKILL; the other two
+    // elect a leader, the boxes ask them again, and both clients still read back every key.
+    use std::io::BufRead;
+    let mut child = ovidc()
+        .args(["run", "examples/ha-kvs/ha-kvs.ovid"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ovidc starts");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut killed = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if killed.is_none()
+            && let Some(index) = line
+                .split("ovid: controller replica ")
+                .nth(1)
+                .and_then(|rest| rest.strip_suffix(" leads"))
+        {
+            let pid = controller_replica_of(child.id(), index)
+                .unwrap_or_else(|| panic!("no process for controller replica {index}"));
+            // SAFETY: SIGKILL to a process our child started, found by its parent's pid.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            killed = Some(index.to_string());
+        }
+        seen.push(line);
+    }
+    let out = wait_with_limit(child, Duration::from_secs(60));
+    let (_, stderr) = text(&out);
+    let stdout = seen.join("\n");
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let killed = killed.expect("a controller replica said it leads");
+    assert!(
+        stderr.contains(&format!("controller replica `controller{killed}` stopped")),
+        "ovidc did not notice the killed replica:\n{stderr}"
+    );
+    for c in 0..2 {
+        assert!(
+            stdout.contains(&format!("client[{c}] read back 100 of 100")),
+            "client[{c}] did not read back every key:\n{stdout}\n{stderr}"
+        );
+    }
+    assert_no_warnings(&stderr);
+    // With --nocapture: who led, who was killed, who took over.
+    println!("{stdout}\n{stderr}");
+}
+
 /// One HTTP/1.0 exchange: the status code and the body.
 fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;

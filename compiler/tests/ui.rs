@@ -105,6 +105,42 @@ fn diagnostics_as_json_carry_file_line_and_code() {
 }
 
 #[test]
+fn the_controller_is_replicated_and_nothing_else() {
+    // The system of tests/ui/fail/controller-transform.ovid, with each pipeline in turn.
+    let base = std::fs::read_to_string(root().join("tests/ui/fail/controller-transform.ovid"))
+        .expect("readable");
+    let codes = |pipeline: &str| -> (Vec<&'static str>, Option<u32>) {
+        let text = base.replace("controller |> shard(2, by: key);", pipeline);
+        let path = Path::new("controller.ovid");
+        let (program, diagnostics) =
+            syntax::load_source(path, text, &|p: &Path| std::fs::read_to_string(p));
+        assert!(diagnostics.is_empty(), "{pipeline} does not parse");
+        match ovidc::check::check(&program) {
+            Ok(model) => (Vec::new(), model.system.and_then(|s| s.controller_replicas)),
+            Err(ds) => (ds.iter().map(|d| d.code.as_str()).collect(), None),
+        }
+    };
+    assert_eq!(codes("controller |> replicate(3);"), (vec![], Some(3)));
+    assert_eq!(codes("controller |> replicate(5);"), (vec![], Some(5)));
+    // 2f+1 replicas: an even count is refused like for any agent.
+    assert_eq!(
+        codes("controller |> replicate(4);").0,
+        vec!["ovid::transform::params"]
+    );
+    for other in [
+        "controller |> replicate(3) |> batch(8);",
+        "controller |> replicate(3); controller |> replicate(3);",
+        "client -> controller |> compress(lz4);",
+    ] {
+        assert_eq!(
+            codes(other).0,
+            vec!["ovid::controller::transform"],
+            "{other}"
+        );
+    }
+}
+
+#[test]
 fn examples_check_and_their_models_are_snapshotted() {
     settings().bind(|| {
         insta::glob!("../../examples", "*/*.ovid", |path| {

@@ -342,6 +342,13 @@ impl Context {
         if n <= 0 { 0 } else { (r % n as u64) as i64 }
     }
 
+    /// Records an effect that another context recorded: a wrapper agent that drives an inner
+    /// agent through a context of its own (the replicated controller) carries out the inner
+    /// agent's effects this way.
+    pub fn emit(&mut self, effect: Effect) {
+        self.effects.push(effect);
+    }
+
     /// Takes the effects recorded so far, leaving none.
     pub fn take_effects(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.effects)

@@ -380,6 +380,24 @@ impl Controller {
         ctx.send_physical(&manager_id(&plan.in_box), start);
     }
 
+    /// The address of the registered box `name`.
+    pub(crate) fn box_addr(&self, name: &str) -> Option<&str> {
+        self.boxes.get(name).map(String::as_str)
+    }
+
+    /// Starts again every agent placed in a registered box and not known to run there (a
+    /// replicated controller's new leader does this: its predecessor may have died before
+    /// sending the `StartAgent`). A box already running the agent reports it started again.
+    pub(crate) fn reissue_starts(&self, ctx: &mut Context) {
+        for name in self.boxes.keys() {
+            for id in self.start_order(name) {
+                if !self.running.contains_key(&id) {
+                    self.start(ctx, &id, &self.placement.agents[&id], None);
+                }
+            }
+        }
+    }
+
     fn broadcast_brt(&self, ctx: &mut Context, entries: Vec<(String, Option<String>)>) {
         for name in self.boxes.keys() {
             ctx.send_physical(

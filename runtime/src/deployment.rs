@@ -27,6 +27,10 @@ pub struct Deployment {
     /// the system is done.
     #[serde(default)]
     pub clients: Vec<String>,
+    /// `controller |> replicate(n)`: the boxes of the controller's replicas, by replica index
+    /// (empty: one controller).
+    #[serde(default)]
+    pub controllers: Vec<BoxSpec>,
 }
 
 /// One box of a deployment.

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::agent::Agent;
 use crate::context::Clock;
 use crate::controller::{Controller, Ping, RegisterBox};
+use crate::controller_group::{ControllerReplica, replica_id};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::manager::{AgentStarted, AgentStopped, BoxManager};
@@ -42,6 +43,14 @@ enum ControllerAt {
     Here(Controller),
     /// In the box at this address.
     Remote(String),
+    /// Replicated over the boxes at these addresses (by replica index); `here`: this box runs
+    /// one of the replicas.
+    Replicated {
+        /// Every replica's box address.
+        addrs: Vec<String>,
+        /// The replica this box runs, if any.
+        here: Option<Box<ControllerReplica>>,
+    },
 }
 
 /// Configures and starts a box.
@@ -78,6 +87,34 @@ impl BoxBuilder {
     /// Uses the controller of the box at `addr`.
     pub fn controller_at(mut self, addr: impl Into<String>) -> Self {
         self.controller = ControllerAt::Remote(addr.into());
+        self
+    }
+
+    /// Uses a replicated controller whose replicas run in the boxes at `addrs` (by replica
+    /// index). Questions go to the replica believed to lead and, unanswered, to the next one.
+    pub fn controllers_at(mut self, addrs: Vec<String>) -> Self {
+        self.controller = match addrs.len() {
+            1 => ControllerAt::Remote(addrs[0].clone()),
+            _ => ControllerAt::Replicated { addrs, here: None },
+        };
+        self
+    }
+
+    /// Runs `replica`, replica `index` of the controller replicated over the boxes at `addrs`
+    /// (by replica index); the box listens at `addrs[index]`, where its peers expect it.
+    pub fn with_controller_replica(
+        mut self,
+        index: usize,
+        replica: ControllerReplica,
+        addrs: Vec<String>,
+    ) -> Self {
+        if let Some(at) = addrs.get(index) {
+            self.listen = at.clone();
+        }
+        self.controller = ControllerAt::Replicated {
+            addrs,
+            here: Some(Box::new(replica)),
+        };
         self
     }
 
@@ -123,10 +160,18 @@ impl BoxBuilder {
         };
         let router_slot = env.router.clone();
         let has_controller = !matches!(self.controller, ControllerAt::Nowhere);
+        let controllers: Vec<Id> = match &self.controller {
+            ControllerAt::Replicated { addrs, .. } => {
+                addrs.iter().map(|a| Id::from(&**a)).collect()
+            }
+            _ => Vec::new(),
+        };
         let router = Arc::new(Router::new(
             &self.name,
             addr.clone(),
             has_controller,
+            controllers,
+            session,
             Peers::new(env),
             metrics,
         ));
@@ -160,15 +205,32 @@ impl BoxBuilder {
             None,
             false,
         )?;
-        let hosts_controller = matches!(self.controller, ControllerAt::Here(_));
-        if let ControllerAt::Here(controller) = self.controller {
-            core.spawn_agent(
-                CONTROLLER.into(),
-                Box::new(controller),
-                Art::new(),
-                None,
-                false,
-            )?;
+        let hosts_controller = matches!(
+            self.controller,
+            ControllerAt::Here(_) | ControllerAt::Replicated { here: Some(_), .. }
+        );
+        match self.controller {
+            ControllerAt::Here(controller) => {
+                core.spawn_agent(
+                    CONTROLLER.into(),
+                    Box::new(controller),
+                    Art::new(),
+                    None,
+                    false,
+                )?;
+            }
+            ControllerAt::Replicated { here, .. } => {
+                if let Some(replica) = here {
+                    let index = replica.index();
+                    core.spawn_agent(CONTROLLER.into(), replica, Art::new(), None, false)?;
+                    // Its peers reach it by its replica identifier, everyone else as
+                    // `controller`: one agent, two names.
+                    core.alias(replica_id(index).into(), CONTROLLER)?;
+                }
+                let shutdown = lifecycle.listener().ok_or(Error::Closed)?;
+                tokio::spawn(router.clone().retry_loop(shutdown));
+            }
+            ControllerAt::Remote(_) | ControllerAt::Nowhere => {}
         }
         let registered = has_controller.then(|| {
             router.call_controller(|req| RegisterBox {
@@ -293,12 +355,26 @@ impl BoxCore {
         Ok(())
     }
 
-    /// Removes a stopped agent's slot (if it is still this incarnation's).
+    /// Makes the running agent `of` reachable as `alias` too (same inbox, same incarnation).
+    fn alias(&self, alias: Id, of: &str) -> Result<(), Error> {
+        let mut local = self.router.local.write().expect("routing table poisoned");
+        let slot = local
+            .get(of)
+            .cloned()
+            .ok_or_else(|| Error::DeadAgent(of.to_string()))?;
+        if local.contains_key(&alias) {
+            return Err(Error::AgentExists(alias.to_string()));
+        }
+        local.insert(alias, slot);
+        Ok(())
+    }
+
+    /// Removes a stopped agent's slots, its aliases too (if they are still this incarnation's).
     fn unregister(&self, id: &Id, generation: u64, report: bool) {
         {
             let mut local = self.router.local.write().expect("routing table poisoned");
             if local.get(id).is_some_and(|s| s.generation == generation) {
-                local.remove(id);
+                local.retain(|_, s| s.generation != generation);
             }
         }
         self.changed.send_modify(|n| *n += 1);

@@ -4,6 +4,10 @@
 //! ```text
 //! store controller --listen 127.0.0.1:7070         # the controller, in a box of its own
 //! store box front --controller 127.0.0.1:7070      # the box `front` of the deployment
+//!
+//! # `controller |> replicate(3)`: one process per replica, every box knows them all
+//! store controller --replica 0 --controllers 127.0.0.1:7070,127.0.0.1:7071,127.0.0.1:7072
+//! store box front --controller 127.0.0.1:7070,127.0.0.1:7071,127.0.0.1:7072
 //! store local                                      # every box in this process
 //! store test --seeds 100 --faults delay,reorder    # the simulator (docs/verification.md)
 //! ```
@@ -17,6 +21,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::controller::Controller;
+use crate::controller_group::ControllerReplica;
 use crate::deployment::Deployment;
 use crate::error::Error;
 use crate::host::{BoxBuilder, BoxHandle};
@@ -44,19 +49,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the controller (in a box with no other agents) until stopped.
+    /// Runs the controller, or one replica of a replicated controller (in a box with no other
+    /// agents), until stopped.
     Controller {
-        /// Address to listen on.
+        /// Address to listen on (a replica listens at its entry of `--controllers`).
         #[arg(long, default_value = "127.0.0.1:7070")]
         listen: String,
+        /// Runs replica number `REPLICA` of the replicated controller.
+        #[arg(long, requires = "controllers")]
+        replica: Option<usize>,
+        /// Every replica's address, comma-separated, in replica order.
+        #[arg(long, value_delimiter = ',')]
+        controllers: Vec<String>,
     },
     /// Runs one box of the deployment until stopped.
     Box {
         /// The box's name in the deployment.
         name: String,
-        /// Address of the controller's box.
-        #[arg(long, default_value = "127.0.0.1:7070")]
-        controller: String,
+        /// Address of the controller's box; of every replica's, comma-separated, when the
+        /// controller is replicated.
+        #[arg(long, default_value = "127.0.0.1:7070", value_delimiter = ',')]
+        controller: Vec<String>,
         /// Address to listen on (default: the deployment's, or a free port).
         #[arg(long)]
         listen: Option<String>,
@@ -146,7 +159,12 @@ pub fn main(system: System) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Controller { listen } => run_controller(&deployment, &listen).await,
+            Command::Controller {
+                replica: Some(index),
+                controllers,
+                ..
+            } => run_controller_replica(&deployment, index, controllers).await,
+            Command::Controller { listen, .. } => run_controller(&deployment, &listen).await,
             Command::Box {
                 name,
                 controller,
@@ -242,11 +260,39 @@ async fn run_controller(deployment: &Deployment, listen: &str) -> Result<(), Err
     Ok(())
 }
 
+async fn run_controller_replica(
+    deployment: &Deployment,
+    index: usize,
+    controllers: Vec<String>,
+) -> Result<(), Error> {
+    let listen = controllers.get(index).cloned().ok_or_else(|| {
+        Error::Invalid(format!(
+            "controller replica {index}: only {} addresses in --controllers",
+            controllers.len()
+        ))
+    })?;
+    let replica = ControllerReplica::new(
+        index,
+        controllers.len(),
+        Controller::new(deployment.placement()),
+    )?;
+    let name = crate::controller_group::replica_box(index);
+    let b = BoxBuilder::new(&name)
+        .with_controller_replica(index, replica, controllers)
+        .start()
+        .await
+        .map_err(|e| bind_error(e, &name, &listen))?;
+    println!("ovid: controller listening on {}", b.addr());
+    stopped().await;
+    b.shutdown().await;
+    Ok(())
+}
+
 async fn run_box(
     deployment: &Deployment,
     kinds: Kinds,
     name: &str,
-    controller: &str,
+    controller: &[String],
     listen: Option<String>,
 ) -> Result<(), Error> {
     let spec = deployment
@@ -257,7 +303,7 @@ async fn run_box(
         .unwrap_or_else(|| "127.0.0.1:0".to_string());
     let b = kinds(BoxBuilder::new(name))
         .listen(&listen)
-        .controller_at(controller)
+        .controllers_at(controller.to_vec())
         .start()
         .await
         .map_err(|e| bind_error(e, name, &listen))?;
@@ -275,15 +321,35 @@ async fn run_box(
 }
 
 async fn run_local(deployment: &Deployment, kinds: Kinds) -> Result<(), Error> {
-    let control = BoxBuilder::new("controller")
-        .with_controller(Controller::new(deployment.placement()))
-        .start()
-        .await?;
+    // One controller, or every replica of a replicated one, each in a box of its own.
+    let mut controllers: Vec<BoxHandle> = Vec::new();
+    let addrs = if deployment.controllers.is_empty() {
+        let control = BoxBuilder::new("controller")
+            .with_controller(Controller::new(deployment.placement()))
+            .start()
+            .await?;
+        let addr = control.addr().to_string();
+        controllers.push(control);
+        vec![addr]
+    } else {
+        let addrs = free_addrs(deployment.controllers.len())?;
+        for (i, spec) in deployment.controllers.iter().enumerate() {
+            let replica =
+                ControllerReplica::new(i, addrs.len(), Controller::new(deployment.placement()))?;
+            controllers.push(
+                BoxBuilder::new(&spec.name)
+                    .with_controller_replica(i, replica, addrs.clone())
+                    .start()
+                    .await?,
+            );
+        }
+        addrs
+    };
     let mut boxes: Vec<BoxHandle> = Vec::new();
     for spec in &deployment.boxes {
         boxes.push(
             kinds(BoxBuilder::new(&spec.name))
-                .controller_at(control.addr())
+                .controllers_at(addrs.clone())
                 .start()
                 .await?,
         );
@@ -325,8 +391,22 @@ async fn run_local(deployment: &Deployment, kinds: Kinds) -> Result<(), Error> {
     for b in boxes {
         b.shutdown().await;
     }
-    control.shutdown().await;
+    for c in controllers {
+        c.shutdown().await;
+    }
     Ok(())
+}
+
+/// `n` loopback addresses whose ports were free a moment ago (all held at once, so distinct):
+/// the replicas of a controller must know each other's addresses before they start.
+pub fn free_addrs(n: usize) -> Result<Vec<String>, Error> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.to_string()))
+        .collect()
 }
 
 /// Prints `ovid: finished <id>` as each agent of `ids` stops (called once the box is ready, so

@@ -131,6 +131,7 @@ impl Agent for BoxManager {
             }
             n if n == <BrtAnswer as crate::Message>::NAME => {
                 let a = message.decode::<BrtAnswer>()?;
+                router.settle(a.req);
                 router.brt_resolved(&a.id, a.addr.as_deref());
             }
             n if n == <Registered as crate::Message>::NAME => {
@@ -152,7 +153,14 @@ impl Agent for BoxManager {
                     .and_then(|agent| {
                         core.spawn_agent(Id::from(s.id.as_str()), agent, art, s.state, true)
                     });
-                if let Err(e) = started {
+                if let Err(Error::AgentExists(_)) = started {
+                    // Already running here: a controller that took over asks again for what
+                    // its predecessor may not have started. Confirm instead of failing.
+                    ctx.reply(AgentStarted {
+                        id: s.id,
+                        in_box: router.box_name.clone(),
+                    });
+                } else if let Err(e) = started {
                     tracing::warn!(box_name = %router.box_name, id = %s.id, error = %e, "cannot start agent");
                     ctx.reply(StartFailed {
                         id: s.id,

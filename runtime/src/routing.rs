@@ -18,8 +18,9 @@ use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 use std::collections::hash_map::Entry;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +29,7 @@ use crate::error::Error;
 use crate::message::{Envelope, Id, Message, Payload};
 use crate::metrics::Metrics;
 use crate::runner::Control;
+use crate::shutdown::Shutdown;
 use crate::transport::Peers;
 
 /// The identifier of the controller agent, in every system.
@@ -163,6 +165,21 @@ pub(crate) struct Slot {
     pub generation: u64,
 }
 
+/// A question to a replicated controller, kept until answered so it can be asked again.
+#[derive(Debug)]
+struct Question {
+    /// When it was last sent.
+    sent: Instant,
+    /// The question's message name.
+    name: Id,
+    /// Its encoding (so it can be sent again without knowing its type).
+    bytes: bytes::Bytes,
+}
+
+/// How long a question to a replicated controller may go unanswered before it is asked again,
+/// of the next replica: longer than a leader election (a few 100 ms heartbeat rounds).
+pub(crate) const QUESTION_TIMEOUT: Duration = Duration::from_millis(400);
+
 /// The routing core of a box, shared by its agents' tasks and its connections.
 #[derive(Debug)]
 pub(crate) struct Router {
@@ -183,6 +200,13 @@ pub(crate) struct Router {
     /// Questions to the controller waiting for their answer, by request number.
     calls: Mutex<HashMap<u64, oneshot::Sender<Payload>>>,
     next_req: AtomicU64,
+    /// The addresses of the replicated controller's boxes, by replica index (empty unless the
+    /// controller is replicated).
+    controllers: Vec<Id>,
+    /// The index in `controllers` of the replica believed to lead: where `controller` goes.
+    current: AtomicUsize,
+    /// Questions to a replicated controller not yet answered, by request number.
+    questions: Mutex<HashMap<u64, Question>>,
     /// Connections to other boxes.
     pub peers: Peers,
     /// The box's counters.
@@ -192,15 +216,21 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    /// A router for a box; `peers` carries envelopes to other boxes.
+    /// A router for a box; `peers` carries envelopes to other boxes. With a replicated
+    /// controller, `controllers` lists its replicas' box addresses, by replica index.
+    /// `session` differs between two starts of the box: request numbers start from it, so a
+    /// question the box asks again can be told from the same question asked by its next
+    /// incarnation.
     pub(crate) fn new(
         box_name: &str,
         addr: Id,
         has_controller: bool,
+        controllers: Vec<Id>,
+        session: u64,
         peers: Peers,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Router {
+        let router = Router {
             box_name: box_name.to_string(),
             manager: manager_id(box_name).into(),
             addr,
@@ -209,10 +239,107 @@ impl Router {
             brt: RwLock::new(FxHashMap::default()),
             pending_brt: Mutex::new(FxHashMap::default()),
             calls: Mutex::new(HashMap::new()),
-            next_req: AtomicU64::new(1),
+            next_req: AtomicU64::new((session << 24).max(1)),
+            controllers,
+            current: AtomicUsize::new(0),
+            questions: Mutex::new(HashMap::new()),
             peers,
             metrics,
             closing: std::sync::atomic::AtomicBool::new(false),
+        };
+        for (i, at) in router.controllers.iter().enumerate() {
+            router.set_brt(&crate::controller_group::replica_id(i), Some(at));
+        }
+        if let Some(first) = router.controllers.first() {
+            router.set_brt(CONTROLLER, Some(first));
+        }
+        router
+    }
+
+    /// Whether the controller is replicated (questions to it are then asked again on timeout).
+    pub(crate) fn replicated_controller(&self) -> bool {
+        self.controllers.len() > 1
+    }
+
+    /// Sends a question to the controller, keeping it to ask again if the controller is
+    /// replicated.
+    fn ask_controller<M: Message>(&self, req: u64, question: M) {
+        if self.replicated_controller() {
+            let payload = Payload::new(question);
+            match payload.to_bytes() {
+                Ok(bytes) => {
+                    self.questions.lock().expect("questions poisoned").insert(
+                        req,
+                        Question {
+                            sent: Instant::now(),
+                            name: M::NAME.into(),
+                            bytes,
+                        },
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "question to the controller not kept"),
+            }
+            self.route(Envelope {
+                from: self.manager.clone(),
+                to: CONTROLLER.into(),
+                payload,
+                tag: 0,
+            });
+        } else {
+            self.route(Envelope::new(self.manager.clone(), CONTROLLER, question));
+        }
+    }
+
+    /// The question `req` was answered: stop asking it.
+    pub(crate) fn settle(&self, req: u64) {
+        if self.replicated_controller() {
+            self.questions
+                .lock()
+                .expect("questions poisoned")
+                .remove(&req);
+        }
+    }
+
+    /// Asks again, of the next controller replica, every question unanswered for longer than
+    /// [`QUESTION_TIMEOUT`]: the replica asked may have died, or lost it in a leader change.
+    pub(crate) fn retry_questions(&self) {
+        let now = Instant::now();
+        let late: Vec<(Id, bytes::Bytes)> = {
+            let mut questions = self.questions.lock().expect("questions poisoned");
+            questions
+                .values_mut()
+                .filter(|q| now.duration_since(q.sent) >= QUESTION_TIMEOUT)
+                .map(|q| {
+                    q.sent = now;
+                    (q.name.clone(), q.bytes.clone())
+                })
+                .collect()
+        };
+        if late.is_empty() {
+            return;
+        }
+        let next = (self.current.load(Ordering::Relaxed) + 1) % self.controllers.len();
+        self.current.store(next, Ordering::Relaxed);
+        tracing::info!(box_name = %self.box_name, replica = next, questions = late.len(), "controller silent; asking another replica");
+        self.set_brt(CONTROLLER, Some(&self.controllers[next]));
+        for (name, bytes) in late {
+            self.route(Envelope {
+                from: self.manager.clone(),
+                to: CONTROLLER.into(),
+                payload: Payload::Encoded { name, bytes },
+                tag: 0,
+            });
+        }
+    }
+
+    /// Asks unanswered questions again until the box shuts down (replicated controller only).
+    pub(crate) async fn retry_loop(self: Arc<Self>, mut shutdown: Shutdown) {
+        let mut every = tokio::time::interval(QUESTION_TIMEOUT / 4);
+        loop {
+            tokio::select! {
+                _ = every.tick() => self.retry_questions(),
+                _ = shutdown.recv() => return,
+            }
         }
     }
 
@@ -294,11 +421,7 @@ impl Router {
                 Metrics::inc(&self.metrics.brt_misses);
                 tracing::debug!(box_name = %self.box_name, %id, "BRT miss: asking the controller");
                 let req = self.next_req.fetch_add(1, Ordering::Relaxed);
-                self.route(Envelope::new(
-                    self.manager.clone(),
-                    CONTROLLER,
-                    ResolveBrt { req, id },
-                ));
+                self.ask_controller(req, ResolveBrt { req, id });
             }
         }
     }
@@ -337,8 +460,17 @@ impl Router {
         {
             return;
         }
+        if &**id == CONTROLLER
+            && let Some(i) = self.controllers.iter().position(|a| a == addr)
+        {
+            // Only the leading replica of a replicated controller sends its outputs: answers
+            // come from the replica to ask next time.
+            self.current.store(i, Ordering::Relaxed);
+        }
         let mut brt = self.brt.write().expect("routing table poisoned");
-        if id.starts_with("$box/") {
+        if id.starts_with("$box/")
+            || (&**id == CONTROLLER && self.controllers.iter().any(|a| a == addr))
+        {
             // A box manager only ever sends from its own box, and never forwards: the box it
             // came from is where it runs now (a box that restarted at a new address).
             brt.insert(id.clone(), addr.clone());
@@ -371,16 +503,13 @@ impl Router {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.calls.lock().expect("calls poisoned").insert(req, tx);
-        self.route(Envelope::new(
-            self.manager.clone(),
-            CONTROLLER,
-            question(req),
-        ));
+        self.ask_controller(req, question(req));
         rx
     }
 
     /// Completes the question `req` with its answer; `false` if nobody waits for it.
     pub(crate) fn answer(&self, req: u64, payload: Payload) -> bool {
+        self.settle(req);
         match self.calls.lock().expect("calls poisoned").remove(&req) {
             Some(tx) => tx.send(payload).is_ok(),
             None => false,

@@ -89,6 +89,9 @@ pub struct SystemInfo {
     pub pipelines: Vec<PipelineInfo>,
     /// Declared boxes in source order.
     pub boxes: Vec<BoxInfo>,
+    /// `controller |> replicate(n)`: the controller runs as `n` replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller_replicas: Option<u32>,
 }
 
 /// An agent instance (or array of them).

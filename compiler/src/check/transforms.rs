@@ -32,6 +32,23 @@ pub fn check_pipelines(
     let mut targets: Vec<(Covered, Span)> = Vec::new();
     let mut pipelines = Vec::new();
     for p in &system.ast.pipelines {
+        if is_controller(&p.target, &instances) {
+            if let Some(n) = check_controller(p, out) {
+                if system.info.controller_replicas.is_some() {
+                    out.push(
+                        Diagnostic::new(
+                            Code::ControllerTransform,
+                            "the controller is replicated twice",
+                            p.span,
+                            "second pipeline",
+                        )
+                        .help("replicate the controller once: `controller |> replicate(3);`"),
+                    );
+                }
+                system.info.controller_replicas = Some(n);
+            }
+            continue;
+        }
         let (target, agent, key) = match &p.target {
             PipelineTarget::Agent(r) => {
                 let Ok(inst) = resolve_ref(r, &instances, out) else {
@@ -133,6 +150,64 @@ pub fn check_pipelines(
         pipelines.push(PipelineInfo { target, transforms });
     }
     system.info.pipelines = pipelines;
+}
+
+/// Whether a pipeline transforms the controller: the name `controller`, where no instance of
+/// the system has it.
+fn is_controller(target: &PipelineTarget, instances: &BTreeMap<String, &ast::Instance>) -> bool {
+    let names_controller = |r: &InstanceRef| {
+        r.name.name == ovid::CONTROLLER && !instances.contains_key(ovid::CONTROLLER)
+    };
+    match target {
+        PipelineTarget::Agent(r) => names_controller(r),
+        PipelineTarget::Channel(from, to) => names_controller(from) || names_controller(to),
+    }
+}
+
+/// Checks a pipeline that transforms the controller: only `controller |> replicate(n)` is
+/// supported (the runtime replicates the controller itself, it is not expanded into proxies).
+/// Gives `n`.
+fn check_controller(p: &ast::Pipeline, out: &mut Vec<Diagnostic>) -> Option<u32> {
+    let help = "the controller can only be replicated: `controller |> replicate(3);`";
+    if let PipelineTarget::Channel(..) = p.target {
+        out.push(
+            Diagnostic::new(
+                Code::ControllerTransform,
+                "channels to or from the controller cannot be transformed",
+                p.span,
+                "a channel of the controller",
+            )
+            .help(help),
+        );
+        return None;
+    }
+    let mut replicas = None;
+    for (i, t) in p.transforms.iter().enumerate() {
+        if t.name.name != "replicate" || i > 0 {
+            let what = if t.name.name == "replicate" {
+                "the controller is replicated once, by itself".to_string()
+            } else {
+                format!("the controller cannot be transformed by `{}`", t.name.name)
+            };
+            out.push(
+                Diagnostic::new(
+                    Code::ControllerTransform,
+                    what,
+                    t.span,
+                    "not supported on the controller",
+                )
+                .help(help),
+            );
+            return None;
+        }
+        let spec = ovid_stdlib::lookup("replicate")?;
+        let args = check_args(spec, t, out)?;
+        replicas = match args.get("n") {
+            Some(ArgValue::Int(n)) => u32::try_from(*n).ok(),
+            _ => None,
+        };
+    }
+    replicas
 }
 
 /// What a pipeline transforms, to find two pipelines transforming the same thing.

@@ -278,6 +278,7 @@ pub fn check_system(
             channels,
             pipelines: Vec::new(),
             boxes,
+            controller_replicas: None,
         },
         ast: sys.clone(),
     })

@@ -25,6 +25,10 @@ pub struct Deployment {
     /// The agents that drive the system: copies of agent types that accept no requests.
     /// When all have finished, `ovidc run` stops the system.
     pub clients: Vec<String>,
+    /// `controller |> replicate(n)`: the boxes of the controller's replicas, by replica index
+    /// (none: one controller, as `ovidc run` starts it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub controllers: Vec<BoxPlan>,
 }
 
 /// One physical agent of a deployment.
@@ -78,7 +82,25 @@ pub fn deployment(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> Depl
         routes: expanded.routes.clone(),
         latt: expanded.latt.clone(),
         clients,
+        controllers: controller_boxes(model),
     }
+}
+
+/// The boxes of a replicated controller: `controller0`, `controller1`, … (addresses chosen
+/// when the system starts).
+fn controller_boxes(model: &Model) -> Vec<BoxPlan> {
+    let n = model
+        .system
+        .as_ref()
+        .and_then(|s| s.controller_replicas)
+        .unwrap_or(0);
+    (0..n as usize)
+        .map(|i| BoxPlan {
+            name: ovid::controller_group::replica_box(i),
+            address: None,
+            agents: Vec::new(),
+        })
+        .collect()
 }
 
 /// Whether an agent of the deployment runs a declared agent's code (not a proxy).
