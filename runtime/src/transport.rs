@@ -837,11 +837,14 @@ impl Receiver {
         tokio::pin!(ack_timer);
         let mut armed = false;
         loop {
+            // Frames first: while one is ready the other futures are not polled, so a busy
+            // connection registers no wakers per frame.
             let next = tokio::select! {
+                biased;
+                f = frames.next() => Some(f),
+                () = &mut ack_timer, if armed => None,
                 _ = shutdown.recv() => return,
                 _ = conn.close.notified() => return,
-                () = &mut ack_timer, if armed => None,
-                f = frames.next() => Some(f),
             };
             match next {
                 // The ack timer fired.
