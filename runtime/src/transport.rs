@@ -284,31 +284,28 @@ impl Peers {
         }
         if out.queue.is_empty()
             && let Some(conn) = out.idle.clone()
+            && out.last_direct.elapsed() >= DIRECT_GAP
         {
-            if out.last_direct.elapsed() >= DIRECT_GAP {
-                out.prune(peer.acked.load(Ordering::Acquire));
-                let Some(bytes) = out.encode([&env], &self.env.metrics) else {
-                    return;
-                };
-                let written = conn.try_write(&bytes);
-                // Measured from the end of the write: a sender that sends again at once is a
-                // stream, which the writer task batches.
-                out.last_direct = Instant::now();
-                match written {
-                    Ok(n) if n == bytes.len() => return,
-                    Ok(n) => out.leftover = Some(bytes.slice(n..)),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        out.leftover = Some(bytes)
-                    }
-                    // The frame is in `unacked`: it is sent again after the reconnection.
-                    Err(_) => out.broken = true,
-                }
-                // The writer task takes it from here; senders queue behind it.
-                out.idle = None;
-                drop(out);
-                peer.wake.notify_one();
+            out.prune(peer.acked.load(Ordering::Acquire));
+            let Some(bytes) = out.encode([&env], &self.env.metrics) else {
                 return;
+            };
+            let written = conn.try_write(&bytes);
+            // Measured from the end of the write: a sender that sends again at once is a
+            // stream, which the writer task batches.
+            out.last_direct = Instant::now();
+            match written {
+                Ok(n) if n == bytes.len() => return,
+                Ok(n) => out.leftover = Some(bytes.slice(n..)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => out.leftover = Some(bytes),
+                // The frame is in `unacked`: it is sent again after the reconnection.
+                Err(_) => out.broken = true,
             }
+            // The writer task takes it from here; senders queue behind it.
+            out.idle = None;
+            drop(out);
+            peer.wake.notify_one();
+            return;
         }
         out.queue.push(env);
         let first = out.queue.len() == 1;
