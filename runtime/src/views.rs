@@ -11,9 +11,11 @@
 //!
 //! The rules ([`ViewService`]), which the primary-backup protocol relies on:
 //!
-//! * The first view is made when member 0 joins: it is the primary, with the members that had
-//!   joined by then as backups. Later members join as backups through the primary
-//!   ([`AddBackup`], sent once they hold its whole log).
+//! * The first view is made once every member has joined: member 0 is the primary, the others
+//!   its backups. (Made earlier, a crash of member 0 before the others were added would leave
+//!   nobody to take over, and the controller could not tell a first start from a lost log.)
+//!   A member outside the view (restarted, or dropped) joins as a backup through the primary
+//!   ([`AddBackup`], sent once it holds the primary's log).
 //! * When the primary fails (its box is declared dead, or it joins again with a new incarnation,
 //!   having lost its memory), a backup of the current view that has not failed becomes primary.
 //!   If there is none, the view stays as it is: no member holds every acknowledged write, so
@@ -237,21 +239,15 @@ impl ViewService {
         let restarted = before.is_some_and(|n| n != j.nonce);
         let mut out = Vec::new();
         match g.view.clone() {
-            None if j.index == 0 => {
-                let backups = g
-                    .nonces
-                    .iter()
-                    .filter(|(i, _)| **i != 0)
-                    .map(|(i, n)| Member {
-                        index: *i,
-                        nonce: *n,
-                    })
-                    .collect();
-                let primary = Member {
-                    index: 0,
-                    nonce: j.nonce,
-                };
-                out = self.change(&j.group, primary, backups, "first view");
+            None if g.nonces.len() >= g.members.len() => {
+                let mut all = g.nonces.iter().map(|(i, n)| Member {
+                    index: *i,
+                    nonce: *n,
+                });
+                if let Some(primary) = all.next() {
+                    let backups = all.collect();
+                    out = self.change(&j.group, primary, backups, "first view: every member joined");
+                }
             }
             None => {}
             Some(view) => {
