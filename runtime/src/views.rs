@@ -246,7 +246,12 @@ impl ViewService {
                 });
                 if let Some(primary) = all.next() {
                     let backups = all.collect();
-                    out = self.change(&j.group, primary, backups, "first view: every member joined");
+                    out = self.change(
+                        &j.group,
+                        primary,
+                        backups,
+                        "first view: every member joined",
+                    );
                 }
             }
             None => {}

@@ -67,8 +67,14 @@ fn crashes_fail_over_and_service_resumes() {
         println!("primary_backup({n}): {text}");
         assert!(r.passed(), "{text}");
         let t = &r.targets[0];
-        assert!(t.injected[0] >= 30, "too few crashes to mean anything: {text}");
-        assert_eq!(t.unanswered, 0, "service did not resume after a crash: {text}");
+        assert!(
+            t.injected[0] >= 30,
+            "too few crashes to mean anything: {text}"
+        );
+        assert_eq!(
+            t.unanswered, 0,
+            "service did not resume after a crash: {text}"
+        );
     }
 }
 

@@ -41,10 +41,10 @@ use crate::agent::Agent;
 use crate::context::{Context, Effect};
 use crate::error::Error;
 use crate::message::{Id, Payload};
+use crate::routing::CONTROLLER;
 use crate::sim::scenario::{FaultEvent, FaultKind, Scenario};
 use crate::sim::setup::Setup;
 use crate::sim::{Property, Rng};
-use crate::routing::CONTROLLER;
 use crate::views::{AddBackup, JoinGroup, NewView, RemoveBackup, ViewService, WatchGroup};
 
 /// What the clients' clocks read at virtual time 0: a plausible "now", in milliseconds.
@@ -1055,9 +1055,11 @@ impl<'a> World<'a> {
         let p = msg.payload;
         let name = p.name().to_string();
         let out = if p.is::<JoinGroup>() {
-            p.decode::<JoinGroup>().map(|j| self.views.join(&j, &is_dead))
+            p.decode::<JoinGroup>()
+                .map(|j| self.views.join(&j, &is_dead))
         } else if p.is::<WatchGroup>() {
-            p.decode::<WatchGroup>().map(|w| self.views.watch(&w, &from))
+            p.decode::<WatchGroup>()
+                .map(|w| self.views.watch(&w, &from))
         } else if p.is::<RemoveBackup>() {
             p.decode::<RemoveBackup>()
                 .map(|r| self.views.remove_backup(&r, &from))
