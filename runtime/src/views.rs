@@ -579,3 +579,197 @@ impl Failover {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Effect;
+
+    fn members() -> Vec<String> {
+        (0..3).map(|i| format!("G/P{i}")).collect()
+    }
+
+    fn join(s: &mut ViewService, index: u64, nonce: u64, dead: &dyn Fn(&str) -> bool) -> Vec<Out> {
+        s.join(
+            &JoinGroup {
+                group: "G".into(),
+                members: members(),
+                index,
+                nonce,
+            },
+            dead,
+        )
+    }
+
+    const ALIVE: &dyn Fn(&str) -> bool = &|_| false;
+
+    fn m(index: u64, nonce: u64) -> Member {
+        Member { index, nonce }
+    }
+
+    /// A group of three, all joined (nonces 10, 11, 12), watched by `ingress`.
+    fn started() -> ViewService {
+        let mut s = ViewService::new();
+        assert!(
+            s.watch(&WatchGroup { group: "G".into() }, "ingress")
+                .is_empty()
+        );
+        for i in [2, 1] {
+            let out = join(&mut s, i, 10 + i, ALIVE);
+            assert!(out.is_empty(), "no view before every member joined");
+        }
+        let out = join(&mut s, 0, 10, ALIVE);
+        let v = s.view("G").unwrap().clone();
+        assert_eq!(
+            (v.number, v.primary, v.backups.clone()),
+            (1, m(0, 10), vec![m(1, 11), m(2, 12)])
+        );
+        let to: Vec<&str> = out.iter().map(|(to, _)| to.as_str()).collect();
+        assert_eq!(to, ["G/P0", "G/P1", "G/P2", "ingress"]);
+        s
+    }
+
+    #[test]
+    fn a_dead_primary_is_replaced_by_a_live_backup_of_its_view() {
+        let mut s = started();
+        let out = s.failed(&|id| id == "G/P0" || id == "G/P1");
+        let v = s.view("G").unwrap();
+        assert_eq!(
+            (v.number, v.primary, v.backups.clone()),
+            (2, m(2, 12), vec![])
+        );
+        assert_eq!(out.len(), 4, "members and watchers hear of it");
+        assert!(out.iter().all(|(_, nv)| nv.view.number == 2));
+        // The last one dies too: nobody holds every acknowledged write; no new view.
+        assert!(s.failed(&|_| true).is_empty());
+        assert_eq!(s.view("G").unwrap().number, 2);
+        assert_eq!(s.changes, 2);
+    }
+
+    #[test]
+    fn a_member_that_joins_again_has_lost_its_memory() {
+        let mut s = started();
+        // Backup 1 restarted: it leaves the view and hears the view it is not in.
+        join(&mut s, 1, 99, ALIVE);
+        let v = s.view("G").unwrap().clone();
+        assert_eq!(
+            (v.number, v.primary, v.backups.clone()),
+            (2, m(0, 10), vec![m(2, 12)])
+        );
+        // The primary restarted: its backup takes over.
+        join(&mut s, 0, 98, ALIVE);
+        let v = s.view("G").unwrap().clone();
+        assert_eq!((v.number, v.primary), (3, m(2, 12)));
+        // The same incarnation joining again changes nothing; it gets the view.
+        let out = join(&mut s, 2, 12, ALIVE);
+        assert_eq!(out.len(), 1);
+        assert_eq!(s.view("G").unwrap().number, 3);
+    }
+
+    #[test]
+    fn only_the_current_primary_removes_and_adds_backups() {
+        let mut s = started();
+        let remove = |view, index| RemoveBackup {
+            group: "G".into(),
+            view,
+            index,
+        };
+        assert!(
+            s.remove_backup(&remove(1, 2), "G/P1").is_empty(),
+            "not the primary"
+        );
+        assert!(
+            s.remove_backup(&remove(0, 2), "G/P0").is_empty(),
+            "a stale view"
+        );
+        assert!(!s.remove_backup(&remove(1, 2), "G/P0").is_empty());
+        assert_eq!(s.view("G").unwrap().backups, vec![m(1, 11)]);
+        assert!(
+            s.remove_backup(&remove(2, 1), "G/P0").is_empty(),
+            "never the last backup"
+        );
+
+        let add = |view, nonce| AddBackup {
+            group: "G".into(),
+            view,
+            index: 2,
+            nonce,
+        };
+        // Refused (stale view, another incarnation, a dead box): the primary hears the view.
+        let p2_dead: &dyn Fn(&str) -> bool = &|id| id == "G/P2";
+        for (a, dead) in [
+            (add(1, 12), ALIVE),
+            (add(2, 7), ALIVE),
+            (add(2, 12), p2_dead),
+        ] {
+            let out = s.add_backup(&a, "G/P0", dead);
+            assert_eq!(out.len(), 1);
+            assert_eq!((out[0].0.as_str(), out[0].1.view.number), ("G/P0", 2));
+        }
+        s.add_backup(&add(2, 12), "G/P0", ALIVE);
+        let v = s.view("G").unwrap();
+        assert_eq!((v.number, v.backups.clone()), (3, vec![m(1, 11), m(2, 12)]));
+    }
+
+    #[test]
+    fn the_detector_declares_a_silent_box_dead_and_fails_over() {
+        let mut f = Failover::new(Duration::from_millis(100), 3);
+        let mut ctx = Context::new(CONTROLLER);
+        let boxes: BTreeMap<String, String> =
+            [("b0", "a0"), ("b1", "a1"), ("b2", "a2"), ("c", "ac")]
+                .into_iter()
+                .map(|(b, a)| (b.to_string(), a.to_string()))
+                .collect();
+        let mut running: BTreeMap<String, String> = (0..3)
+            .map(|i| (format!("G/P{i}"), format!("b{i}")))
+            .collect();
+        running.insert(CONTROLLER.into(), "c".into());
+        for i in 0..3 {
+            let j = JoinGroup {
+                group: "G".into(),
+                members: members(),
+                index: i,
+                nonce: 10 + i,
+            };
+            ctx.begin(Some(format!("G/P{i}").into()), 0);
+            assert!(
+                f.handle(&mut ctx, Payload::new(j), &running)
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        ctx.take_effects();
+        let heartbeats = |ctx: &mut Context| {
+            ctx.take_effects()
+                .into_iter()
+                .filter_map(|e| match e {
+                    Effect::SendPhysical { to, payload } if payload.is::<Heartbeat>() => {
+                        Some(to.to_string())
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        for round in 0..4 {
+            ctx.begin(None, 0);
+            assert!(f.on_timer(&mut ctx, DETECT, &boxes, &running));
+            assert_eq!(
+                heartbeats(&mut ctx),
+                ["$box/b0", "$box/b1", "$box/b2"],
+                "the controller's own box is not pinged"
+            );
+            // b1 and b2 answer, b0 (the primary's) does not.
+            for b in ["b1", "b2"] {
+                ctx.begin(Some(manager_id(b).into()), 0);
+                let ack = Payload::new(HeartbeatAck { seq: round + 1 });
+                assert!(f.handle(&mut ctx, ack, &running).unwrap().is_none());
+            }
+            assert_eq!(f.is_box_dead("b0"), round >= 3, "round {round}");
+        }
+        assert_eq!(f.declared_dead, 1);
+        let v = f.service.view("G").unwrap();
+        assert_eq!((v.number, v.primary), (2, m(1, 11)));
+        f.registered("b0");
+        assert!(!f.is_box_dead("b0"));
+    }
+}

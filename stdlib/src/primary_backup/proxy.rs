@@ -788,3 +788,245 @@ pub(crate) fn applied(snapshot: &[u8]) -> Result<u64, Error> {
         postcard::from_bytes(snapshot).map_err(|e| Error::Snapshot(e.to_string()))?;
     Ok(saved.applier.applied)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Two proxies and their copies driven by hand, message by message, with the controller
+    //! played by the test: a primary that has been replaced is refused.
+
+    use std::collections::{BTreeSet, VecDeque};
+
+    use ovid::Effect;
+    use ovid::views::Member;
+
+    use super::*;
+    use crate::expansion::Value;
+
+    /// A copy that answers every request (what it answers does not matter here).
+    struct Echo;
+
+    impl Agent for Echo {
+        fn on_message(&mut self, ctx: &mut Context, _message: Payload) -> Result<(), Error> {
+            ctx.reply(Status);
+            Ok(())
+        }
+    }
+
+    /// Proxies and copies by identifier, a FIFO of messages (from, to, tag, payload), links
+    /// that are cut, and what reached identifiers that are not agents (the ingress proxy, the
+    /// controller).
+    struct Net {
+        proxies: BTreeMap<String, (PrimaryBackupProxy, Context)>,
+        copies: BTreeMap<String, (Echo, Context)>,
+        queue: VecDeque<(String, String, u64, Payload)>,
+        cut: BTreeSet<(String, String)>,
+        /// Sequence numbers answered to the ingress proxy, in order.
+        answered: Vec<u64>,
+        /// What the controller was asked to add.
+        adds: Vec<AddBackup>,
+    }
+
+    const P0: &str = "KVS/PrimaryBackupProxy0";
+    const P1: &str = "KVS/PrimaryBackupProxy1";
+    const INGRESS: &str = "KVS/PrimaryBackupIngressProxy0";
+
+    impl Net {
+        fn new() -> Net {
+            let mut net = Net {
+                proxies: BTreeMap::new(),
+                copies: BTreeMap::new(),
+                queue: VecDeque::new(),
+                cut: BTreeSet::new(),
+                answered: Vec::new(),
+                adds: Vec::new(),
+            };
+            for i in 0..2 {
+                let args = Args::from([
+                    ("index".to_string(), Value::Int(i)),
+                    (
+                        "peers".to_string(),
+                        Value::List(vec![P0.to_string(), P1.to_string()]),
+                    ),
+                    (
+                        "targets".to_string(),
+                        Value::List(vec![format!("KVS/Copy{i}")]),
+                    ),
+                ]);
+                let proxy = PrimaryBackupProxy::from_config(&args).unwrap();
+                let id = [P0, P1][i as usize];
+                net.proxies
+                    .insert(id.to_string(), (proxy, Context::new(id)));
+                let copy = format!("KVS/Copy{i}");
+                net.copies
+                    .insert(copy.clone(), (Echo, Context::new(copy.as_str())));
+            }
+            for id in [P0, P1] {
+                net.call(id, None, 0, |a, ctx| {
+                    a.on_start(ctx);
+                    Ok(())
+                });
+            }
+            net
+        }
+
+        fn call(
+            &mut self,
+            id: &str,
+            from: Option<&str>,
+            tag: u64,
+            f: impl FnOnce(&mut dyn Agent, &mut Context) -> Result<(), Error>,
+        ) {
+            let (agent, ctx): (&mut dyn Agent, &mut Context) = match self.proxies.get_mut(id) {
+                Some((p, ctx)) => (p, ctx),
+                None => {
+                    let (c, ctx) = self.copies.get_mut(id).unwrap();
+                    (c, ctx)
+                }
+            };
+            ctx.begin(from.map(Id::from), 1_000);
+            ctx.set_tag(tag);
+            f(agent, ctx).unwrap();
+            let tag = ctx.tag();
+            for effect in ctx.take_effects() {
+                match effect {
+                    Effect::SendPhysical { to, payload } | Effect::Send { to, payload } => self
+                        .queue
+                        .push_back((id.to_string(), to.to_string(), tag, payload)),
+                    Effect::Forward {
+                        to,
+                        from,
+                        tag,
+                        payload,
+                        ..
+                    } => self
+                        .queue
+                        .push_back((from.to_string(), to.to_string(), tag, payload)),
+                    _ => {}
+                }
+            }
+        }
+
+        /// Delivers everything in flight (dropping what crosses a cut link).
+        fn run(&mut self) {
+            while let Some((from, to, tag, payload)) = self.queue.pop_front() {
+                if self.cut.contains(&(from.clone(), to.clone())) {
+                    continue;
+                }
+                if self.proxies.contains_key(&to) || self.copies.contains_key(&to) {
+                    self.call(&to, Some(&from), tag, |a, ctx| a.on_message(ctx, payload));
+                } else if to == INGRESS && payload.is::<Outcome>() {
+                    self.answered.push(payload.decode::<Outcome>().unwrap().seq);
+                } else if to == CONTROLLER && payload.is::<AddBackup>() {
+                    self.adds.push(payload.decode::<AddBackup>().unwrap());
+                }
+            }
+        }
+
+        /// The controller sends view `number` to `to`.
+        fn view(&mut self, to: &[&str], number: u64, primary: u64, backups: &[u64]) {
+            let nonce = |i: u64| self.status([P0, P1][i as usize]).1;
+            let view = View {
+                group: "KVS".into(),
+                number,
+                primary: Member {
+                    index: primary,
+                    nonce: nonce(primary),
+                },
+                backups: backups
+                    .iter()
+                    .map(|i| Member {
+                        index: *i,
+                        nonce: nonce(*i),
+                    })
+                    .collect(),
+            };
+            for id in to {
+                let v = NewView { view: view.clone() };
+                self.queue
+                    .push_back((CONTROLLER.into(), id.to_string(), 0, Payload::new(v)));
+            }
+            self.run();
+        }
+
+        /// A request from the ingress proxy to `to`.
+        fn submit(&mut self, to: &str, seq: u64) {
+            let command = Command {
+                client: "c@1".into(),
+                seq,
+                ack: seq,
+                name: "Put".into(),
+                bytes: vec![seq as u8],
+            };
+            self.queue.push_back((
+                INGRESS.into(),
+                to.into(),
+                seq + 1,
+                Payload::new(Submit { command }),
+            ));
+            self.run();
+        }
+
+        /// (status, incarnation) of a proxy.
+        fn status(&self, id: &str) -> (PbStatus, u64) {
+            let (p, _) = &self.proxies[id];
+            (p.status(), p.nonce)
+        }
+    }
+
+    #[test]
+    fn a_replaced_primary_is_refused() {
+        let mut net = Net::new();
+        net.view(&[P0, P1], 1, 0, &[1]);
+        assert_eq!(net.status(P0).0.role, Role::Primary);
+        assert_eq!(net.status(P1).0.role, Role::Backup);
+        net.submit(P0, 0);
+        assert_eq!(net.answered, [0], "answered once the backup has it");
+
+        // P0 is cut off from everyone (and the controller's news); the controller makes P1
+        // the primary of view 2.
+        net.cut.insert((P0.into(), P1.into()));
+        net.view(&[P1], 2, 1, &[]);
+        assert_eq!(net.status(P1).0.role, Role::Primary);
+        net.cut.clear();
+        // P0 still thinks it is primary of view 1: it takes a request, but P1 drops its
+        // entries (view 1 is over), so it never answers it.
+        net.submit(P0, 1);
+        assert_eq!(net.status(P0).0.role, Role::Primary);
+        assert_eq!(net.status(P1).0.log_len, 1, "view 1's entry not taken");
+        assert_eq!(net.answered, [0]);
+
+        // P0 hears of view 2: it is no longer primary, and its log (with the unanswered
+        // request its copy applied) is not a prefix of P1's: it is fenced, not a backup.
+        net.view(&[P0], 2, 1, &[]);
+        assert_eq!(net.status(P0).0.role, Role::Fenced);
+        // Requests that reach it (the ingress proxy's retry of 1, then 2) go to P1, which
+        // answers them; P0's copy takes no more.
+        net.submit(P0, 1);
+        net.submit(P0, 2);
+        assert_eq!(net.status(P0).0.log_len, 2);
+        assert_eq!(net.answered, [0, 1, 2]);
+        assert!(net.adds.is_empty());
+    }
+
+    #[test]
+    fn a_replaced_primary_with_nothing_extra_rejoins_as_a_backup() {
+        let mut net = Net::new();
+        net.view(&[P0, P1], 1, 0, &[1]);
+        net.submit(P0, 0);
+        net.view(&[P0, P1], 2, 1, &[]);
+        assert_eq!(net.status(P1).0.role, Role::Primary);
+        assert_eq!(net.status(P0).0.role, Role::Backup);
+        net.submit(P1, 1);
+        assert_eq!(net.answered, [0, 1]);
+        // P0 joined P1, caught up, and P1 asked the controller to add it.
+        assert_eq!(net.status(P0).0.log_len, 2);
+        let adds = &net.adds;
+        assert_eq!(adds.len(), 1);
+        assert_eq!((adds[0].view, adds[0].index), (2, 0));
+        net.view(&[P0, P1], 3, 1, &[0]);
+        assert_eq!(net.status(P1).0.live, [0]);
+        net.submit(P1, 2);
+        assert_eq!(net.answered, [0, 1, 2]);
+        assert_eq!(net.status(P0).0.log_len, 3);
+    }
+}
