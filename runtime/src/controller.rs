@@ -259,8 +259,9 @@ pub struct Controller {
     running: BTreeMap<String, String>,
     /// BRT questions about agents that will run but do not yet: (asker, req, id).
     waiting: Vec<(String, u64, String)>,
-    /// The failure detector and the views of primary-backup groups (all in `views.rs`).
-    failover: Failover,
+    /// The failure detector and the views of primary-backup groups (all in `views.rs`); boxed
+    /// so that a `Controller` stays small to move.
+    failover: Box<Failover>,
 }
 
 impl Controller {
@@ -276,7 +277,7 @@ impl Controller {
     /// `period`, a box declared dead after `misses` periods without an answer (zero period:
     /// none). The default is 100 ms and 3.
     pub fn with_failure_detector(mut self, period: std::time::Duration, misses: u32) -> Self {
-        self.failover = Failover::new(period, misses);
+        self.failover = Box::new(Failover::new(period, misses));
         self
     }
 

@@ -617,7 +617,7 @@ impl<'a> World<'a> {
                     self.dead.insert(b);
                     let is_dead = self.is_dead();
                     let out = self.views.failed(&is_dead);
-                    self.from_controller(out);
+                    self.send_from_controller(out);
                 }
             }
             Ev::Resume(b, id) => {
@@ -1073,14 +1073,14 @@ impl<'a> World<'a> {
         match out {
             Ok(out) => {
                 self.note(|| format!("the controller handles {name} from {from}"));
-                self.from_controller(out);
+                self.send_from_controller(out);
             }
             Err(e) => self.note(|| format!("the controller cannot decode {name}: {e}")),
         }
     }
 
     /// Sends the view service's messages, from the controller.
-    fn from_controller(&mut self, out: Vec<(String, NewView)>) {
+    fn send_from_controller(&mut self, out: Vec<(String, NewView)>) {
         let controller = Id::from(CONTROLLER);
         for (to, view) in out {
             self.send(
