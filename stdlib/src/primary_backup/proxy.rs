@@ -448,13 +448,13 @@ impl PrimaryBackupProxy {
         self.adding.clear();
         if primary.index == me && primary.nonce == self.nonce {
             if was == Role::Primary {
-                // Still primary; the set of backups it waits for changed.
-                let required = self.required();
-                let len = self.log.len() as u64;
-                for i in required {
+                // Still primary; the set of backups it waits for changed. (A backup it has no
+                // record of, which the controller only adds at its request, is assumed to hold
+                // nothing: waiting for it is safe, assuming it holds the log is not.)
+                for i in self.required() {
                     self.followers
                         .entry(i)
-                        .or_insert_with(|| Follower::at(len, None));
+                        .or_insert_with(|| Follower::at(0, None));
                 }
                 self.release(ctx);
                 for i in self.followers.keys().copied().collect::<Vec<_>>() {
