@@ -438,7 +438,28 @@ impl PrimaryBackupProxy {
 
     /// A newer view: become what it says (see the module docs).
     fn on_view(&mut self, ctx: &mut Context, view: View) {
-        if view.group != self.group || view.number <= self.view_number() {
+        if view.group != self.group {
+            return;
+        }
+        if view.number == self.view_number() && self.role == Role::Primary {
+            // The controller's answer to an `AddBackup` it refused: stop waiting for those
+            // joiners. They join again (every `hello_ticks`), and are proposed again then.
+            let refused: Vec<usize> = self
+                .adding
+                .keys()
+                .copied()
+                .filter(|i| !view.backups.iter().any(|m| m.index as usize == *i))
+                .collect();
+            for i in refused {
+                self.adding.remove(&i);
+                if let Some(f) = self.followers.get_mut(&i) {
+                    f.nonce = None;
+                }
+            }
+            self.release(ctx);
+            return;
+        }
+        if view.number <= self.view_number() {
             return;
         }
         let was = self.role;
@@ -1023,10 +1044,27 @@ mod tests {
         let adds = &net.adds;
         assert_eq!(adds.len(), 1);
         assert_eq!((adds[0].view, adds[0].index), (2, 0));
+        assert_eq!(net.status(P1).0.live, [0], "waited for from the request on");
         net.view(&[P0, P1], 3, 1, &[0]);
         assert_eq!(net.status(P1).0.live, [0]);
         net.submit(P1, 2);
         assert_eq!(net.answered, [0, 1, 2]);
         assert_eq!(net.status(P0).0.log_len, 3);
+    }
+
+    #[test]
+    fn a_refused_addition_is_not_waited_for() {
+        let mut net = Net::new();
+        net.view(&[P0, P1], 1, 0, &[1]);
+        net.view(&[P0, P1], 2, 1, &[]);
+        net.submit(P1, 0);
+        assert_eq!(net.adds.len(), 1, "P0 caught up and was proposed");
+        assert_eq!(net.status(P1).0.live, [0]);
+        // The controller refuses (say P0's box was declared dead): it answers with view 2.
+        net.cut.insert((P1.into(), P0.into()));
+        net.view(&[P1], 2, 1, &[]);
+        assert!(net.status(P1).0.live.is_empty());
+        net.submit(P1, 1);
+        assert_eq!(net.answered, [0, 1], "answered without P0");
     }
 }
