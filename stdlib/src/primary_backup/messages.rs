@@ -88,6 +88,9 @@ pub struct Ack {
     pub view: u64,
     /// The length of the backup's log.
     pub len: u64,
+    /// Sent on installing a view rather than on entries: what the primary sent beyond `len`
+    /// may have been dropped (stamped with a view the backup had not heard of), send it again.
+    pub resync: bool,
 }
 
 /// Anyone → proxy: how are you? Answered with [`PbStatus`].

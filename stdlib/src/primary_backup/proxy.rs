@@ -124,6 +124,10 @@ pub struct PrimaryBackupProxy {
     nonce: u64,
     /// The newest view heard of.
     view: Option<View>,
+    /// The newest view number seen on a message from a peer, and asked about at the controller.
+    asked: u64,
+    /// Messages from peers stamped with a view not installed yet: (sender, message).
+    early: Vec<(String, Peer)>,
     /// While syncing: the backups' logs so far, by index.
     answers: BTreeMap<usize, Vec<Command>>,
     log: Vec<Command>,
@@ -186,6 +190,8 @@ impl PrimaryBackupProxy {
             role: Role::Starting,
             nonce: 0,
             view: None,
+            asked: 0,
+            early: Vec::new(),
             answers: BTreeMap::new(),
             log: Vec::new(),
             applier: Applier::default(),
@@ -511,6 +517,13 @@ impl PrimaryBackupProxy {
         self.role = Role::Backup;
         if !self.in_view() {
             self.join_primary(ctx);
+        } else if let Some(primary) = self.primary() {
+            let resync = Ack {
+                view: self.view_number(),
+                len: self.log.len() as u64,
+                resync: true,
+            };
+            ctx.send_physical(&primary, resync);
         }
     }
 
@@ -611,6 +624,158 @@ impl PrimaryBackupProxy {
     }
 }
 
+/// The messages between proxies, each stamped with the sender's view.
+enum Peer {
+    Entries(Entries),
+    Ack(Ack),
+    Join(Join),
+    Refused(Refused),
+    Hello(Hello),
+    HelloState(HelloState),
+}
+
+/// At most this many messages of views not yet installed are kept (the oldest go first; the
+/// senders repeat what matters).
+const EARLY_LIMIT: usize = 256;
+
+impl Peer {
+    /// The message, if it is one of the proxies' own (`None` for any other).
+    fn decode(message: Payload) -> Result<Option<Peer>, Error> {
+        Ok(Some(if message.is::<Entries>() {
+            Peer::Entries(message.decode()?)
+        } else if message.is::<Ack>() {
+            Peer::Ack(message.decode()?)
+        } else if message.is::<Join>() {
+            Peer::Join(message.decode()?)
+        } else if message.is::<Refused>() {
+            Peer::Refused(message.decode()?)
+        } else if message.is::<Hello>() {
+            Peer::Hello(message.decode()?)
+        } else if message.is::<HelloState>() {
+            Peer::HelloState(message.decode()?)
+        } else {
+            return Ok(None);
+        }))
+    }
+
+    fn view(&self) -> u64 {
+        match self {
+            Peer::Entries(m) => m.view,
+            Peer::Ack(m) => m.view,
+            Peer::Join(m) => m.view,
+            Peer::Refused(m) => m.view,
+            Peer::Hello(m) => m.view,
+            Peer::HelloState(m) => m.view,
+        }
+    }
+}
+
+impl PrimaryBackupProxy {
+    /// A message from peer `from`, stamped with a view this proxy has installed (an older one
+    /// is dropped by the checks below).
+    fn on_peer(&mut self, ctx: &mut Context, from: &str, m: Peer) {
+        let from_primary = self.primary().is_some_and(|p| &*p == from);
+        let peer = self.peer_index(from);
+        match m {
+            Peer::Entries(entries) => {
+                if self.role == Role::Backup && entries.view == self.view_number() && from_primary {
+                    let len = self.log.len() as u64;
+                    if entries.from <= len {
+                        self.append(entries.from, entries.commands);
+                        self.run_steps(ctx);
+                    }
+                    let ack = Ack {
+                        view: entries.view,
+                        len: self.log.len() as u64,
+                        resync: false,
+                    };
+                    ctx.send_physical(from, ack);
+                }
+            }
+            Peer::Ack(ack) => {
+                if let (Role::Primary, Some(i)) = (self.role, peer)
+                    && ack.view == self.view_number()
+                    && let Some(f) = self.followers.get_mut(&i)
+                {
+                    let acked = ack.len.min(self.log.len() as u64);
+                    if ack.resync {
+                        f.sent = f.sent.min(acked);
+                    }
+                    if acked >= f.acked {
+                        f.acked = acked;
+                        f.silent = 0;
+                    }
+                    if f.sent < f.acked {
+                        f.sent = f.acked;
+                    }
+                    // The committed prefix may have grown: joiners get it.
+                    for j in self.followers.keys().copied().collect::<Vec<_>>() {
+                        self.send_entries(ctx, j);
+                    }
+                    for j in self.followers.keys().copied().collect::<Vec<_>>() {
+                        self.maybe_add(ctx, j);
+                    }
+                    self.release(ctx);
+                }
+            }
+            Peer::Join(join) => {
+                if let (Role::Primary, Some(i)) = (self.role, peer)
+                    && join.view == self.view_number()
+                    && i != self.index
+                {
+                    let len = join.len as usize;
+                    if len > self.log.len() || digest(&self.log[..len]) != join.digest {
+                        tracing::warn!(proxy = %self.me, joiner = %self.peers[i], len, "primary_backup: a joiner's log is not a prefix of the primary's; refused");
+                        ctx.send_physical(from, Refused { view: join.view });
+                    } else {
+                        let f = self
+                            .followers
+                            .entry(i)
+                            .or_insert_with(|| Follower::at(join.len, Some(join.nonce)));
+                        if f.nonce != Some(join.nonce) {
+                            *f = Follower::at(join.len, Some(join.nonce));
+                        }
+                        // What was sent beyond its log may have been dropped (another view).
+                        f.sent = f.sent.min(join.len);
+                        self.send_entries(ctx, i);
+                        self.maybe_add(ctx, i);
+                    }
+                }
+            }
+            Peer::Refused(refused) => {
+                if self.role == Role::Backup && refused.view == self.view_number() && from_primary {
+                    tracing::error!(proxy = %self.me, "primary_backup: this copy applied entries the primary does not have; fenced until it restarts");
+                    self.role = Role::Fenced;
+                }
+            }
+            Peer::Hello(hello) => {
+                if self.role == Role::Backup
+                    && self.in_view()
+                    && hello.view == self.view_number()
+                    && from_primary
+                {
+                    let state = HelloState {
+                        view: hello.view,
+                        index: self.index as u64,
+                        log: self.log.clone(),
+                    };
+                    ctx.send_physical(from, state);
+                }
+            }
+            Peer::HelloState(answer) => {
+                let i = answer.index as usize;
+                if self.role == Role::Syncing
+                    && answer.view == self.view_number()
+                    && peer == Some(i)
+                {
+                    self.answers.insert(i, answer.log);
+                    self.finish_sync(ctx);
+                }
+            }
+        }
+    }
+}
+
 /// The group of a proxy `X/PrimaryBackupProxy{i}`: `X`.
 pub(crate) fn group_of(proxy: &str) -> String {
     proxy
@@ -666,108 +831,42 @@ impl Agent for PrimaryBackupProxy {
             if ctx.sender() == CONTROLLER {
                 let v = message.decode::<NewView>()?;
                 self.on_view(ctx, v.view);
-            }
-        } else if message.is::<Entries>() {
-            let entries = message.decode::<Entries>()?;
-            if self.role == Role::Backup
-                && entries.view == self.view_number()
-                && self.primary().is_some_and(|p| &*p == ctx.sender())
-            {
-                let len = self.log.len() as u64;
-                if entries.from <= len {
-                    self.append(entries.from, entries.commands);
-                    self.run_steps(ctx);
+                // What peers sent in this view before it was installed here.
+                let now = self.view_number();
+                let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early)
+                    .into_iter()
+                    .partition(|(_, m)| m.view() <= now);
+                self.early = later;
+                for (from, m) in ready {
+                    self.on_peer(ctx, &from, m);
                 }
-                ctx.reply(Ack {
-                    view: entries.view,
-                    len: self.log.len() as u64,
-                });
-            }
-        } else if message.is::<Ack>() {
-            let ack = message.decode::<Ack>()?;
-            if let (Role::Primary, Some(i)) = (self.role, self.peer_index(ctx.sender()))
-                && ack.view == self.view_number()
-                && let Some(f) = self.followers.get_mut(&i)
-            {
-                let acked = ack.len.min(self.log.len() as u64);
-                if acked >= f.acked {
-                    f.acked = acked;
-                    f.silent = 0;
-                }
-                if f.sent < f.acked {
-                    f.sent = f.acked;
-                }
-                // The committed prefix may have grown: joiners get it.
-                for j in self.followers.keys().copied().collect::<Vec<_>>() {
-                    self.send_entries(ctx, j);
-                }
-                for j in self.followers.keys().copied().collect::<Vec<_>>() {
-                    self.maybe_add(ctx, j);
-                }
-                self.release(ctx);
-            }
-        } else if message.is::<Join>() {
-            let join = message.decode::<Join>()?;
-            if let (Role::Primary, Some(i)) = (self.role, self.peer_index(ctx.sender()))
-                && join.view == self.view_number()
-                && i != self.index
-            {
-                let len = join.len as usize;
-                if len > self.log.len() || digest(&self.log[..len]) != join.digest {
-                    tracing::warn!(proxy = %self.me, joiner = %self.peers[i], len, "primary_backup: a joiner's log is not a prefix of the primary's; refused");
-                    ctx.reply(Refused { view: join.view });
-                } else {
-                    let f = self
-                        .followers
-                        .entry(i)
-                        .or_insert_with(|| Follower::at(join.len, Some(join.nonce)));
-                    if f.nonce != Some(join.nonce) {
-                        *f = Follower::at(join.len, Some(join.nonce));
-                    }
-                    self.send_entries(ctx, i);
-                    self.maybe_add(ctx, i);
-                }
-            }
-        } else if message.is::<Refused>() {
-            let refused = message.decode::<Refused>()?;
-            if self.role == Role::Backup
-                && refused.view == self.view_number()
-                && self.primary().is_some_and(|p| &*p == ctx.sender())
-            {
-                tracing::error!(proxy = %self.me, "primary_backup: this copy applied entries the primary does not have; fenced until it restarts");
-                self.role = Role::Fenced;
-            }
-        } else if message.is::<Hello>() {
-            let hello = message.decode::<Hello>()?;
-            if self.role == Role::Backup
-                && self.in_view()
-                && hello.view == self.view_number()
-                && self.primary().is_some_and(|p| &*p == ctx.sender())
-            {
-                ctx.reply(HelloState {
-                    view: hello.view,
-                    index: self.index as u64,
-                    log: self.log.clone(),
-                });
-            }
-        } else if message.is::<HelloState>() {
-            let answer = message.decode::<HelloState>()?;
-            let from = answer.index as usize;
-            if self.role == Role::Syncing
-                && answer.view == self.view_number()
-                && self.peer_index(ctx.sender()) == Some(from)
-            {
-                self.answers.insert(from, answer.log);
-                self.finish_sync(ctx);
             }
         } else if message.is::<Status>() {
             let status = self.status();
             ctx.reply(status);
         } else {
-            return Err(Error::UnknownMessage {
-                agent: self.me.to_string(),
-                name: message.name().to_string(),
-            });
+            let name = message.name().to_string();
+            let Some(m) = Peer::decode(message)? else {
+                return Err(Error::UnknownMessage {
+                    agent: self.me.to_string(),
+                    name,
+                });
+            };
+            let from = ctx.sender().to_string();
+            if m.view() > self.view_number() {
+                // Sent in a view not heard of yet: kept until it is, and the controller asked
+                // (rather than waiting for its news, or for the peer to send it again).
+                if m.view() > self.asked {
+                    self.asked = m.view();
+                    self.join_group(ctx);
+                }
+                if self.early.len() >= EARLY_LIMIT {
+                    self.early.remove(0);
+                }
+                self.early.push((from, m));
+            } else {
+                self.on_peer(ctx, &from, m);
+            }
         }
         Ok(())
     }
