@@ -3,8 +3,8 @@
 //! Who is primary is the controller's decision, never the proxies': each proxy joins its group
 //! at the controller (`ovid::views::JoinGroup`, with its incarnation) and acts on the views it
 //! is sent (`NewView`), newest first; every message between proxies carries its view number and
-//! is dropped by a proxy in another view, so a replaced primary is not heard by the backups of
-//! the newer view.
+//! is dropped by a proxy in a newer view, so a replaced primary is not heard by the backups of
+//! the newer view (a message of a view not installed yet is kept until it is).
 //!
 //! * **Primary.** It numbers every request it is given (its log), gives it to its own copy,
 //!   streams it to its backups ([`Entries`]), and answers the ingress proxy once its copy has
@@ -76,7 +76,7 @@ impl Default for Timing {
 }
 
 /// Ticks a lagging backup waits before the primary sends it again what it has not
-/// acknowledged (a backup drops entries of a view it has not yet heard of).
+/// acknowledged (in case they were lost with a view change).
 const RESEND_TICKS: u32 = 5;
 
 /// What the primary knows of one backup it streams to.
