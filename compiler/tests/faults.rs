@@ -194,17 +194,25 @@ struct Running {
 impl Running {
     /// Builds webkvs, starts the controller and every box at free ports, waits until it serves.
     fn start(logs: &str) -> Running {
-        let bin = build_webkvs(env!("CARGO_BIN_EXE_ovidc"), "faults");
-        let ports = free_ports(7);
+        Running::start_system(
+            logs,
+            "examples/webkvs/webkvs.ovid",
+            &["store0", "store1", "store2", "routing", "front"],
+        )
+    }
+
+    /// Builds the system of `file` (a variant of webkvs with these boxes), starts the
+    /// controller and every box at free ports, waits until it serves.
+    fn start_system(logs: &str, file: &str, names: &[&'static str]) -> Running {
+        let bin = build_example(env!("CARGO_BIN_EXE_ovidc"), "faults", file);
+        let ports = free_ports(names.len() + 2);
         let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
-        let (controller, http) = (addr(0), addr(6));
-        let boxes = vec![
-            ("store0", addr(1)),
-            ("store1", addr(2)),
-            ("store2", addr(3)),
-            ("routing", addr(4)),
-            ("front", addr(5)),
-        ];
+        let (controller, http) = (addr(0), addr(names.len() + 1));
+        let boxes = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*n, addr(i + 1)))
+            .collect();
         let mut p = Processes::new(root().join("target/faults").join(logs));
         p.start(
             "controller",
@@ -242,7 +250,7 @@ impl Running {
             .boxes
             .iter()
             .find(|(n, _)| *n == name)
-            .expect("a box of webkvs")
+            .expect("a box of the system")
             .1
             .clone();
         let args = [
@@ -398,4 +406,78 @@ fn a_restarted_storage_box_rejoins() {
             "service did not go on after {what}: {n} writes acknowledged"
         );
     }
+}
+
+/// `primary_backup(3)` as processes (examples/webkvs/webkvs-pb.ovid: one copy per storage box,
+/// the controller in a process of its own): under a write load the primary's box (store0: copy 0
+/// is the first primary) is killed with SIGKILL. The controller's failure detector declares it
+/// dead, makes a backup the primary of the next view, and the ingress proxy follows: every
+/// acknowledged write must still be readable, and the service must go on.
+#[test]
+fn primary_backup_fails_over_when_the_primary_is_killed() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let test_started = Instant::now();
+    let mut r = Running::start_system(
+        "pb-kill",
+        "examples/webkvs/webkvs-pb.ovid",
+        &["store0", "store1", "store2", "front"],
+    );
+    let after_build = Instant::now();
+
+    let load = Load::start(&r.http, "pb");
+    std::thread::sleep(Duration::from_secs(2));
+    let killed_at = load.now();
+    r.p.kill("store0");
+    println!(
+        "killed store0, the primary's box (SIGKILL), at {:.2} s",
+        killed_at.as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let until = load.now();
+    let attempts = load.finish();
+    r.p.check_alive(&["store0"]);
+    let controller_log = std::fs::read_to_string(&r.p.latest("controller").2).unwrap_or_default();
+    assert!(
+        controller_log.contains("box declared dead")
+            && controller_log.contains("the primary failed"),
+        "the controller did not fail over:\n{}",
+        tail(&r.p.latest("controller").2, 30)
+    );
+
+    let lost = lost_writes(&r.http, &attempts);
+    print_figures(
+        "primary_backup(3) as processes, the primary's box store0 killed with SIGKILL",
+        &attempts,
+        lost.len(),
+        &[("kill -9 store0 (the primary)", killed_at, until)],
+    );
+    println!(
+        "test time: {:.1} s after the build and start ({:.1} s in all)",
+        after_build.elapsed().as_secs_f64(),
+        test_started.elapsed().as_secs_f64()
+    );
+
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost: {}",
+        some(&lost, 20)
+    );
+    assert!(
+        attempts
+            .iter()
+            .filter(|a| a.acked && a.sent < killed_at)
+            .count()
+            >= 10,
+        "too few writes before the kill to mean anything"
+    );
+    let after = acked_after(&attempts, killed_at);
+    assert!(
+        after >= 10,
+        "service did not resume after the kill: {after} writes acknowledged after it"
+    );
+    let last_two_seconds = acked_after(&attempts, until.saturating_sub(Duration::from_secs(2)));
+    assert!(
+        last_two_seconds > 0,
+        "no write acknowledged in the last two seconds of the run"
+    );
 }

@@ -23,6 +23,7 @@ use crate::routing::{
     ArtAnswer, BrtAnswer, CONTROLLER, ResolveArt, ResolveBrt, RouteUpdate, is_refinement,
     manager_id, system_messages,
 };
+use crate::views::{Failover, ViewService};
 
 /// A node of the Logical Agent Transformation Tree: an agent and what it was transformed into.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +259,9 @@ pub struct Controller {
     running: BTreeMap<String, String>,
     /// BRT questions about agents that will run but do not yet: (asker, req, id).
     waiting: Vec<(String, u64, String)>,
+    /// The failure detector and the views of primary-backup groups (all in `views.rs`); boxed
+    /// so that a `Controller` stays small to move.
+    failover: Box<Failover>,
 }
 
 impl Controller {
@@ -267,6 +271,19 @@ impl Controller {
             placement,
             ..Controller::default()
         }
+    }
+
+    /// The same controller with this failure detector: a heartbeat to every box every
+    /// `period`, a box declared dead after `misses` periods without an answer (zero period:
+    /// none). The default is 100 ms and 3.
+    pub fn with_failure_detector(mut self, period: std::time::Duration, misses: u32) -> Self {
+        self.failover = Box::new(Failover::new(period, misses));
+        self
+    }
+
+    /// The views of primary-backup groups it keeps.
+    pub fn views(&self) -> &ViewService {
+        &self.failover.service
     }
 
     /// The placement it holds.
@@ -416,7 +433,19 @@ fn is<M: Message>(payload: &Payload) -> bool {
 }
 
 impl Agent for Controller {
+    fn on_start(&mut self, ctx: &mut Context) {
+        self.failover.start(ctx);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context, name: &str) {
+        self.failover
+            .on_timer(ctx, name, &self.boxes, &self.running);
+    }
+
     fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
+        let Some(message) = self.failover.handle(ctx, message, &self.running)? else {
+            return Ok(());
+        };
         if is::<ResolveArt>(&message) {
             let q = message.decode::<ResolveArt>()?;
             let physical = self.resolve_art(&q.agent, &q.ident);
@@ -464,6 +493,7 @@ impl Agent for Controller {
                 }
                 self.broadcast_brt(ctx, lost.into_iter().map(|id| (id, None)).collect());
             }
+            self.failover.registered(&r.name);
             self.boxes.insert(r.name.clone(), r.addr);
             self.running.insert(manager_id(&r.name), r.name.clone());
             if r.hosts_controller {

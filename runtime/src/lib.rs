@@ -33,6 +33,7 @@ mod runner;
 mod shutdown;
 pub mod sim;
 pub mod transport;
+pub mod views;
 
 pub use agent::Agent;
 pub use context::{Context, Effect, Outside};

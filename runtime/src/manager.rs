@@ -18,6 +18,7 @@ use crate::message::{Id, Payload};
 use crate::metrics::MetricsSnapshot;
 use crate::routing::{Art, ArtAnswer, BrtAnswer, system_messages};
 use crate::runner::Control;
+use crate::views::{Heartbeat, HeartbeatAck};
 
 /// Controller → box manager: start an agent here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +190,10 @@ impl Agent for BoxManager {
                     };
                     router.route(crate::Envelope::new(manager, asker, stopped));
                 });
+            }
+            n if n == <Heartbeat as crate::Message>::NAME => {
+                let h = message.decode::<Heartbeat>()?;
+                ctx.reply(HeartbeatAck { seq: h.seq });
             }
             n if n == <UpdateBrt as crate::Message>::NAME => {
                 for (id, addr) in message.decode::<UpdateBrt>()?.entries {

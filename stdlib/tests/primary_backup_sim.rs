@@ -1,10 +1,9 @@
 //! `primary_backup(n)`'s real proxies under the runtime's deterministic simulator: seeded message
-//! delays and reordering, partitions and pauses. Every client history must be linearizable
-//! against the store alone, each request must get one reply, and at quiescence the refinement
-//! mapping ([`primary_backup::refine`]) must give a state the store reaches.
-//!
-//! The simulator crashes only the boxes of `replicate` nodes, so these runs have no crashes:
-//! tests/primary_backup.rs crashes a backup and the primary on real boxes.
+//! delays and reordering, crashes of a copy's box (the primary's included: the simulator runs the
+//! controller's view service and declares a crashed box dead, so the controller fails over),
+//! partitions and pauses. Every client history must be linearizable against the store alone,
+//! each request must get one reply, and at quiescence the refinement mapping
+//! ([`primary_backup::refine`]) must give a state the store reaches.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,7 +39,7 @@ fn without_faults() {
 }
 
 #[test]
-fn under_delays_reordering_partitions_and_pauses() {
+fn under_every_fault() {
     run(
         3,
         Options {
@@ -50,6 +49,33 @@ fn under_delays_reordering_partitions_and_pauses() {
             ..Options::default()
         },
     );
+}
+
+/// Crashes alone, with every operation answered: after a crash of the primary the controller
+/// fails over and service resumes (the simulator does not check liveness, so this test does).
+#[test]
+fn crashes_fail_over_and_service_resumes() {
+    for n in [2, 3] {
+        let options = Options {
+            seeds: 40,
+            clients: 3,
+            faults: Faults::parse("crash").unwrap(),
+            ..Options::default()
+        };
+        let r = test_system(&system(n), &options).expect("the simulator runs");
+        let text = r.render(NAME);
+        println!("primary_backup({n}): {text}");
+        assert!(r.passed(), "{text}");
+        let t = &r.targets[0];
+        assert!(
+            t.injected[0] >= 30,
+            "too few crashes to mean anything: {text}"
+        );
+        assert_eq!(
+            t.unanswered, 0,
+            "service did not resume after a crash: {text}"
+        );
+    }
 }
 
 #[test]

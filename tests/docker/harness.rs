@@ -32,13 +32,23 @@ pub fn root() -> PathBuf {
 /// tests use, so the dependencies compile once), and copies the binary to `target/<dir>/bin/`
 /// (another test building the same package may replace the one in `target/e2e` meanwhile).
 pub fn build_webkvs(ovidc: &str, dir: &str) -> PathBuf {
+    build_example(ovidc, dir, "examples/webkvs/webkvs.ovid")
+}
+
+/// Like [`build_webkvs`], for the system of another `.ovid` file (relative to the root); its
+/// crate goes to `target/<dir>/<file stem>`.
+pub fn build_example(ovidc: &str, dir: &str, file: &str) -> PathBuf {
     let root = root();
     let out = root.join("target").join(dir);
-    let krate = out.join("webkvs");
+    let stem = Path::new(file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("system");
+    let krate = out.join(stem);
     let started = Instant::now();
     let status = Command::new(ovidc)
         .current_dir(&root)
-        .args(["build", "examples/webkvs/webkvs.ovid", "-o"])
+        .args(["build", file, "-o"])
         .arg(&krate)
         .arg("--no-compile")
         .status()

@@ -10,8 +10,12 @@
 //!   workload clients under their identifiers instead of them.
 //! * A node whose transformation text starts with `replicate` tolerates `f = (n-1)/2` crashed
 //!   replicas: its children `Replica{i}` and `ReplicaProxy{i}` (and everything under them) form
-//!   replica `i`. A box may crash only if every agent of the target it holds belongs to a
-//!   replica and it holds no client.
+//!   replica `i`. A `primary_backup(n)` node's children `Copy{i}` and `PrimaryBackupProxy{i}`
+//!   form copy `i`; the simulator crashes one copy of it per run (churn or not): a copy that
+//!   restarts has lost its log until it has caught up, so a second crash meanwhile may take
+//!   every holder of the log, which primary-backup does not promise to survive. A box may crash
+//!   only if every agent of the target it holds belongs to a replica or copy and it holds no
+//!   client.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,11 +38,14 @@ pub(crate) struct AgentSetup {
     pub factory: Factory,
 }
 
-/// A `replicate(n)` node: which agent belongs to which replica, and how many may be down.
+/// A `replicate(n)` or `primary_backup(n)` node: which agent belongs to which replica (copy),
+/// and how many may be down.
 #[derive(Debug)]
 pub(crate) struct ReplicaSet {
     pub node: String,
     pub f: usize,
+    /// Whether `churn` may crash more than `f` of them in a run (one at a time).
+    pub churn: bool,
     /// Physical agent → replica index.
     pub members: BTreeMap<String, usize>,
 }
@@ -97,11 +104,10 @@ impl RawNode {
     }
 
     fn replicate_nodes<'a>(&'a self, out: &mut Vec<&'a RawNode>) {
-        if self
-            .transform
-            .as_deref()
-            .is_some_and(|t| t.trim_start().starts_with("replicate"))
-        {
+        if self.transform.as_deref().is_some_and(|t| {
+            let t = t.trim_start();
+            t.starts_with("replicate") || t.starts_with("primary_backup")
+        }) {
             out.push(self);
         }
         for c in &self.children {
@@ -110,11 +116,13 @@ impl RawNode {
     }
 }
 
-/// `Replica3` and `ReplicaProxy3` → 3.
+/// `Replica3` and `ReplicaProxy3` (and primary-backup's `Copy3` and `PrimaryBackupProxy3`) → 3.
 fn replica_index(segment: &str) -> Option<usize> {
     let digits = segment
         .strip_prefix("ReplicaProxy")
-        .or_else(|| segment.strip_prefix("Replica"))?;
+        .or_else(|| segment.strip_prefix("Replica"))
+        .or_else(|| segment.strip_prefix("PrimaryBackupProxy"))
+        .or_else(|| segment.strip_prefix("Copy"))?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -233,7 +241,9 @@ impl Setup {
             let mut nodes = Vec::new();
             node.replicate_nodes(&mut nodes);
             for r in nodes {
-                let n = r.transform.as_deref().and_then(first_number).unwrap_or(1);
+                let text = r.transform.as_deref().unwrap_or_default();
+                let n = first_number(text).unwrap_or(1);
+                let primary_backup = text.trim_start().starts_with("primary_backup");
                 let mut members = BTreeMap::new();
                 for c in &r.children {
                     let segment =
@@ -250,7 +260,12 @@ impl Setup {
                 }
                 replica_sets.push(ReplicaSet {
                     node: r.id.clone(),
-                    f: n.saturating_sub(1) / 2,
+                    f: if primary_backup {
+                        usize::from(n >= 2)
+                    } else {
+                        n.saturating_sub(1) / 2
+                    },
+                    churn: !primary_backup,
                     members,
                 });
             }
@@ -278,7 +293,7 @@ impl Setup {
         let mut notes = Vec::new();
         if crashable.is_empty() {
             notes.push(if replica_sets.is_empty() {
-                "no crashes: no box holds only replicas of a replicate(n) node".to_string()
+                "no crashes: no box holds only replicas of a replicate(n) or copies of a primary_backup(n) node".to_string()
             } else {
                 "no crashes: every box holding replicas also holds an agent that is not replicated, or a client".to_string()
             });
@@ -328,6 +343,9 @@ mod tests {
         assert_eq!(replica_index("ReplicaProxy10"), Some(10));
         assert_eq!(replica_index("ReplicateIngressProxy0"), None);
         assert_eq!(replica_index("Replica"), None);
+        assert_eq!(replica_index("PrimaryBackupProxy1"), Some(1));
+        assert_eq!(replica_index("Copy0"), Some(0));
+        assert_eq!(replica_index("PrimaryBackupIngressProxy0"), None);
         assert_eq!(first_number("replicate(n: 5)"), Some(5));
         assert_eq!(first_number("replicate(3)"), Some(3));
     }

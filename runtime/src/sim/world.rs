@@ -23,6 +23,12 @@
 //! across the cut at the head of their channels until it heals; a pause holds every message and
 //! timer of a box until it resumes.
 //!
+//! **The controller's views.** Primary-backup proxies ask the controller for their views; here
+//! the controller is the runtime's own [`ViewService`] in a box of its own (`$controller`, which
+//! never crashes or pauses but can be cut off by a partition), fed what the real controller would
+//! be: the proxies' messages, and, as its failure detector, a crashed box declared dead
+//! [`DETECT_US`] after the crash if it is still down then (alive again once it restarts).
+//!
 //! **Clients.** Each sender of the target is replaced by workload clients under its identifier:
 //! one operation outstanding each, a unique correlation tag per operation, done when a message
 //! with that tag comes back. A client that waits too long gives up and is replaced by a fresh one
@@ -35,9 +41,11 @@ use crate::agent::Agent;
 use crate::context::{Context, Effect};
 use crate::error::Error;
 use crate::message::{Id, Payload};
+use crate::routing::CONTROLLER;
 use crate::sim::scenario::{FaultEvent, FaultKind, Scenario};
 use crate::sim::setup::Setup;
 use crate::sim::{Property, Rng};
+use crate::views::{AddBackup, JoinGroup, NewView, RemoveBackup, ViewService, WatchGroup};
 
 /// What the clients' clocks read at virtual time 0: a plausible "now", in milliseconds.
 pub(crate) const EPOCH_MS: u64 = 1_750_000_000_000;
@@ -53,6 +61,11 @@ const MAX_EVENTS: u64 = 5_000_000;
 const MAX_DRAIN: u64 = 200_000;
 /// Correlation tags of client operations: this plus the operation's number.
 const TAG_BASE: u64 = 0x05a1_0000_0000_0000;
+/// How long after a crash the simulated failure detector declares the box dead (virtual
+/// microseconds): the real one's default, three periods of 100 ms.
+pub(crate) const DETECT_US: u64 = 300_000;
+/// The box the simulated controller lives in.
+const CONTROLLER_BOX: &str = "$controller";
 /// At most this many trace lines are kept.
 const MAX_TRACE: usize = 200_000;
 
@@ -158,6 +171,8 @@ enum Ev {
     Restart(String, u64),
     Heal(u64),
     Resume(String, u64),
+    /// The failure detector's verdict on a crashed box (its crash generation).
+    Detect(String, u64),
 }
 
 enum Call {
@@ -204,6 +219,10 @@ struct World<'a> {
     phase: Phase,
     violation: Option<(Property, String)>,
     trace: Option<Vec<String>>,
+    /// The controller's views of primary-backup groups.
+    views: ViewService,
+    /// Boxes the failure detector has declared dead.
+    dead: BTreeSet<String>,
 }
 
 /// Mixes a seed and a stream number into the seed of an independent generator.
@@ -272,6 +291,8 @@ impl<'a> World<'a> {
             phase: Phase::Workload,
             violation: None,
             trace: trace.then(Vec::new),
+            views: ViewService::new(),
+            dead: BTreeSet::new(),
         }
     }
 
@@ -586,6 +607,19 @@ impl<'a> World<'a> {
                     self.unblock();
                 }
             }
+            Ev::Detect(b, generation) => {
+                if self
+                    .boxes
+                    .get(&b)
+                    .is_some_and(|s| s.down && s.generation == generation)
+                {
+                    self.note(|| format!("the controller declares box {b} dead"));
+                    self.dead.insert(b);
+                    let is_dead = self.is_dead();
+                    let out = self.views.failed(&is_dead);
+                    self.send_from_controller(out);
+                }
+            }
             Ev::Resume(b, id) => {
                 let s = self.boxes.get_mut(&b).expect("a known box");
                 if s.paused.is_some_and(|(p, _)| p == id) {
@@ -840,6 +874,9 @@ impl<'a> World<'a> {
     }
 
     fn box_of(&self, id: &str) -> Option<String> {
+        if id == CONTROLLER {
+            return Some(CONTROLLER_BOX.to_string());
+        }
         self.agents
             .get(id)
             .map(|s| s.in_box.clone())
@@ -974,6 +1011,10 @@ impl<'a> World<'a> {
             self.schedule(at, Ev::Deliver(key.0.clone(), key.1.clone()));
         }
         let (_, dst) = key;
+        if &*dst == CONTROLLER {
+            self.controller_receives(msg);
+            return Ok(());
+        }
         if self.senders.contains_key(&dst) {
             self.reply_to_client(&dst, msg);
             return Ok(());
@@ -993,6 +1034,63 @@ impl<'a> World<'a> {
             _ => self.note(|| format!("{dst} is not running: {} dropped", msg.payload.name())),
         }
         Ok(())
+    }
+
+    /// Whether an agent's box is declared dead, as the controller sees it.
+    fn is_dead(&self) -> impl Fn(&str) -> bool + use<> {
+        let dead = self.dead.clone();
+        let boxes: BTreeMap<String, String> = self
+            .agents
+            .iter()
+            .map(|(id, s)| (id.to_string(), s.in_box.clone()))
+            .collect();
+        move |id: &str| boxes.get(id).is_some_and(|b| dead.contains(b))
+    }
+
+    /// The controller handles a message: the view service's part of it (the simulator runs
+    /// nothing else of the controller).
+    fn controller_receives(&mut self, msg: Msg) {
+        let from = msg.from.to_string();
+        let is_dead = self.is_dead();
+        let p = msg.payload;
+        let name = p.name().to_string();
+        let out = if p.is::<JoinGroup>() {
+            p.decode::<JoinGroup>()
+                .map(|j| self.views.join(&j, &is_dead))
+        } else if p.is::<WatchGroup>() {
+            p.decode::<WatchGroup>()
+                .map(|w| self.views.watch(&w, &from))
+        } else if p.is::<RemoveBackup>() {
+            p.decode::<RemoveBackup>()
+                .map(|r| self.views.remove_backup(&r, &from))
+        } else if p.is::<AddBackup>() {
+            p.decode::<AddBackup>()
+                .map(|a| self.views.add_backup(&a, &from, &is_dead))
+        } else {
+            self.note(|| format!("the controller ignores {name} from {from}"));
+            return;
+        };
+        match out {
+            Ok(out) => {
+                self.note(|| format!("the controller handles {name} from {from}"));
+                self.send_from_controller(out);
+            }
+            Err(e) => self.note(|| format!("the controller cannot decode {name}: {e}")),
+        }
+    }
+
+    /// Sends the view service's messages, from the controller.
+    fn send_from_controller(&mut self, out: Vec<(String, NewView)>) {
+        let controller = Id::from(CONTROLLER);
+        for (to, view) in out {
+            self.send(
+                &controller,
+                Id::from(to.as_str()),
+                controller.clone(),
+                0,
+                Payload::new(view),
+            );
+        }
     }
 
     /// Schedules the held channels whose way is clear again.
@@ -1099,7 +1197,7 @@ impl<'a> World<'a> {
                 .filter(|(a, _)| self.boxes.get(&box_of(a)).is_some_and(|s| s.down))
                 .map(|(_, i)| *i)
                 .collect();
-            if !churn {
+            if !churn || !set.churn {
                 counted.extend(
                     self.ever_crashed
                         .iter()
@@ -1158,12 +1256,14 @@ impl<'a> World<'a> {
             )
         });
         self.schedule(self.now + duration, Ev::Restart(b.to_string(), generation));
+        self.schedule(self.now + DETECT_US, Ev::Detect(b.to_string(), generation));
     }
 
     fn restart(&mut self, b: &str) -> Result<(), Error> {
         let state = self.boxes.get_mut(b).expect("a known box");
         state.down = false;
         state.generation += 1;
+        self.dead.remove(b);
         self.note(|| format!("box {b} restarts"));
         self.make_agents(b)?;
         self.start_agents(b);

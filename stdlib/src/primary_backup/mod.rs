@@ -1,10 +1,10 @@
-//! `primary_backup(n)`: one primary and n-1 backups kept in step; the controller fails over
-//! (not yet: see docs/replication.md).
+//! `primary_backup(n)`: one primary and n-1 backups kept in step; the controller's view
+//! service (`ovid::views`) names the primary and fails over (docs/replication.md).
 //!
-//! The expansion ([`expand`]), the proxy agents ([`proxies`]: replicate's ingress proxy under the
-//! kind `PrimaryBackupIngressProxy`, and [`PrimaryBackupProxy`] per copy) and the refinement
-//! mapping ([`refine`]). Client sessions (each request once, in each sender's order) are
-//! replicate's.
+//! The expansion ([`expand`]), the proxy agents ([`proxies`]: [`PrimaryBackupIngressProxy`],
+//! replicate's ingress proxy following the controller's views, and [`PrimaryBackupProxy`] per
+//! copy) and the refinement mapping ([`refine`]). Client sessions (each request once, in each
+//! sender's order) are replicate's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,9 +12,11 @@ use std::sync::Arc;
 use crate::expansion::{Args, Expansion, Request, Value, int};
 use crate::spec::{Param, ParamKind, Precondition, Spec, Target};
 
+mod ingress;
 pub mod messages;
 mod proxy;
 
+pub use ingress::PrimaryBackupIngressProxy;
 pub use proxy::{PRIMARY, PrimaryBackupProxy, Timing};
 
 /// The signature of `primary_backup`.
@@ -66,21 +68,18 @@ pub fn expand(req: &Request) -> Expansion {
     e
 }
 
-/// The proxy agents of this transformation, by kind: `PrimaryBackupIngressProxy` (replicate's
-/// ingress proxy: it submits to the primary, index 0, and retries) and `PrimaryBackupProxy`.
+/// The proxy agents of this transformation, by kind: `PrimaryBackupIngressProxy` (it submits
+/// to the primary the controller names, and retries) and `PrimaryBackupProxy`.
 pub fn proxies(_hooks: &Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid::Factory)> {
     let ingress: ovid::Factory = Arc::new(|bytes: &[u8]| {
         let args = crate::proxy::config(bytes)?;
-        Ok(
-            Box::new(crate::replicate::ReplicateIngressProxy::from_config(&args)?)
-                as Box<dyn ovid::Agent>,
-        )
+        Ok(Box::new(PrimaryBackupIngressProxy::from_config(&args)?) as Box<dyn ovid::Agent>)
     });
     let copy: ovid::Factory = Arc::new(|bytes: &[u8]| {
         let args = crate::proxy::config(bytes)?;
         Ok(Box::new(PrimaryBackupProxy::from_config(&args)?) as Box<dyn ovid::Agent>)
     });
-    vec![("PrimaryBackupIngressProxy", ingress), (proxy::KIND, copy)]
+    vec![(ingress::KIND, ingress), (proxy::KIND, copy)]
 }
 
 /// The refinement mapping over the snapshots of the physical agents under `id`: the snapshot of

@@ -112,6 +112,25 @@ impl ReplicateIngressProxy {
         }
     }
 
+    /// Sends requests to replica proxy `target` from now on; if that is a change, submits the
+    /// open requests there at once rather than after the retry timeout (someone who knows, such
+    /// as the controller, said where the requests should go).
+    pub(crate) fn point_at(&mut self, ctx: &mut Context, target: usize) {
+        if target >= self.targets.len() || target == self.target {
+            return;
+        }
+        self.target = target;
+        self.silence = 0;
+        for (seq, open) in &self.open {
+            self.submit(ctx, *seq, open);
+        }
+    }
+
+    /// The replica proxies, by index.
+    pub(crate) fn targets(&self) -> &[Id] {
+        &self.targets
+    }
+
     fn on_outcome(&mut self, ctx: &mut Context, outcome: Outcome) {
         if outcome.client != self.client {
             return;
