@@ -126,7 +126,18 @@ pub struct ControllerStatus {
     pub applied: u64,
 }
 
+/// The leading replica → the log: the controller's timer `name` fired. The controller's timers
+/// (its failure detector's) run only at the leader and reach every replica through the log, so
+/// that every replica's controller counts the same periods and declares the same boxes dead at
+/// the same point of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerTimer {
+    /// The timer's name, as the controller set it.
+    pub name: String,
+}
+
 system_messages!(
+    ControllerTimer,
     ControllerPaxos,
     ControllerRecoverQuery,
     ControllerRecoverState,
@@ -356,6 +367,35 @@ impl ControllerReplica {
         Ok(())
     }
 
+    /// The leader proposes that the controller's timer `name` fired. Not kept for proposing
+    /// again: a tick lost in a leader change is made up by the next leader's own timer.
+    fn propose_timer(&mut self, ctx: &mut Context, name: &str) {
+        if !self.leading {
+            return;
+        }
+        let Mode::Active { paxos, .. } = &mut self.mode else {
+            return;
+        };
+        let bytes = match postcard::to_stdvec(&ControllerTimer { name: name.into() }) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(replica = self.index, error = %e, "cannot encode a timer input");
+                return;
+            }
+        };
+        let input = Input {
+            origin: (self.index as u64, self.incarnation, self.next_seq),
+            from: CONTROLLER.to_string(),
+            name: ControllerTimer::NAME.to_string(),
+            bytes,
+        };
+        self.next_seq += 1;
+        if let Err(e) = paxos.append(input) {
+            tracing::warn!(replica = self.index, error = ?e, "omnipaxos refused a timer input");
+        }
+        self.pump(ctx);
+    }
+
     /// After anything that may have moved omnipaxos: propose again on a leader change, send
     /// what omnipaxos wants sent, apply what it decided, and take over as leader if elected.
     fn pump(&mut self, ctx: &mut Context) {
@@ -406,6 +446,8 @@ impl ControllerReplica {
             // was placed but is not known to run (a box already running it says so again).
             let mut inner = Context::new(CONTROLLER);
             self.controller.reissue_starts(&mut inner);
+            // The controller's timers run at the leader (see `ControllerTimer`).
+            self.controller.on_start(&mut inner);
             for effect in inner.take_effects() {
                 ctx.emit(effect);
             }
@@ -436,12 +478,19 @@ impl ControllerReplica {
         let mut inner = Context::new(CONTROLLER);
         // The controller never reads the clock; a fixed one keeps every replica identical.
         inner.begin(Some(Id::from(input.from.as_str())), 0);
-        let payload = Payload::Encoded {
-            name: Id::from(input.name.as_str()),
-            bytes: Bytes::from(input.bytes),
-        };
-        if let Err(e) = self.controller.on_message(&mut inner, payload) {
-            tracing::warn!(replica = self.index, from = %input.from, message = %input.name, error = %e, "controller input rejected");
+        if input.name == ControllerTimer::NAME {
+            match postcard::from_bytes::<ControllerTimer>(&input.bytes) {
+                Ok(t) => self.controller.on_timer(&mut inner, &t.name),
+                Err(e) => tracing::warn!(replica = self.index, error = %e, "bad timer input"),
+            }
+        } else {
+            let payload = Payload::Encoded {
+                name: Id::from(input.name.as_str()),
+                bytes: Bytes::from(input.bytes),
+            };
+            if let Err(e) = self.controller.on_message(&mut inner, payload) {
+                tracing::warn!(replica = self.index, from = %input.from, message = %input.name, error = %e, "controller input rejected");
+            }
         }
         if emit {
             for effect in inner.take_effects() {
@@ -506,6 +555,8 @@ impl Agent for ControllerReplica {
 
     fn on_timer(&mut self, ctx: &mut Context, name: &str) {
         if name != TICK {
+            // One of the controller's own timers, set through the leader's effects.
+            self.propose_timer(ctx, name);
             return;
         }
         self.ticks += 1;

@@ -398,3 +398,137 @@ async fn a_backup_crashes_then_the_primary_fails_over() {
     assert_eq!(decode_store(&states[0].1).map, acked);
     sys.shutdown().await;
 }
+
+/// Three free loopback addresses for the controller replicas (each must know the others').
+fn free_addrs(n: usize) -> Vec<String> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+/// The replica the live controller replicas agree leads, asked from an endpoint of `from`.
+async fn controller_leader(from: &BoxHandle, live: &[usize]) -> usize {
+    use ovid::controller_group::{ControllerStatus, GetControllerStatus, replica_id};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut round = 0;
+    loop {
+        round += 1;
+        let mut probe = from.endpoint(format!("leader-probe{round}")).unwrap();
+        let mut leaders = Vec::new();
+        for (req, i) in live.iter().enumerate() {
+            probe.send_physical(&replica_id(*i), GetControllerStatus { req: req as u64 });
+            if let Ok(Ok((_, s))) = timeout(
+                Duration::from_secs(2),
+                probe.recv_message::<ControllerStatus>(),
+            )
+            .await
+            {
+                leaders.push(s.leader.filter(|_| s.active));
+            }
+        }
+        if leaders.len() == live.len()
+            && let Some(Some(l)) = leaders.first()
+            && live.contains(&(*l as usize))
+            && leaders.iter().all(|x| *x == Some(*l))
+        {
+            return *l as usize;
+        }
+        assert!(Instant::now() < deadline, "no controller leader: {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// With the controller itself replicated (`controller |> replicate(3)`), the failure detector
+/// and the views are the replicated controller's: its leader's box is shut down, then the
+/// primary's box; the new leader, which never pinged anything before it led, declares the
+/// primary's box dead and fails over to a backup, and no acknowledged put is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_fails_over_under_a_replicated_controller() {
+    use ovid::ControllerReplica;
+    let placement = placement(3);
+    let addrs = free_addrs(3);
+    let mut controllers = Vec::new();
+    for i in 0..3 {
+        let replica = ControllerReplica::new(i, 3, Controller::new(placement.clone())).unwrap();
+        controllers.push(Some(
+            BoxBuilder::new(format!("controller{i}"))
+                .with_controller_replica(i, replica, addrs.clone())
+                .start()
+                .await
+                .unwrap(),
+        ));
+    }
+    let front = builder("front")
+        .controllers_at(addrs.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut boxes = Vec::new();
+    for i in 0..3 {
+        boxes.push(Some(
+            builder(&format!("p{i}"))
+                .controllers_at(addrs.clone())
+                .start()
+                .await
+                .unwrap(),
+        ));
+    }
+    front.ready().await.unwrap();
+    for b in boxes.iter().flatten() {
+        b.ready().await.unwrap();
+    }
+    let mut client = front.endpoint("client").unwrap();
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    let mut version = 0;
+    for i in 0..20 {
+        let (k, v) = (format!("k{}", i % 8), format!("first-{i}"));
+        version += 1;
+        assert_eq!(put(&mut client, &k, &v).await.version, version);
+        acked.insert(k, v);
+    }
+
+    let leader = controller_leader(&front, &[0, 1, 2]).await;
+    controllers[leader].take().unwrap().shutdown().await;
+    let live: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let new_leader = controller_leader(&front, &live).await;
+    println!("controller replica {leader} shut down; replica {new_leader} leads");
+    for i in 0..10 {
+        let (k, v) = (format!("k{}", i % 8), format!("second-{i}"));
+        version += 1;
+        assert_eq!(put(&mut client, &k, &v).await.version, version);
+        acked.insert(k, v);
+    }
+
+    boxes[0].take().unwrap().shutdown().await;
+    let crashed = Instant::now();
+    version += 1;
+    assert_eq!(
+        put(&mut client, "k-failover", "new-primary").await.version,
+        version,
+        "answered by the new primary, after every acknowledged put"
+    );
+    println!(
+        "primary p0 shut down: the replicated controller failed over, the next put took {:?}",
+        crashed.elapsed()
+    );
+    acked.insert("k-failover".into(), "new-primary".into());
+    for (k, v) in &acked {
+        assert_eq!(
+            get(&mut client, k).await.value.as_ref(),
+            Some(v),
+            "acknowledged put of {k} lost"
+        );
+    }
+    drop(client);
+    for b in boxes.into_iter().flatten() {
+        b.shutdown().await;
+    }
+    front.shutdown().await;
+    for c in controllers.into_iter().flatten() {
+        c.shutdown().await;
+    }
+}
