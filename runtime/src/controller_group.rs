@@ -591,7 +591,9 @@ impl Agent for ControllerReplica {
             let batch = message.decode::<ControllerPaxos>()?;
             if let Mode::Active { paxos, .. } = &mut self.mode {
                 for m in batch.messages {
-                    paxos.handle_incoming(m);
+                    if !crate::paxos::is_stale_accept_sync(&m, paxos.get_decided_idx()) {
+                        paxos.handle_incoming(m);
+                    }
                 }
                 self.pump(ctx);
             }

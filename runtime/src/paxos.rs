@@ -267,6 +267,30 @@ impl<T: Clone> SharedStore<T> {
     }
 }
 
+/// Whether `message` is an `AcceptSync` that would rewrite the log below `decided`, this
+/// node's decided index: one that answered an older promise of this node and was overtaken.
+///
+/// A node in omnipaxos's fail-recovery asks the leader to prepare it again, and may ask more than
+/// once; each promise it sends is answered with an `AcceptSync` computed from that promise. When
+/// the answer to an early promise (made before it caught up) arrives after a later `Prepare` put
+/// it back in the prepare phase, it would sync from an index below what it has since learnt is
+/// decided, which omnipaxos asserts never happens. The answer to its latest promise follows, so
+/// dropping the stale one loses nothing.
+pub fn is_stale_accept_sync<T: Entry>(
+    message: &omnipaxos::messages::Message<T>,
+    decided: usize,
+) -> bool {
+    use omnipaxos::messages::Message;
+    use omnipaxos::messages::sequence_paxos::{PaxosMessage, PaxosMsg};
+    matches!(
+        message,
+        Message::SequencePaxos(PaxosMessage {
+            msg: PaxosMsg::AcceptSync(sync),
+            ..
+        }) if sync.log_sync.sync_idx < decided
+    )
+}
+
 fn encode<T: Serialize>(record: &Record<T>) -> Result<Vec<u8>, Error> {
     postcard::to_stdvec(record).map_err(|e| Error::Encode {
         name: "paxos::Record".into(),

@@ -507,7 +507,9 @@ impl Agent for ReplicaProxy {
             let paxos_msg = message.decode::<Paxos>()?;
             if let Mode::Active { paxos, .. } = &mut self.mode {
                 for m in paxos_msg.messages {
-                    if m.get_receiver() == self.index as u64 + 1 {
+                    if m.get_receiver() == self.index as u64 + 1
+                        && !ovid::paxos::is_stale_accept_sync(&m, paxos.get_decided_idx())
+                    {
                         paxos.handle_incoming(m);
                     }
                 }
