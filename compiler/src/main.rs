@@ -39,6 +39,12 @@ enum Command {
     Run {
         /// The .ovid file.
         file: PathBuf,
+        /// Keep each box's durable state (replicated agents' Paxos logs) in DIR/<box>, so that a
+        /// box started again with it loses nothing acknowledged; without DIR,
+        /// <target>/ovid-data/<system>. Without the flag, nothing is kept.
+        #[arg(long, value_name = "DIR")]
+        #[allow(clippy::option_option)]
+        data_dir: Option<Option<PathBuf>>,
     },
     /// Check by deterministic simulation that each transformed agent still behaves like the
     /// original: linearizable against its own code, and its refinement mapping holds.
@@ -47,7 +53,7 @@ enum Command {
         file: PathBuf,
         /// The simulator's flags, passed to the system binary's `test` as they are:
         /// --seeds N (default 100), --seed S, --ops N, --clients N,
-        /// --faults delay,reorder,crash,partition,pause,churn|all|none, --events LIST,
+        /// --faults delay,reorder,crash,partition,pause,churn,amnesia|all|none, --events LIST,
         /// --target ID, --replay STRING, --trace, --no-shrink (docs/verification.md).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -111,7 +117,7 @@ fn run(cli: Cli) -> ExitCode {
             output,
             no_compile,
         } => ovidc::cli::build(&file, &output, !no_compile),
-        Command::Run { file } => ovidc::run::run(&file),
+        Command::Run { file, data_dir } => ovidc::run::run(&file, data_dir),
         Command::Test { file, args } => ovidc::run::test(&file, &args),
         Command::Graph {
             file,

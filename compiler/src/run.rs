@@ -2,10 +2,11 @@
 //! replicate(n)`, its n controller replicas) and every box as processes on loopback, stream
 //! their output prefixed with the box's name, and stop them all when the system's clients have
 //! finished, on Ctrl-C, or when a box dies. A replicated controller outlives the death of a
-//! minority of its replicas, and so does the run.
+//! minority of its replicas, and so does the run. With `--data-dir`, every box keeps its agents'
+//! durable stores in a directory of its own (`<dir>/<box>`), which outlives the run.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -27,9 +28,11 @@ enum Event {
     Interrupted,
 }
 
-/// `ovidc run FILE`: see the module docs.
-pub fn run(file: &Path) -> ExitCode {
-    match build_and_run(file) {
+/// `ovidc run FILE [--data-dir [DIR]]`: see the module docs. `data_dir`: where the boxes keep
+/// their durable stores (`Some(None)`: `<target>/ovid-data/<system>`), if anywhere.
+#[allow(clippy::option_option)]
+pub fn run(file: &Path, data_dir: Option<Option<PathBuf>>) -> ExitCode {
+    match build_and_run(file, data_dir) {
         Ok(code) => code,
         Err(f) => {
             report(&f, false);
@@ -75,8 +78,16 @@ fn build_for_run(file: &Path) -> Result<(Built, std::path::PathBuf), Failure> {
     Ok((built, binary))
 }
 
-fn build_and_run(file: &Path) -> Result<ExitCode, Failure> {
+#[allow(clippy::option_option)]
+fn build_and_run(file: &Path, data_dir: Option<Option<PathBuf>>) -> Result<ExitCode, Failure> {
     let (built, binary) = build_for_run(file)?;
+    let data_dir = data_dir.map(|d| {
+        d.unwrap_or_else(|| {
+            build::target_dir()
+                .join("ovid-data")
+                .join(&built.deployment.system)
+        })
+    });
     let (tx, rx) = mpsc::channel();
     let ctrlc_tx = tx.clone();
     // Ctrl-C, SIGTERM or SIGHUP stop the boxes in order (they run in process groups of their
@@ -87,6 +98,7 @@ fn build_and_run(file: &Path) -> Result<ExitCode, Failure> {
     let mut system = System {
         children: Vec::new(),
         tx,
+        data_dir,
     };
     let result = system.run(&binary, &built, &rx);
     system.stop();
@@ -97,6 +109,8 @@ fn build_and_run(file: &Path) -> Result<ExitCode, Failure> {
 struct System {
     children: Vec<(String, Child)>,
     tx: mpsc::Sender<Event>,
+    /// Where each box keeps its durable stores (`<dir>/<box>`), if anywhere.
+    data_dir: Option<PathBuf>,
 }
 
 impl System {
@@ -142,10 +156,12 @@ impl System {
         let tolerated = replicas.len().saturating_sub(1) / 2;
         let mut lost: Vec<String> = Vec::new();
         for b in &built.deployment.boxes {
-            self.spawn(
-                &b.name,
-                Command::new(binary).args(["box", &b.name, "--controller", &controller]),
-            )?;
+            let mut command = Command::new(binary);
+            command.args(["box", &b.name, "--controller", &controller]);
+            if let Some(dir) = &self.data_dir {
+                command.arg("--data-dir").arg(dir.join(&b.name));
+            }
+            self.spawn(&b.name, &mut command)?;
         }
         let mut waiting: Vec<&str> = built
             .deployment

@@ -120,6 +120,44 @@ fn lockservice_clients_take_turns() {
     assert_no_warnings(&stderr);
 }
 
+/// `ovidc run --data-dir DIR`: each replica box keeps its replica proxy's Paxos log in
+/// `DIR/<box>`; a second run with the same directory starts from those logs (the lock service's
+/// replicas restore the first run's log and go on from it) and the clients finish again.
+#[test]
+fn lockservice_runs_again_from_its_data_directory() {
+    let dir = root().join("target/e2e/ovid-data-lockservice");
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = dir.join("replica0").join("locks%2FReplicaProxy0.log");
+    let mut sizes = Vec::new();
+    for run in 0..2 {
+        let child = ovidc()
+            .args(["run", "examples/lockservice/lockservice.ovid", "--data-dir"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ovidc starts");
+        let out = wait_with_limit(child, Duration::from_secs(600));
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "run {run}: {stdout}\n{stderr}");
+        for c in 0..3 {
+            assert!(
+                stdout.contains(&format!("client[{c}] released printer")),
+                "run {run}: client[{c}] never released the lock:\n{stdout}\n{stderr}"
+            );
+        }
+        let size = std::fs::metadata(&log)
+            .unwrap_or_else(|e| panic!("run {run}: no log at {}: {e}", log.display()))
+            .len();
+        sizes.push(size);
+    }
+    assert!(
+        sizes[1] > sizes[0],
+        "the second run appended to the first run's log: {sizes:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The process that `parent` started as controller replica `index` (its command line is
 /// `<system> controller --replica <index> --controllers …`).
 fn controller_replica_of(parent: u32, index: &str) -> Option<i32> {

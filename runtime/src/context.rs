@@ -9,6 +9,7 @@
 use rustc_hash::FxHashSet;
 use std::time::Duration;
 
+use crate::durable::DurableLog;
 use crate::message::{Id, Message, Payload};
 
 /// How the box's clock reads for agents: milliseconds since the epoch, advanced by tokio time
@@ -113,6 +114,8 @@ pub struct Context {
     finished: bool,
     /// A weak handle on this agent's own inbox, for [`Context::outside`].
     inbox: Option<tokio::sync::mpsc::WeakUnboundedSender<crate::message::Envelope>>,
+    /// The agent's durable store, if whoever runs it gives one (see [`Context::durable`]).
+    durable: Option<DurableLog>,
 }
 
 /// A handle through which the world outside the box (a socket, a child process, a thread)
@@ -163,7 +166,23 @@ impl Context {
             effects: Vec::new(),
             finished: false,
             inbox: None,
+            durable: None,
         }
+    }
+
+    /// Gives the agent a durable store (a box with a data directory, the simulator, or a test
+    /// does this before `on_start`).
+    pub fn set_durable(&mut self, log: DurableLog) {
+        self.durable = Some(log);
+    }
+
+    /// The agent's durable store: an append-only log that survives the agent's crash and
+    /// restart (a file in the box's data directory, or the simulator's disk). `None` when the
+    /// agent runs without one: then nothing it knows survives a crash. Writing to it is the one
+    /// thing an agent does synchronously, in its handler, so that what it sends afterwards may
+    /// depend on it (see [`crate::durable`]).
+    pub fn durable(&mut self) -> Option<&mut DurableLog> {
+        self.durable.as_mut()
     }
 
     /// Connects the context to the agent's inbox, for [`Context::outside`] (the box does this).

@@ -20,10 +20,13 @@
 //!   to another replica), and a replica that becomes leader starts again the placed agents whose
 //!   start was not confirmed ([`Controller::reissue_starts`]).
 //!
-//! A restarted replica has lost its memory, like a restarted replica proxy of `replicate`; it
-//! recovers the same way (the acceptor state of f+1 peers, merged with
-//! [`PaxosState::merge`]), then replays the decided log into a fresh controller. See
-//! docs/replication.md, "The replicated controller".
+//! With a durable store (its box has a data directory), a replica keeps its acceptor state
+//! there, written and synced before the messages of each omnipaxos step leave, like a replica
+//! proxy of `replicate`; restarted, it takes that state up and rejoins through omnipaxos's own
+//! fail-recovery. Without one, a restarted replica has lost its memory; it recovers like a
+//! replica proxy (the acceptor state of f+1 peers, merged with [`PaxosState::merge`]). Either
+//! way it then replays the decided log into a fresh controller. See docs/replication.md, "The
+//! replicated controller".
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -215,6 +218,8 @@ pub struct ControllerReplica {
     leading: bool,
     ticks: u64,
     outgoing: Vec<OpMessage<Input>>,
+    /// Whether the replica keeps its acceptor state in its context's durable store.
+    durable: bool,
 }
 
 impl ControllerReplica {
@@ -246,6 +251,7 @@ impl ControllerReplica {
             leading: false,
             ticks: 0,
             outgoing: Vec::new(),
+            durable: false,
         })
     }
 
@@ -264,8 +270,13 @@ impl ControllerReplica {
         self.peers.len()
     }
 
-    fn build(&self, state: PaxosState<Input>) -> Result<Mode, Error> {
+    /// An omnipaxos node over `state`; `whole`: the durable store does not hold it yet.
+    fn build(&self, state: PaxosState<Input>, whole: bool) -> Result<Mode, Error> {
         let store = SharedStore::new(state);
+        if self.durable {
+            // Before omnipaxos starts: whatever it writes while starting is journaled too.
+            store.journal(whole);
+        }
         let config = OmniPaxosConfig {
             cluster_config: ClusterConfig {
                 configuration_id: 1,
@@ -336,7 +347,7 @@ impl ControllerReplica {
             decided = state.decided,
             "controller replica recovered its state from its peers"
         );
-        self.mode = self.build(state)?;
+        self.mode = self.build(state, true)?;
         // What arrived while recovering is proposed now.
         if let Mode::Active { paxos, .. } = &mut self.mode {
             for input in self.proposed.values() {
@@ -411,6 +422,13 @@ impl ControllerReplica {
                 let _ = paxos.append(input.clone());
             }
         }
+        // What omnipaxos is about to send must be on disk before anyone hears of it.
+        if !self.flush(ctx) {
+            return;
+        }
+        let Mode::Active { paxos, .. } = &mut self.mode else {
+            return;
+        };
         paxos.take_outgoing_messages(&mut self.outgoing);
         let mut by_peer: BTreeMap<u64, Vec<OpMessage<Input>>> = BTreeMap::new();
         for m in self.outgoing.drain(..) {
@@ -453,6 +471,38 @@ impl ControllerReplica {
             }
         }
         self.leading = leading;
+    }
+
+    /// The acceptor state in the durable store, if there is one and it holds a state (an
+    /// unreadable store counts as a lost disk).
+    fn load(&self, ctx: &mut Context) -> Option<PaxosState<Input>> {
+        let log = ctx.durable()?;
+        match SharedStore::load(log) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(replica = self.index, error = %e, "durable store unreadable; recovering from peers");
+                None
+            }
+        }
+    }
+
+    /// Makes the acceptor's changes durable. False if they cannot be: then nothing that
+    /// depends on them may be sent, and the replica stops (as if its box had crashed).
+    fn flush(&mut self, ctx: &mut Context) -> bool {
+        let Mode::Active { store, .. } = &self.mode else {
+            return true;
+        };
+        let Some(log) = ctx.durable() else {
+            return true;
+        };
+        match store.flush(log) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(replica = self.index, error = %e, "cannot write the durable store; stopping");
+                ctx.finish();
+                false
+            }
+        }
     }
 
     /// Applies one decided input to the controller; `emit`: carry out what it asks.
@@ -540,12 +590,25 @@ impl Agent for ControllerReplica {
     fn on_start(&mut self, ctx: &mut Context) {
         // A number for this incarnation that an earlier one is unlikely to have had.
         self.incarnation = ctx.now_millis().rotate_left(20) ^ ctx.random(i64::MAX) as u64;
-        if self.n() == 1 {
-            // A group of one needs no peer to recover from: its log starts empty every time.
-            match self.build(PaxosState::default()) {
+        self.durable = ctx.durable().is_some();
+        let stored = self.load(ctx);
+        if stored.is_some() || self.n() == 1 {
+            // Its own state from disk; or, in a group of one, which has no peer to recover
+            // from, an empty log (every time, without a durable store).
+            let whole = stored.is_none();
+            if let Some(state) = &stored {
+                tracing::info!(
+                    replica = self.index,
+                    entries = state.log.len(),
+                    decided = state.decided,
+                    "controller replica restored its state from its durable store"
+                );
+            }
+            match self.build(stored.unwrap_or_default(), whole) {
                 Ok(mode) => self.mode = mode,
                 Err(e) => tracing::error!(error = %e, "controller replica cannot start"),
             }
+            self.pump(ctx);
         } else if let Mode::Recovering { nonce, .. } = &mut self.mode {
             *nonce = self.incarnation;
             self.query(ctx);
@@ -579,7 +642,9 @@ impl Agent for ControllerReplica {
             let batch = message.decode::<ControllerPaxos>()?;
             if let Mode::Active { paxos, .. } = &mut self.mode {
                 for m in batch.messages {
-                    paxos.handle_incoming(m);
+                    if !crate::paxos::is_stale_accept_sync(&m, paxos.get_decided_idx()) {
+                        paxos.handle_incoming(m);
+                    }
                 }
                 self.pump(ctx);
             }

@@ -59,6 +59,7 @@ pub struct BoxBuilder {
     listen: String,
     controller: ControllerAt,
     kinds: HashMap<String, Factory>,
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl BoxBuilder {
@@ -69,7 +70,16 @@ impl BoxBuilder {
             listen: "127.0.0.1:0".into(),
             controller: ControllerAt::Nowhere,
             kinds: HashMap::new(),
+            data_dir: None,
         }
+    }
+
+    /// Keeps the agents' durable stores ([`Context::durable`](crate::Context::durable)) as
+    /// files in `dir`, one per agent, so that an agent restarted in a box with the same data
+    /// directory finds what it wrote. Without one, agents have no durable store.
+    pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
     }
 
     /// The address to listen on for other boxes (`host:port`; port 0 picks a free one).
@@ -185,6 +195,7 @@ impl BoxBuilder {
         let core = Arc::new(BoxCore {
             router: router.clone(),
             kinds: self.kinds,
+            data_dir: self.data_dir,
             clock: Clock::new(),
             lifecycle: lifecycle.clone(),
             next_generation: AtomicU64::new(1),
@@ -267,6 +278,8 @@ fn random_session() -> u64 {
 pub(crate) struct BoxCore {
     pub router: Arc<Router>,
     kinds: HashMap<String, Factory>,
+    /// Where the agents' durable stores live, if anywhere.
+    data_dir: Option<std::path::PathBuf>,
     clock: Clock,
     lifecycle: Arc<Lifecycle>,
     next_generation: AtomicU64,
@@ -333,6 +346,10 @@ impl BoxCore {
             router: self.router.clone(),
             art,
             clock: self.clock,
+            durable: self
+                .data_dir
+                .as_deref()
+                .map(|dir| crate::durable::DurableLog::in_dir(dir, &id)),
             on_exit: Box::new(move |id: &Id, report: bool| {
                 if let Some(core) = weak.upgrade() {
                     core.unregister(id, generation, report);

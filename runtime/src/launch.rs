@@ -16,6 +16,7 @@
 //! `ovidc run` can tell when the system's clients are done. Ctrl-C or SIGTERM shuts it down
 //! cleanly.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +62,10 @@ enum Command {
         /// Every replica's address, comma-separated, in replica order.
         #[arg(long, value_delimiter = ',')]
         controllers: Vec<String>,
+        /// Keeps the replica's Paxos state in this directory, so that it restarts from it
+        /// (without: it recovers from its peers).
+        #[arg(long, requires = "replica")]
+        data_dir: Option<PathBuf>,
     },
     /// Runs one box of the deployment until stopped.
     Box {
@@ -73,6 +78,10 @@ enum Command {
         /// Address to listen on (default: the deployment's, or a free port).
         #[arg(long)]
         listen: Option<String>,
+        /// Keeps the agents' durable stores (a replica proxy's Paxos state) in this directory,
+        /// so that the box restarted with it loses nothing acknowledged.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Runs the controller and every box in this process; stops when the clients finish.
     Local,
@@ -98,7 +107,8 @@ struct TestArgs {
     /// Concurrent clients (at least one per agent that sends to the target).
     #[arg(long, default_value_t = 3)]
     clients: usize,
-    /// Comma-separated faults: delay, reorder, crash, partition, pause, churn; or all (all but churn), none.
+    /// Comma-separated faults: delay, reorder, crash, partition, pause, churn, amnesia; or all
+    /// (all but churn and amnesia), none.
     #[arg(long, default_value = "delay,reorder")]
     faults: String,
     /// Exactly these fault events (as a failure prints them), instead of generated ones.
@@ -162,14 +172,16 @@ pub fn main(system: System) -> ExitCode {
             Command::Controller {
                 replica: Some(index),
                 controllers,
+                data_dir,
                 ..
-            } => run_controller_replica(&deployment, index, controllers).await,
+            } => run_controller_replica(&deployment, index, controllers, data_dir).await,
             Command::Controller { listen, .. } => run_controller(&deployment, &listen).await,
             Command::Box {
                 name,
                 controller,
                 listen,
-            } => run_box(&deployment, kinds, &name, &controller, listen).await,
+                data_dir,
+            } => run_box(&deployment, kinds, &name, &controller, listen, data_dir).await,
             Command::Local => run_local(&deployment, kinds).await,
             Command::Deployment => {
                 println!("{deployment_json}");
@@ -264,6 +276,7 @@ async fn run_controller_replica(
     deployment: &Deployment,
     index: usize,
     controllers: Vec<String>,
+    data_dir: Option<PathBuf>,
 ) -> Result<(), Error> {
     let listen = controllers.get(index).cloned().ok_or_else(|| {
         Error::Invalid(format!(
@@ -277,7 +290,11 @@ async fn run_controller_replica(
         Controller::new(deployment.placement()),
     )?;
     let name = crate::controller_group::replica_box(index);
-    let b = BoxBuilder::new(&name)
+    let mut b = BoxBuilder::new(&name);
+    if let Some(dir) = data_dir {
+        b = b.data_dir(dir);
+    }
+    let b = b
         .with_controller_replica(index, replica, controllers)
         .start()
         .await
@@ -294,6 +311,7 @@ async fn run_box(
     name: &str,
     controller: &[String],
     listen: Option<String>,
+    data_dir: Option<PathBuf>,
 ) -> Result<(), Error> {
     let spec = deployment
         .find_box(name)
@@ -301,7 +319,11 @@ async fn run_box(
     let listen = listen
         .or_else(|| spec.address.clone())
         .unwrap_or_else(|| "127.0.0.1:0".to_string());
-    let b = kinds(BoxBuilder::new(name))
+    let mut b = kinds(BoxBuilder::new(name));
+    if let Some(dir) = data_dir {
+        b = b.data_dir(dir);
+    }
+    let b = b
         .listen(&listen)
         .controllers_at(controller.to_vec())
         .start()

@@ -61,6 +61,8 @@ pub(crate) struct Runner {
     pub clock: Clock,
     /// A weak handle on the agent's own inbox, given to its context.
     pub inbox_tx: mpsc::WeakUnboundedSender<Envelope>,
+    /// The agent's durable store, if the box has a data directory.
+    pub durable: Option<crate::durable::DurableLog>,
     /// Called when the task ends, with the identifier and whether the controller should be
     /// told (the agent finished, crashed or was stopped, rather than the box shutting down).
     pub on_exit: OnExit,
@@ -76,6 +78,9 @@ impl Runner {
     ) {
         let mut ctx = Context::new(self.id.clone());
         ctx.set_inbox(self.inbox_tx.clone());
+        if let Some(log) = self.durable.take() {
+            ctx.set_durable(log);
+        }
         let mut effects = Vec::new();
         let mut timers: DelayQueue<String> = DelayQueue::new();
         let mut timer_keys: HashMap<String, delay_queue::Key> = HashMap::new();

@@ -1,9 +1,11 @@
 //! The replicated controller: three controller boxes and two agent boxes on loopback TCP. The
 //! leading replica's box is killed; routing misses are still answered, reconfiguration still
-//! works, and a restarted replica catches up and takes part in the quorum again.
+//! works, and a restarted replica catches up and takes part in the quorum again. With data
+//! directories, every replica's box may stop at once: they come back from their disks.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -45,9 +47,17 @@ fn free_addrs(n: usize) -> Vec<String> {
 }
 
 async fn controller_box(index: usize, addrs: &[String]) -> BoxHandle {
+    controller_box_in(index, addrs, None).await
+}
+
+/// Controller replica `index`'s box, keeping its Paxos state in `data` if given.
+async fn controller_box_in(index: usize, addrs: &[String], data: Option<&Path>) -> BoxHandle {
     let replica = ControllerReplica::new(index, addrs.len(), Controller::new(placement())).unwrap();
-    BoxBuilder::new(format!("controller{index}"))
-        .with_controller_replica(index, replica, addrs.to_vec())
+    let mut b = BoxBuilder::new(format!("controller{index}"));
+    if let Some(dir) = data {
+        b = b.data_dir(dir);
+    }
+    b.with_controller_replica(index, replica, addrs.to_vec())
         .start()
         .await
         .unwrap()
@@ -248,5 +258,92 @@ async fn the_controller_survives_its_leaders_crash_and_a_restarted_replica_catch
     b.shutdown().await;
     for c in controllers.into_iter().flatten() {
         c.shutdown().await;
+    }
+}
+
+/// With data directories, all three controller replicas' boxes stop at once and start again
+/// (same addresses, same directories). Each takes up its Paxos state from its disk rather than
+/// starting the group afresh, so the controller still knows the boxes that registered before and
+/// where every agent runs: a routing miss of a box that never asked before is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_controller_replica_restarts_from_its_data_directory() {
+    init_tracing();
+    let addrs = free_addrs(3);
+    let dirs: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let dir = std::env::temp_dir().join(format!(
+                "ovid-controller-group-{}/controller{i}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            dir
+        })
+        .collect();
+    let mut controllers = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        controllers.push(controller_box_in(i, &addrs, Some(dir)).await);
+    }
+    let a = agent_box("a", &addrs).await;
+    let b = agent_box("b", &addrs).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        a.ready().await.unwrap();
+        b.ready().await.unwrap();
+    })
+    .await
+    .expect("the replicated controller registers the boxes");
+    let mut client = a.endpoint("client").unwrap();
+    put_through_front(&mut client, "before").await;
+    leader(&a, &[0, 1, 2]).await;
+    let applied = statuses(&a, &[0, 1, 2])
+        .await
+        .iter()
+        .map(|s| s.applied)
+        .max()
+        .unwrap();
+    assert!(applied > 0, "the controller's log has entries");
+
+    for c in controllers.drain(..) {
+        c.shutdown().await;
+    }
+    let restarted_at = Instant::now();
+    for (i, dir) in dirs.iter().enumerate() {
+        controllers.push(controller_box_in(i, &addrs, Some(dir)).await);
+    }
+    let l = leader(&a, &[0, 1, 2]).await;
+    let s = statuses(&a, &[0, 1, 2]).await;
+    assert!(
+        s.iter().all(|x| x.decided >= applied),
+        "every replica restored the decided log from its disk (at least {applied}): {s:?}"
+    );
+    eprintln!(
+        "all three controller replicas restarted from disk; replica {l} leads {:?} later",
+        restarted_at.elapsed()
+    );
+
+    // `b` never sent to `KVS/Shard0`: its BRT miss needs the controller to know box `a`, which
+    // registered before the restart.
+    let mut other = b.endpoint("other").unwrap();
+    let got: GetOk = tokio::time::timeout(
+        Duration::from_secs(10),
+        other.request(
+            "KVS/Shard0",
+            Get {
+                key: "before".into(),
+            },
+        ),
+    )
+    .await
+    .expect("the BRT miss is answered by the restored controller")
+    .unwrap();
+    assert_eq!(got.value.as_deref(), Some("v"));
+
+    drop((client, other));
+    a.shutdown().await;
+    b.shutdown().await;
+    for c in controllers {
+        c.shutdown().await;
+    }
+    for dir in &dirs {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

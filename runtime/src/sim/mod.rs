@@ -574,7 +574,7 @@ fn shrink(
             }
         }
         // Kinds of trouble that act on every message or crash.
-        for kind in ["delay", "reorder", "churn"] {
+        for kind in ["delay", "reorder", "churn", "amnesia"] {
             if best.faults.has(kind)
                 && let Some((s, o)) = try_it(
                     Scenario {

@@ -17,29 +17,42 @@ use std::fmt;
 
 use crate::error::Error;
 
-/// The kinds of trouble a run may contain (`--faults delay,reorder,crash,partition,pause,churn`).
+/// The kinds of trouble a run may contain
+/// (`--faults delay,reorder,crash,partition,pause,churn,amnesia`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Faults {
     /// Messages may be slow: long-tailed latencies (up to 1.5 s), so timers overtake them.
     pub delay: bool,
     /// Messages between different pairs of agents overtake each other (random short latencies).
     pub reorder: bool,
-    /// Whole boxes crash (losing their agents' state and messages) and restart fresh.
+    /// Whole boxes crash (losing their agents' state and messages) and restart fresh; what an
+    /// agent synced to its durable store ([`crate::Context::durable`]) survives, as on a disk.
     pub crash: bool,
     /// Boxes are cut off from each other; messages across the cut wait until it heals.
     pub partition: bool,
     /// A box stalls (a slow machine, a long pause): its agents handle nothing for a while.
     pub pause: bool,
     /// Crashes (implies `crash`) may hit any replica in turn, as long as no more than f are down
-    /// at once; without it, at most f distinct replicas of a node ever crash in a run. A replica
-    /// keeps its state in memory only, so a crash while another replica is still recovering
-    /// can be more than a `replicate(n)` node survives: `churn` tests recovery, beyond the
-    /// transformation's promise.
+    /// at once; without it, at most f distinct replicas of a node ever crash in a run. With
+    /// durable stores a replica restarts with its state, so churn is survived; with `amnesia`, a
+    /// crash while another replica is still recovering can be more than a `replicate(n)` node
+    /// survives: `churn,amnesia` tests recovery, beyond the transformation's promise.
     pub churn: bool,
+    /// Crashes (implies `crash`) lose the box's disk too: agents restart with empty durable
+    /// stores, as in boxes without a data directory (or whose disk was lost).
+    pub amnesia: bool,
 }
 
 /// The names `--faults` accepts, in the order they are printed.
-pub const FAULT_NAMES: [&str; 6] = ["delay", "reorder", "crash", "partition", "pause", "churn"];
+pub const FAULT_NAMES: [&str; 7] = [
+    "delay",
+    "reorder",
+    "crash",
+    "partition",
+    "pause",
+    "churn",
+    "amnesia",
+];
 
 impl Faults {
     /// No faults at all.
@@ -47,7 +60,7 @@ impl Faults {
         Faults::default()
     }
 
-    /// Every kind of fault a transformation promises to survive (all but `churn`).
+    /// Every kind of fault a transformation promises to survive (all but `churn` and `amnesia`).
     pub fn all() -> Self {
         Faults {
             delay: true,
@@ -56,6 +69,7 @@ impl Faults {
             partition: true,
             pause: true,
             churn: false,
+            amnesia: false,
         }
     }
 
@@ -77,9 +91,14 @@ impl Faults {
                     f.crash = true;
                     f.churn = true;
                 }
+                "amnesia" => {
+                    f.crash = true;
+                    f.amnesia = true;
+                }
                 "all" => {
                     f = Faults {
                         churn: f.churn,
+                        amnesia: f.amnesia,
                         ..Faults::all()
                     }
                 }
@@ -104,6 +123,7 @@ impl Faults {
             "partition" => self.partition,
             "pause" => self.pause,
             "churn" => self.churn,
+            "amnesia" => self.amnesia,
             _ => false,
         }
     }
@@ -116,10 +136,12 @@ impl Faults {
             "crash" => {
                 self.crash = false;
                 self.churn = false;
+                self.amnesia = false;
             }
             "partition" => self.partition = false,
             "pause" => self.pause = false,
             "churn" => self.churn = false,
+            "amnesia" => self.amnesia = false,
             _ => {}
         }
         self

@@ -18,8 +18,10 @@
 //! its own agents are lost; of the messages on their way into it, an arbitrary prefix had already
 //! been accepted (and is lost with the box), the rest wait for it to come back (the sender's
 //! transport retransmits); of the messages on their way out of it, a prefix had already reached
-//! the other box, the rest is lost. The restarted box makes its agents afresh from their
-//! configuration and calls `on_start`, as the controller would. A partition holds the messages
+//! the other box, the rest is lost. What its agents synced to their durable stores survives (each
+//! agent has a disk, [`MemoryDisk`], that outlives its incarnations), unless the faults include
+//! `amnesia`; what they appended without syncing is lost. The restarted box makes its agents
+//! afresh from their configuration and calls `on_start`, as the controller would. A partition holds the messages
 //! across the cut at the head of their channels until it heals; a pause holds every message and
 //! timer of a box until it resumes.
 //!
@@ -36,9 +38,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 
 use crate::agent::Agent;
 use crate::context::{Context, Effect};
+use crate::durable::{DurableLog, MemoryDisk};
 use crate::error::Error;
 use crate::message::{Id, Payload};
 use crate::routing::CONTROLLER;
@@ -196,6 +200,8 @@ struct World<'a> {
     events_run: u64,
     queue: BTreeMap<(u64, u64), Ev>,
     agents: BTreeMap<Id, Slot>,
+    /// Each agent's disk, which outlives its incarnations.
+    disks: BTreeMap<Id, Arc<Mutex<MemoryDisk>>>,
     senders: BTreeMap<Id, String>,
     boxes: BTreeMap<String, BoxState>,
     channels: BTreeMap<(Id, Id), Channel>,
@@ -269,6 +275,7 @@ impl<'a> World<'a> {
             events_run: 0,
             queue: BTreeMap::new(),
             agents: BTreeMap::new(),
+            disks: BTreeMap::new(),
             senders,
             boxes,
             channels: BTreeMap::new(),
@@ -364,8 +371,15 @@ impl<'a> World<'a> {
                 .agents
                 .get_mut(a.id.as_str())
                 .expect("every run agent has a slot");
+            let disk = self
+                .disks
+                .entry(Id::from(a.id.as_str()))
+                .or_default()
+                .clone();
+            let mut ctx = Context::new(a.id.as_str());
+            ctx.set_durable(DurableLog::memory(disk));
             slot.agent = Some(agent);
-            slot.ctx = Some(Context::new(a.id.as_str()));
+            slot.ctx = Some(ctx);
             slot.incarnation += 1;
             slot.timers.clear();
             slot.state = SlotState::Running;
@@ -1226,7 +1240,16 @@ impl<'a> World<'a> {
         state.paused = None;
         state.generation += 1;
         let generation = state.generation;
-        for slot in self.agents.values_mut().filter(|s| s.in_box == b) {
+        let amnesia = self.scenario.faults.amnesia;
+        for (id, slot) in self.agents.iter_mut().filter(|(_, s)| s.in_box == b) {
+            if let Some(disk) = self.disks.get(id) {
+                let mut disk = disk.lock().unwrap_or_else(|p| p.into_inner());
+                if amnesia {
+                    *disk = MemoryDisk::default();
+                } else {
+                    disk.crash();
+                }
+            }
             slot.agent = None;
             slot.ctx = None;
             slot.timers.clear();

@@ -6,11 +6,18 @@
 //! applied in log order by the [`Applier`], which forwards it to the replica tagged with its log
 //! index. The replica's replies come back with that tag and go to the ingress proxy that asked.
 //!
-//! A proxy that starts has lost its memory (the log lives in memory). It takes no part in
-//! consensus until it has rebuilt an acceptor state from a read quorum of its peers — f+1 of
-//! them, not counting itself — or until every peer has told it that nobody it knows of has
-//! accepted anything (the system's first start); see docs/replication.md for why that is safe.
-//! Then it replays the whole decided log into its replica, which started empty too.
+//! With a durable store ([`Context::durable`]: its box has a data directory, or it runs in the
+//! simulator), the proxy writes every change of its acceptor state there, and syncs it, before
+//! it sends the messages of each omnipaxos step. A proxy that restarts and finds a state there
+//! takes it up and rejoins through omnipaxos's own fail-recovery.
+//!
+//! Otherwise a proxy that starts has lost its memory. It takes no part in consensus until it
+//! has rebuilt an acceptor state from a read quorum of its peers — f+1 of them, not counting
+//! itself — or until every peer has told it that nobody it knows of has accepted anything (the
+//! system's first start); see docs/replication.md for why that is safe. From then on it keeps
+//! that state in its durable store, if it has one.
+//!
+//! Either way it then replays the whole decided log into its replica, which started empty too.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -130,6 +137,8 @@ pub struct ReplicaProxy {
     ticks: u64,
     outgoing: Vec<OpMessage<Command>>,
     steps: Vec<Step>,
+    /// Whether the proxy keeps its acceptor state in its context's durable store.
+    durable: bool,
 }
 
 impl ReplicaProxy {
@@ -170,6 +179,7 @@ impl ReplicaProxy {
             ticks: 0,
             outgoing: Vec::new(),
             steps: Vec::new(),
+            durable: false,
         })
     }
 
@@ -178,9 +188,14 @@ impl ReplicaProxy {
     }
 
     /// An omnipaxos node over `state`. A state with a promise makes omnipaxos start in its
-    /// recovery phase (it asks the leader to prepare it again).
-    fn build(&self, state: PaxosState) -> Result<Mode, Error> {
+    /// recovery phase (it asks the leader to prepare it again). `whole`: the durable store does
+    /// not hold `state` yet (it came from peers or a snapshot), so it is written whole.
+    fn build(&self, state: PaxosState, whole: bool) -> Result<Mode, Error> {
         let store = SharedStore::new(state);
+        if self.durable {
+            // Before omnipaxos starts: whatever it writes while starting is journaled too.
+            store.journal(whole);
+        }
         let config = OmniPaxosConfig {
             cluster_config: ClusterConfig {
                 configuration_id: 1,
@@ -242,9 +257,42 @@ impl ReplicaProxy {
             return Ok(());
         };
         tracing::info!(proxy = %self.me, entries = state.log.len(), decided = state.decided, "replica proxy recovered its state from its peers");
-        self.mode = self.build(state)?;
+        self.mode = self.build(state, true)?;
         self.pump(ctx);
         Ok(())
+    }
+
+    /// The acceptor state in the durable store, if there is one and it holds a state. An
+    /// unreadable store counts as a lost disk: the proxy recovers from its peers, then
+    /// rewrites it.
+    fn load(&self, ctx: &mut Context) -> Option<PaxosState> {
+        let log = ctx.durable()?;
+        match SharedStore::load(log) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(proxy = %self.me, error = %e, "durable store unreadable; recovering from peers");
+                None
+            }
+        }
+    }
+
+    /// Makes the acceptor's changes durable. False if they cannot be: then nothing that
+    /// depends on them may be sent, and the proxy stops (as if its box had crashed).
+    fn flush(&mut self, ctx: &mut Context) -> bool {
+        let Mode::Active { store, .. } = &self.mode else {
+            return true;
+        };
+        let Some(log) = ctx.durable() else {
+            return true;
+        };
+        match store.flush(log) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(proxy = %self.me, error = %e, "cannot write the durable store; stopping");
+                ctx.finish();
+                false
+            }
+        }
     }
 
     /// After anything that may have moved omnipaxos: propose again on a leader change, send
@@ -262,6 +310,13 @@ impl ReplicaProxy {
                     }
                 }
             }
+        }
+        // What omnipaxos is about to send (a promise, an acceptance, a decision) must be on
+        // disk before anyone hears of it.
+        if !self.flush(ctx) {
+            return;
+        }
+        if let Mode::Active { paxos, .. } = &mut self.mode {
             paxos.take_outgoing_messages(&mut self.outgoing);
             let mut by_peer: BTreeMap<u64, Vec<OpMessage<Command>>> = BTreeMap::new();
             for m in self.outgoing.drain(..) {
@@ -392,13 +447,27 @@ impl Agent for ReplicaProxy {
             self.mode = Mode::Solo;
             return;
         }
-        if let Mode::Recovering { nonce, .. } = &mut self.mode {
+        self.durable = ctx.durable().is_some();
+        if let Mode::Active { store, .. } = &self.mode {
+            // Restored from a snapshot: omnipaxos recovers from its own state, which the
+            // durable store does not hold yet.
+            if self.durable {
+                store.journal(true);
+            }
+            self.pump(ctx);
+        } else if let Some(state) = self.load(ctx) {
+            tracing::info!(proxy = %self.me, entries = state.log.len(), decided = state.decided, "replica proxy restored its state from its durable store");
+            match self.build(state, false) {
+                Ok(mode) => self.mode = mode,
+                Err(e) => {
+                    tracing::error!(proxy = %self.me, error = %e, "replica proxy cannot start")
+                }
+            }
+            self.pump(ctx);
+        } else if let Mode::Recovering { nonce, .. } = &mut self.mode {
             // A number for this incarnation that an earlier one is unlikely to have had.
             *nonce = ctx.now_millis().rotate_left(20) ^ ctx.random(i64::MAX) as u64;
             self.query(ctx);
-        } else {
-            // Restored from a snapshot: omnipaxos recovers from its own state.
-            self.pump(ctx);
         }
         ctx.set_timer(TICK, self.timing.tick);
     }
@@ -438,7 +507,9 @@ impl Agent for ReplicaProxy {
             let paxos_msg = message.decode::<Paxos>()?;
             if let Mode::Active { paxos, .. } = &mut self.mode {
                 for m in paxos_msg.messages {
-                    if m.get_receiver() == self.index as u64 + 1 {
+                    if m.get_receiver() == self.index as u64 + 1
+                        && !ovid::paxos::is_stale_accept_sync(&m, paxos.get_decided_idx())
+                    {
                         paxos.handle_incoming(m);
                     }
                 }
@@ -520,7 +591,7 @@ impl Agent for ReplicaProxy {
         if let Some(state) = saved.paxos {
             // The acceptor's own state, captured while it was wedged: not an amnesiac restart,
             // so omnipaxos's own fail-recovery applies.
-            self.mode = self.build(state)?;
+            self.mode = self.build(state, true)?;
         }
         Ok(())
     }
