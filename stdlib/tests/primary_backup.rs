@@ -437,7 +437,10 @@ async fn controller_leader(from: &BoxHandle, live: &[usize]) -> usize {
         {
             return *l as usize;
         }
-        assert!(Instant::now() < deadline, "no controller leader: {leaders:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no controller leader: {leaders:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
