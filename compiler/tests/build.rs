@@ -6,6 +6,7 @@ use std::path::Path;
 /// that use every transformation and nest them.
 const SYSTEMS: &[&str] = &[
     "examples/kvs/kvs.ovid",
+    "examples/disk/disk.ovid",
     "examples/ha-kvs/ha-kvs.ovid",
     "examples/lockservice/lockservice.ovid",
     "examples/pipeline/pipeline.ovid",

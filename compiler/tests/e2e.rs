@@ -91,6 +91,50 @@ fn kvs_prints_what_its_client_got() {
 }
 
 #[test]
+fn disk_writer_reads_back_every_block_from_the_primary_backup_disk() {
+    let out = run_to_end("examples/disk/disk.ovid");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for b in 0..8 {
+        let line = format!("[front] read {b} = block {b} of writer");
+        assert!(
+            stdout.contains(&line),
+            "missing `{line}` in:\n{stdout}\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("every client has finished"), "{stderr}");
+    assert_no_warnings(&stderr);
+}
+
+/// The primary-backup disk, simulated with every fault (its boxes crash, the primary's too, and
+/// the controller's view service fails over): linearizable against `BlockDisk` itself.
+#[test]
+fn ovidc_test_checks_the_primary_backup_disk_under_crashes() {
+    let out = wait_with_limit(
+        ovidc()
+            .args([
+                "test",
+                "examples/disk/disk.ovid",
+                "--seeds",
+                "30",
+                "--faults",
+                "all",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(600),
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("disk: 30 seeds") && stdout.contains("crashes") && stdout.contains("PASS"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn pipeline_adds_up_through_workers_batches_and_a_python_agent() {
     let out = run_to_end("examples/pipeline/pipeline.ovid");
     let (stdout, stderr) = text(&out);
