@@ -11,6 +11,11 @@
 //!    the one that was cut off and the third, so it must have caught up.
 //!
 //! Every acknowledged write must be readable with its value at the end.
+//!
+//! A second test does the same for examples/webkvs/webkvs-ha.ovid (`primary_backup(3)` under a
+//! controller replicated three ways, each replica in a container): the leading controller
+//! replica is killed, then the primary's container is cut off, and the surviving replicas fail
+//! the store over to a backup. The tests run one at a time (they share the subnet).
 //! `cargo test -p ovidc --test docker -- --nocapture` prints the figures (docs/operations.md).
 //! Without a usable `docker` the test says so and passes, unless `$CI` is set.
 
@@ -39,6 +44,9 @@ const BOXES: [(&str, &str); 5] = [
     ("routing", "172.29.77.21"),
     ("front", "172.29.77.20"),
 ];
+
+/// The tests share the subnet and clear each other's leftovers: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn docker(args: &[&str]) -> String {
     run(Command::new("docker").args(args))
@@ -75,6 +83,8 @@ struct Deployment {
     image: Option<String>,
     network: Option<String>,
     containers: Vec<String>,
+    /// The short names of the containers, for their logs on a failure.
+    names: Vec<String>,
 }
 
 impl Deployment {
@@ -104,6 +114,7 @@ impl Deployment {
         args.extend(command);
         docker(&args);
         self.containers.push(container);
+        self.names.push(name.to_string());
     }
 
     fn logs(&self, name: &str) -> String {
@@ -183,7 +194,7 @@ impl Deployment {
 impl Drop for Deployment {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for (name, _) in BOXES.iter().chain([&("controller", CONTROLLER_IP)]) {
+            for name in &self.names {
                 let logs = self.logs(name);
                 let lines: Vec<&str> = logs.lines().collect();
                 eprintln!(
@@ -214,6 +225,7 @@ fn webkvs_in_containers_survives_a_partition_and_a_kill() {
         println!("skipped: docker is not usable here: {why}");
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let test_started = Instant::now();
     let bin = build_webkvs(env!("CARGO_BIN_EXE_ovidc"), "docker");
     let after_build = Instant::now();
@@ -225,6 +237,7 @@ fn webkvs_in_containers_survives_a_partition_and_a_kill() {
         image: None,
         network: None,
         containers: Vec::new(),
+        names: Vec::new(),
     };
     let image = format!("{prefix}:test");
     let script = root().join("tests/docker/image.sh");
@@ -385,6 +398,196 @@ fn webkvs_in_containers_survives_a_partition_and_a_kill() {
         ("the partition", cut_at, joined_at),
         ("the reconnection", joined_at, killed_at),
         ("the kill", killed_at, until),
+    ] {
+        let n = attempts
+            .iter()
+            .filter(|a| a.acked && a.sent >= from && a.sent < to)
+            .count();
+        assert!(
+            n >= 10,
+            "service did not go on after {what}: {n} writes acknowledged"
+        );
+    }
+    let last_two_seconds = acked_after(&attempts, until.saturating_sub(Duration::from_secs(2)));
+    assert!(
+        last_two_seconds > 0,
+        "no write acknowledged in the last two seconds of the run"
+    );
+}
+
+/// examples/webkvs/webkvs-ha.ovid in containers: the store kept by `primary_backup(3)`, the
+/// controller by `replicate(3)`, each controller replica and each box in a container of its own.
+/// Under an HTTP write load, the leading controller replica's container is killed, then the
+/// primary's container is cut off the network: the surviving controller replicas elect a
+/// leader, which declares the primary's box dead and makes a backup the primary. Every
+/// acknowledged write must be readable at the end, and writes must go on after each fault.
+#[test]
+fn webkvs_primary_backup_fails_over_under_a_replicated_controller_in_containers() {
+    if let Err(why) = docker_usable() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "docker is not usable in CI: {why}"
+        );
+        println!("skipped: docker is not usable here: {why}");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let test_started = Instant::now();
+    let bin = build_example(
+        env!("CARGO_BIN_EXE_ovidc"),
+        "docker",
+        "examples/webkvs/webkvs-ha.ovid",
+    );
+    let after_build = Instant::now();
+    clear_leftovers();
+
+    let prefix = format!("ovid-webkvs-ha-{}", std::process::id());
+    let mut d = Deployment {
+        prefix: prefix.clone(),
+        image: None,
+        network: None,
+        containers: Vec::new(),
+        names: Vec::new(),
+    };
+    let image = format!("{prefix}:test");
+    let script = root().join("tests/docker/image.sh");
+    run(Command::new("sh").arg(&script).arg(&bin).arg(&image));
+    d.image = Some(image.clone());
+    docker(&[
+        "network", "create", "--subnet", SUBNET, "--label", LABEL, &prefix,
+    ]);
+    d.network = Some(prefix.clone());
+
+    const CONTROLLERS: [(&str, &str); 3] = [
+        ("controller0", "172.29.77.10"),
+        ("controller1", "172.29.77.11"),
+        ("controller2", "172.29.77.12"),
+    ];
+    const PB_BOXES: [(&str, &str); 4] = [
+        ("store0", "172.29.77.30"),
+        ("store1", "172.29.77.31"),
+        ("store2", "172.29.77.32"),
+        ("front", "172.29.77.20"),
+    ];
+    let controllers: Vec<String> = CONTROLLERS
+        .iter()
+        .map(|(_, ip)| format!("{ip}:{CONTROLLER_PORT}"))
+        .collect();
+    let controllers = controllers.join(",");
+    for (i, (name, ip)) in CONTROLLERS.iter().enumerate() {
+        d.start(
+            name,
+            ip,
+            &[],
+            &[
+                "controller",
+                "--replica",
+                &i.to_string(),
+                "--controllers",
+                &controllers,
+            ],
+        );
+    }
+    let http_port = free_port();
+    let publish = format!("127.0.0.1:{http_port}:{HTTP_PORT}");
+    let webkvs_addr = format!("WEBKVS_ADDR=0.0.0.0:{HTTP_PORT}");
+    for (name, ip) in PB_BOXES {
+        let listen = format!("{ip}:{BOX_PORT}");
+        let extra: Vec<&str> = if name == "front" {
+            vec!["-p", &publish, "-e", &webkvs_addr]
+        } else {
+            vec![]
+        };
+        d.start(
+            name,
+            ip,
+            &extra,
+            &[
+                "box",
+                name,
+                "--controller",
+                &controllers,
+                "--listen",
+                &listen,
+            ],
+        );
+    }
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let ready = wait_until_serving(&http_addr, Duration::from_secs(60));
+    println!(
+        "webkvs-ha in containers serving on {http_addr}, {} ms after the boxes started",
+        ready.as_millis()
+    );
+
+    let load = Load::start(&http_addr, "docker-ha");
+    std::thread::sleep(Duration::from_secs(2));
+    // The leader is the replica that said `leads` last (an election at start may name several
+    // in turn); `docker logs --timestamps` dates each line (RFC 3339, UTC: they sort as text).
+    let leader = CONTROLLERS
+        .iter()
+        .filter_map(|(name, _)| {
+            let logs = docker(&["logs", "--timestamps", &d.container(name)]);
+            let last = logs.lines().rev().find(|l| l.contains("leads"))?;
+            Some((last.split_whitespace().next()?.to_string(), *name))
+        })
+        .max()
+        .map(|(_, name)| name)
+        .expect("a controller replica leads");
+    let killed_at = load.now();
+    docker(&["kill", &d.container(leader)]);
+    println!(
+        "{leader} (the leading controller replica) killed at {:.2} s",
+        killed_at.as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let network = d.network.clone().unwrap();
+    let cut_at = load.now();
+    docker(&["network", "disconnect", &network, &d.container("store0")]);
+    println!(
+        "store0 (the primary) cut off at {:.2} s",
+        cut_at.as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let until = load.now();
+    let attempts = load.finish();
+    let lost = lost_writes(&http_addr, &attempts);
+    print_figures(
+        "webkvs-ha in containers: the leading controller replica killed, then the primary cut off",
+        &attempts,
+        lost.len(),
+        &[
+            (&format!("docker kill {leader}"), killed_at, cut_at),
+            ("docker network disconnect store0", cut_at, until),
+        ],
+    );
+    let new_leaders: Vec<&str> = CONTROLLERS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| *name != leader && d.logs(name).contains("leads"))
+        .collect();
+    println!("controller replicas that led after the kill: {new_leaders:?}");
+    println!(
+        "test time: {:.1} s after the build ({:.1} s in all)",
+        after_build.elapsed().as_secs_f64(),
+        test_started.elapsed().as_secs_f64()
+    );
+
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost: {}",
+        some(&lost, 20)
+    );
+    assert!(
+        attempts
+            .iter()
+            .filter(|a| a.acked && a.sent < killed_at)
+            .count()
+            >= 10,
+        "too few writes before the faults to mean anything"
+    );
+    for (what, from, to) in [
+        ("the controller's leader was killed", killed_at, cut_at),
+        ("the primary was cut off", cut_at, until),
     ] {
         let n = attempts
             .iter()
