@@ -84,6 +84,19 @@ pub fn text(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> String {
         let addr = b.address.as_deref().unwrap_or("address chosen at start");
         let _ = writeln!(out, "  {} ({addr}): {}", b.name, b.agents.join(", "));
     }
+    // `controller |> replicate(n)`: one box per replica, which `ovidc run` starts first.
+    let replicas = model
+        .system
+        .as_ref()
+        .and_then(|s| s.controller_replicas)
+        .unwrap_or(0);
+    for i in 0..replicas as usize {
+        let _ = writeln!(
+            out,
+            "  {} (address chosen at start): controller (replica {i} of {replicas})",
+            ovid::controller_group::replica_box(i)
+        );
+    }
     out.push_str("\nMessages\n");
     for ((from, to), msgs) in edges(model, expanded) {
         let what = if msgs.is_empty() {
