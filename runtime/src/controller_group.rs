@@ -32,10 +32,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
+use omnipaxos::OmniPaxos;
 use omnipaxos::messages::Message as OpMessage;
 use omnipaxos::storage::{Entry, NoSnapshot};
 use omnipaxos::util::LogEntry;
-use omnipaxos::{ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Agent;
@@ -43,7 +43,7 @@ use crate::context::Context;
 use crate::controller::{Controller, RegisterBox, Registered};
 use crate::error::Error;
 use crate::message::{Id, Message, Payload};
-use crate::paxos::{PaxosState, SharedStore};
+use crate::paxos::{self, NodeConfig, PaxosState, SharedStore};
 use crate::routing::{BrtAnswer, CONTROLLER, ResolveBrt, system_messages};
 
 /// The identifier under which controller replica `index` is reachable by its peers.
@@ -272,34 +272,19 @@ impl ControllerReplica {
 
     /// An omnipaxos node over `state`; `whole`: the durable store does not hold it yet.
     fn build(&self, state: PaxosState<Input>, whole: bool) -> Result<Mode, Error> {
-        let store = SharedStore::new(state);
-        if self.durable {
-            // Before omnipaxos starts: whatever it writes while starting is journaled too.
-            store.journal(whole);
-        }
-        let config = OmniPaxosConfig {
-            cluster_config: ClusterConfig {
-                configuration_id: 1,
-                nodes: (1..=self.n() as u64).collect(),
-                flexible_quorum: None,
-            },
-            server_config: ServerConfig {
-                pid: self.index as u64 + 1,
-                election_tick_timeout: self.timing.election_ticks,
-                resend_message_tick_timeout: self.timing.resend_ticks,
-                ..ServerConfig::default()
-            },
+        let config = NodeConfig {
+            n: self.n(),
+            index: self.index,
+            election_ticks: self.timing.election_ticks,
+            resend_ticks: self.timing.resend_ticks,
         };
-        let paxos = config
-            .build(store.clone())
-            .map_err(|e| Error::Invalid(format!("omnipaxos configuration: {e}")))?;
+        let (paxos, store) = paxos::node(state, config, self.durable.then_some(whole))?;
         Ok(Mode::Active {
             paxos: Box::new(paxos),
             store,
         })
     }
 
-    /// The index of the replica this one believes leads.
     fn leader(&self) -> Option<u64> {
         match &self.mode {
             Mode::Active { paxos, .. } => paxos.get_current_leader().map(|(pid, _)| pid - 1),
@@ -332,13 +317,7 @@ impl ControllerReplica {
         else {
             return Ok(());
         };
-        let f = (self.n() - 1) / 2;
-        let states: Vec<&PaxosState<Input>> = answers.values().flatten().collect();
-        let state = if states.len() > f {
-            PaxosState::merge(states)
-        } else if answers.len() == self.n() - 1 && !*history {
-            PaxosState::default()
-        } else {
+        let Some(state) = paxos::recovered(answers, *history, self.n()) else {
             return Ok(());
         };
         tracing::info!(

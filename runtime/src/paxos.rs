@@ -14,10 +14,12 @@
 //! node had when it last flushed: with it, the node rejoins through omnipaxos's own
 //! fail-recovery, with no question to its peers.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::storage::{Entry, NoSnapshot, StopSign, Storage, StorageOp, StorageResult};
+use omnipaxos::{ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -264,6 +266,79 @@ impl<T: Clone> SharedStore<T> {
             state.apply(record);
         }
         Ok(Some(state))
+    }
+}
+
+/// Where a node sits in its group and how fast it acts: what omnipaxos is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The group's size.
+    pub n: usize,
+    /// This node's index in it (its omnipaxos pid is `index + 1`).
+    pub index: usize,
+    /// Ticks without a leader's heartbeat before an election.
+    pub election_ticks: u64,
+    /// Ticks before a message omnipaxos is waiting on is sent again.
+    pub resend_ticks: u64,
+}
+
+/// An omnipaxos node over a [`SharedStore`].
+pub type Node<T> = OmniPaxos<T, SharedStore<T>>;
+
+/// An omnipaxos node over `state`, and the store it shares with its owner. A state with a
+/// promise makes omnipaxos start in its recovery phase (it asks the leader to prepare it again).
+/// `journal`: `Some(whole)` records every change for a durable log, which must first be given
+/// the whole state if `whole` (it came from peers or a snapshot, not from that log).
+pub fn node<T>(
+    state: PaxosState<T>,
+    config: NodeConfig,
+    journal: Option<bool>,
+) -> Result<(Node<T>, SharedStore<T>), Error>
+where
+    T: Entry<Snapshot = NoSnapshot>,
+{
+    let store = SharedStore::new(state);
+    if let Some(whole) = journal {
+        // Before omnipaxos starts: whatever it writes while starting is journaled too.
+        store.journal(whole);
+    }
+    let omni = OmniPaxosConfig {
+        cluster_config: ClusterConfig {
+            configuration_id: 1,
+            nodes: (1..=config.n as u64).collect(),
+            flexible_quorum: None,
+        },
+        server_config: ServerConfig {
+            pid: config.index as u64 + 1,
+            election_tick_timeout: config.election_ticks,
+            resend_message_tick_timeout: config.resend_ticks,
+            ..ServerConfig::default()
+        },
+    };
+    let paxos = omni
+        .build(store.clone())
+        .map_err(|e| Error::Invalid(format!("omnipaxos configuration: {e}")))?;
+    Ok((paxos, store))
+}
+
+/// The state a node that lost its memory may adopt from its peers' answers (peer index →
+/// its state, or `None` from a peer that is recovering too), in a group of `n`: the merge of
+/// the states of f+1 peers; an empty state when every peer answered and none has accepted
+/// anything nor heard of one who has (`history`: the group's first start); `None` while it must
+/// wait. docs/replication.md, *Recovery*, gives the argument.
+pub fn recovered<T: Clone>(
+    answers: &BTreeMap<usize, Option<PaxosState<T>>>,
+    history: bool,
+    n: usize,
+) -> Option<PaxosState<T>> {
+    let f = (n - 1) / 2;
+    let states: Vec<&PaxosState<T>> = answers.values().flatten().collect();
+    if states.len() > f {
+        Some(PaxosState::merge(states))
+    } else if answers.len() == n - 1 && !history {
+        Some(PaxosState::default())
+    } else {
+        None
     }
 }
 

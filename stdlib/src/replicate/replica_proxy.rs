@@ -23,9 +23,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use omnipaxos::OmniPaxos;
 use omnipaxos::messages::Message as OpMessage;
 use omnipaxos::util::LogEntry;
-use omnipaxos::{ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig};
+use ovid::paxos::{self, NodeConfig};
 use ovid::{Agent, Context, Error, Id, Payload};
 use serde::{Deserialize, Serialize};
 
@@ -187,31 +188,16 @@ impl ReplicaProxy {
         self.peers.len()
     }
 
-    /// An omnipaxos node over `state`. A state with a promise makes omnipaxos start in its
-    /// recovery phase (it asks the leader to prepare it again). `whole`: the durable store does
+    /// An omnipaxos node over `state` ([`ovid::paxos::node`]); `whole`: the durable store does
     /// not hold `state` yet (it came from peers or a snapshot), so it is written whole.
     fn build(&self, state: PaxosState, whole: bool) -> Result<Mode, Error> {
-        let store = SharedStore::new(state);
-        if self.durable {
-            // Before omnipaxos starts: whatever it writes while starting is journaled too.
-            store.journal(whole);
-        }
-        let config = OmniPaxosConfig {
-            cluster_config: ClusterConfig {
-                configuration_id: 1,
-                nodes: (1..=self.n() as u64).collect(),
-                flexible_quorum: None,
-            },
-            server_config: ServerConfig {
-                pid: self.index as u64 + 1,
-                election_tick_timeout: self.timing.election_ticks,
-                resend_message_tick_timeout: self.timing.resend_ticks,
-                ..ServerConfig::default()
-            },
+        let config = NodeConfig {
+            n: self.n(),
+            index: self.index,
+            election_ticks: self.timing.election_ticks,
+            resend_ticks: self.timing.resend_ticks,
         };
-        let paxos = config
-            .build(store.clone())
-            .map_err(|e| Error::Invalid(format!("omnipaxos configuration: {e}")))?;
+        let (paxos, store) = paxos::node(state, config, self.durable.then_some(whole))?;
         Ok(Mode::Active {
             paxos: Box::new(paxos),
             store,
@@ -245,15 +231,8 @@ impl ReplicaProxy {
         else {
             return Ok(());
         };
-        let f = (self.n() - 1) / 2;
-        let states: Vec<&PaxosState> = answers.values().flatten().collect();
-        let state = if states.len() > f {
-            PaxosState::merge(states)
-        } else if answers.len() == self.n() - 1 && !*history {
-            // Every peer answered, none has accepted anything or seen anyone who had: the
-            // system's first start (see the module docs).
-            PaxosState::default()
-        } else {
+        // f+1 peers' states, or the system's first start (see the module docs).
+        let Some(state) = paxos::recovered(answers, *history, self.n()) else {
             return Ok(());
         };
         tracing::info!(proxy = %self.me, entries = state.log.len(), decided = state.decided, "replica proxy recovered its state from its peers");
