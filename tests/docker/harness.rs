@@ -352,6 +352,52 @@ pub fn acked_after(attempts: &[Attempt], from: Duration) -> usize {
         .count()
 }
 
+/// Asserts that the service went on through every phase (`what`, from, to: from one fault to
+/// the next, or the end): at least 10 writes sent in each were acknowledged.
+pub fn assert_went_on(attempts: &[Attempt], phases: &[(&str, Duration, Duration)]) {
+    for (what, from, to) in phases {
+        let n = attempts
+            .iter()
+            .filter(|a| a.acked && a.sent >= *from && a.sent < *to)
+            .count();
+        assert!(
+            n >= 10,
+            "service did not go on after {what}: {n} writes acknowledged"
+        );
+    }
+}
+
+/// The end of a fault test under load: no acknowledged write `lost`, at least 10 acknowledged
+/// before the first phase (or the run means nothing), the service went on through every phase
+/// ([`assert_went_on`]), and some write was acknowledged in the last two seconds before `until`.
+pub fn assert_served_throughout(
+    attempts: &[Attempt],
+    lost: &[(String, String, String)],
+    phases: &[(&str, Duration, Duration)],
+    until: Duration,
+) {
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost: {}",
+        some(lost, 20)
+    );
+    let first = phases.first().map(|p| p.1).unwrap_or(until);
+    assert!(
+        attempts
+            .iter()
+            .filter(|a| a.acked && a.sent < first)
+            .count()
+            >= 10,
+        "too few writes before the first fault to mean anything"
+    );
+    assert_went_on(attempts, phases);
+    let last_two_seconds = acked_after(attempts, until.saturating_sub(Duration::from_secs(2)));
+    assert!(
+        last_two_seconds > 0,
+        "no write acknowledged in the last two seconds of the run"
+    );
+}
+
 /// The `q` quantile (0..=1) of the latencies of acknowledged writes.
 pub fn quantile(attempts: &[Attempt], q: f64) -> Duration {
     let mut took: Vec<Duration> = attempts
