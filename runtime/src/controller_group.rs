@@ -43,7 +43,7 @@ use crate::context::Context;
 use crate::controller::{Controller, RegisterBox, Registered};
 use crate::error::Error;
 use crate::message::{Id, Message, Payload};
-use crate::paxos::{self, NodeConfig, PaxosState, SharedStore};
+use crate::paxos::{self, NodeConfig, PaxosState, Recovery, SharedStore};
 use crate::routing::{BrtAnswer, CONTROLLER, ResolveBrt, system_messages};
 
 /// The identifier under which controller replica `index` is reachable by its peers.
@@ -175,14 +175,7 @@ impl Default for Timing {
 /// Where the replica is in its life.
 enum Mode {
     /// Rebuilding its acceptor state from its peers; takes no part in consensus.
-    Recovering {
-        /// This incarnation's number; answers must carry it.
-        nonce: u64,
-        /// Answers so far, by peer index (`None`: that peer is recovering too).
-        answers: BTreeMap<usize, Option<PaxosState<Input>>>,
-        /// Whether some answer showed that the log has had entries.
-        history: bool,
-    },
+    Recovering(Recovery<Input>),
     /// A Paxos node.
     Active {
         /// The omnipaxos instance.
@@ -235,11 +228,7 @@ impl ControllerReplica {
             index,
             peers: (0..n).map(|i| Id::from(replica_id(i))).collect(),
             timing: Timing::default(),
-            mode: Mode::Recovering {
-                nonce: 0,
-                answers: BTreeMap::new(),
-                history: false,
-            },
+            mode: Mode::Recovering(Recovery::default()),
             controller,
             applied: 0,
             seen: BTreeSet::new(),
@@ -288,22 +277,20 @@ impl ControllerReplica {
     fn leader(&self) -> Option<u64> {
         match &self.mode {
             Mode::Active { paxos, .. } => paxos.get_current_leader().map(|(pid, _)| pid - 1),
-            Mode::Recovering { .. } => None,
+            Mode::Recovering(_) => None,
         }
     }
 
     fn query(&self, ctx: &mut Context) {
-        if let Mode::Recovering { nonce, answers, .. } = &self.mode {
-            for (i, peer) in self.peers.iter().enumerate() {
-                if i != self.index && !matches!(answers.get(&i), Some(Some(_))) {
-                    ctx.send_physical(
-                        peer,
-                        ControllerRecoverQuery {
-                            nonce: *nonce,
-                            from: self.index as u64,
-                        },
-                    );
-                }
+        if let Mode::Recovering(r) = &self.mode {
+            for i in r.to_ask(self.index, self.n()) {
+                ctx.send_physical(
+                    &self.peers[i],
+                    ControllerRecoverQuery {
+                        nonce: r.nonce,
+                        from: self.index as u64,
+                    },
+                );
             }
         }
     }
@@ -311,13 +298,10 @@ impl ControllerReplica {
     /// Joins consensus once f+1 peers gave their state, or every peer said that nobody has
     /// accepted anything (the group's first start); the argument is `replicate`'s.
     fn try_activate(&mut self, ctx: &mut Context) -> Result<(), Error> {
-        let Mode::Recovering {
-            answers, history, ..
-        } = &self.mode
-        else {
+        let Mode::Recovering(r) = &self.mode else {
             return Ok(());
         };
-        let Some(state) = paxos::recovered(answers, *history, self.n()) else {
+        let Some(state) = r.state(self.n()) else {
             return Ok(());
         };
         tracing::info!(
@@ -547,7 +531,7 @@ impl ControllerReplica {
     fn status(&self, req: u64) -> ControllerStatus {
         let decided = match &self.mode {
             Mode::Active { paxos, .. } => paxos.get_decided_idx() as u64,
-            Mode::Recovering { .. } => 0,
+            Mode::Recovering(_) => 0,
         };
         ControllerStatus {
             req,
@@ -588,8 +572,8 @@ impl Agent for ControllerReplica {
                 Err(e) => tracing::error!(error = %e, "controller replica cannot start"),
             }
             self.pump(ctx);
-        } else if let Mode::Recovering { nonce, .. } = &mut self.mode {
-            *nonce = self.incarnation;
+        } else if let Mode::Recovering(r) = &mut self.mode {
+            r.nonce = self.incarnation;
             self.query(ctx);
         }
         ctx.set_timer(TICK, self.timing.tick);
@@ -607,7 +591,7 @@ impl Agent for ControllerReplica {
                 paxos.tick();
                 self.pump(ctx);
             }
-            Mode::Recovering { .. } => {
+            Mode::Recovering(_) => {
                 if self.ticks.is_multiple_of(self.timing.recover_ticks) {
                     self.query(ctx);
                 }
@@ -630,12 +614,8 @@ impl Agent for ControllerReplica {
         } else if message.is::<ControllerRecoverQuery>() {
             let q = message.decode::<ControllerRecoverQuery>()?;
             let (state, history) = match &self.mode {
-                Mode::Active { store, .. } => {
-                    let state = store.state();
-                    let history = state.has_history();
-                    (Some(state), history)
-                }
-                Mode::Recovering { history, .. } => (None, *history),
+                Mode::Active { store, .. } => paxos::answer(Some(store), false),
+                Mode::Recovering(r) => paxos::answer(None, r.history),
             };
             if let Some(peer) = self.peers.get(q.from as usize) {
                 ctx.send_physical(
@@ -650,18 +630,18 @@ impl Agent for ControllerReplica {
             }
         } else if message.is::<ControllerRecoverState>() {
             let answer = message.decode::<ControllerRecoverState>()?;
-            if let Mode::Recovering {
-                nonce,
-                answers,
-                history,
-            } = &mut self.mode
+            let (n, me) = (self.n(), self.index);
+            if let Mode::Recovering(r) = &mut self.mode
+                && r.take(
+                    answer.nonce,
+                    answer.index as usize,
+                    me,
+                    n,
+                    answer.state,
+                    answer.history,
+                )
             {
-                let from = answer.index as usize;
-                if answer.nonce == *nonce && from < self.peers.len() && from != self.index {
-                    *history |= answer.history;
-                    answers.insert(from, answer.state);
-                    self.try_activate(ctx)?;
-                }
+                self.try_activate(ctx)?;
             }
         } else if message.is::<GetControllerStatus>() {
             let q = message.decode::<GetControllerStatus>()?;

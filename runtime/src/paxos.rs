@@ -321,24 +321,87 @@ where
     Ok((paxos, store))
 }
 
-/// The state a node that lost its memory may adopt from its peers' answers (peer index →
-/// its state, or `None` from a peer that is recovering too), in a group of `n`: the merge of
-/// the states of f+1 peers; an empty state when every peer answered and none has accepted
-/// anything nor heard of one who has (`history`: the group's first start); `None` while it must
-/// wait. docs/replication.md, *Recovery*, gives the argument.
-pub fn recovered<T: Clone>(
-    answers: &BTreeMap<usize, Option<PaxosState<T>>>,
-    history: bool,
-    n: usize,
-) -> Option<PaxosState<T>> {
-    let f = (n - 1) / 2;
-    let states: Vec<&PaxosState<T>> = answers.values().flatten().collect();
-    if states.len() > f {
-        Some(PaxosState::merge(states))
-    } else if answers.len() == n - 1 && !history {
-        Some(PaxosState::default())
-    } else {
-        None
+/// What a node that lost its memory gathers from its peers until it may rejoin consensus:
+/// their answers to this incarnation's question. docs/replication.md, *Recovery*, gives the
+/// argument for the rule [`Recovery::state`] applies.
+#[derive(Debug, Clone)]
+pub struct Recovery<T> {
+    /// This incarnation's number; answers must carry it.
+    pub nonce: u64,
+    /// Answers so far, by peer index (`None`: that peer is recovering too).
+    pub answers: BTreeMap<usize, Option<PaxosState<T>>>,
+    /// Whether some answer showed that the log has had entries (then this cannot be the
+    /// group's first start).
+    pub history: bool,
+}
+
+impl<T> Default for Recovery<T> {
+    fn default() -> Self {
+        Recovery {
+            nonce: 0,
+            answers: BTreeMap::new(),
+            history: false,
+        }
+    }
+}
+
+impl<T: Clone> Recovery<T> {
+    /// The peers to ask (again): every one but `me`, of `n`, that has not given a state.
+    pub fn to_ask(&self, me: usize, n: usize) -> Vec<usize> {
+        (0..n)
+            .filter(|i| *i != me && !matches!(self.answers.get(i), Some(Some(_))))
+            .collect()
+    }
+
+    /// Takes peer `from`'s answer to question `nonce`; `false` if it answers an earlier
+    /// incarnation or does not come from a peer (of `n`, other than `me`).
+    pub fn take(
+        &mut self,
+        nonce: u64,
+        from: usize,
+        me: usize,
+        n: usize,
+        state: Option<PaxosState<T>>,
+        history: bool,
+    ) -> bool {
+        if nonce != self.nonce || from >= n || from == me {
+            return false;
+        }
+        self.history |= history;
+        self.answers.insert(from, state);
+        true
+    }
+
+    /// The state to adopt, in a group of `n`: the merge of the states of f+1 peers; an empty
+    /// state when every peer answered and none has accepted anything nor heard of one who has
+    /// (the group's first start); `None` while it must wait.
+    pub fn state(&self, n: usize) -> Option<PaxosState<T>> {
+        let f = (n - 1) / 2;
+        let states: Vec<&PaxosState<T>> = self.answers.values().flatten().collect();
+        if states.len() > f {
+            Some(PaxosState::merge(states))
+        } else if self.answers.len() == n - 1 && !self.history {
+            Some(PaxosState::default())
+        } else {
+            None
+        }
+    }
+}
+
+/// A node's answer to a recovering peer: its whole state if it takes part in consensus
+/// (`store`), and whether it knows the log has had entries (`recovering_history` is what a node
+/// still recovering has learnt).
+pub fn answer<T: Clone>(
+    store: Option<&SharedStore<T>>,
+    recovering_history: bool,
+) -> (Option<PaxosState<T>>, bool) {
+    match store {
+        Some(store) => {
+            let state = store.state();
+            let history = state.has_history();
+            (Some(state), history)
+        }
+        None => (None, recovering_history),
     }
 }
 

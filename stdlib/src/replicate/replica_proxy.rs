@@ -26,7 +26,7 @@ use bytes::Bytes;
 use omnipaxos::OmniPaxos;
 use omnipaxos::messages::Message as OpMessage;
 use omnipaxos::util::LogEntry;
-use ovid::paxos::{self, NodeConfig};
+use ovid::paxos::{self, NodeConfig, Recovery};
 use ovid::{Agent, Context, Error, Id, Payload};
 use serde::{Deserialize, Serialize};
 
@@ -88,15 +88,7 @@ impl Timing {
 /// Where the proxy is in its life.
 enum Mode {
     /// Rebuilding its acceptor state from its peers; takes no part in consensus.
-    Recovering {
-        /// This incarnation's number; answers must carry it.
-        nonce: u64,
-        /// Answers so far, by peer index (`None`: that peer is recovering too).
-        answers: BTreeMap<usize, Option<PaxosState>>,
-        /// Whether some answer showed that the log has had entries (then this cannot be the
-        /// system's first start, whatever later answers say).
-        history: bool,
-    },
+    Recovering(Recovery<Command>),
     /// A Paxos node.
     Active {
         /// The omnipaxos instance.
@@ -169,11 +161,7 @@ impl ReplicaProxy {
             peers,
             replica: replica.into(),
             timing: Timing::from_args(args),
-            mode: Mode::Recovering {
-                nonce: 0,
-                answers: BTreeMap::new(),
-                history: false,
-            },
+            mode: Mode::Recovering(Recovery::default()),
             applier: Applier::default(),
             waiting: BTreeMap::new(),
             last_promise: None,
@@ -208,31 +196,26 @@ impl ReplicaProxy {
         match &self.mode {
             Mode::Active { paxos, .. } => paxos.get_current_leader().map(|(pid, _)| pid - 1),
             Mode::Solo => Some(self.index as u64),
-            Mode::Recovering { .. } => None,
+            Mode::Recovering(_) => None,
         }
     }
 
     /// Asks every peer that has not yet answered with a state for its state.
     fn query(&self, ctx: &mut Context) {
-        if let Mode::Recovering { nonce, answers, .. } = &self.mode {
-            for (i, peer) in self.peers.iter().enumerate() {
-                if i != self.index && !matches!(answers.get(&i), Some(Some(_))) {
-                    ctx.send_physical(peer, RecoverQuery { nonce: *nonce });
-                }
+        if let Mode::Recovering(r) = &self.mode {
+            for i in r.to_ask(self.index, self.n()) {
+                ctx.send_physical(&self.peers[i], RecoverQuery { nonce: r.nonce });
             }
         }
     }
 
     /// Joins consensus if the answers allow it (see the module docs).
     fn try_activate(&mut self, ctx: &mut Context) -> Result<(), Error> {
-        let Mode::Recovering {
-            answers, history, ..
-        } = &self.mode
-        else {
+        let Mode::Recovering(r) = &self.mode else {
             return Ok(());
         };
         // f+1 peers' states, or the system's first start (see the module docs).
-        let Some(state) = paxos::recovered(answers, *history, self.n()) else {
+        let Some(state) = r.state(self.n()) else {
             return Ok(());
         };
         tracing::info!(proxy = %self.me, entries = state.log.len(), decided = state.decided, "replica proxy recovered its state from its peers");
@@ -395,7 +378,7 @@ impl ReplicaProxy {
                 self.run_steps(ctx);
             }
             // Proposed once this proxy has recovered (`pump` proposes what waits).
-            Mode::Recovering { .. } => {}
+            Mode::Recovering(_) => {}
         }
     }
 
@@ -405,11 +388,11 @@ impl ReplicaProxy {
                 (paxos.get_decided_idx() as u64, store.log_len() as u64)
             }
             Mode::Solo => (self.applier.applied, self.applier.applied),
-            Mode::Recovering { .. } => (0, 0),
+            Mode::Recovering(_) => (0, 0),
         };
         ReplicaStatus {
             index: self.index as u64,
-            active: !matches!(self.mode, Mode::Recovering { .. }),
+            active: !matches!(self.mode, Mode::Recovering(_)),
             leader: self.leader(),
             decided,
             applied: self.applier.applied,
@@ -443,9 +426,9 @@ impl Agent for ReplicaProxy {
                 }
             }
             self.pump(ctx);
-        } else if let Mode::Recovering { nonce, .. } = &mut self.mode {
+        } else if let Mode::Recovering(r) = &mut self.mode {
             // A number for this incarnation that an earlier one is unlikely to have had.
-            *nonce = ctx.now_millis().rotate_left(20) ^ ctx.random(i64::MAX) as u64;
+            r.nonce = ctx.now_millis().rotate_left(20) ^ ctx.random(i64::MAX) as u64;
             self.query(ctx);
         }
         ctx.set_timer(TICK, self.timing.tick);
@@ -461,7 +444,7 @@ impl Agent for ReplicaProxy {
                 paxos.tick();
                 self.pump(ctx);
             }
-            Mode::Recovering { .. } => {
+            Mode::Recovering(_) => {
                 if self.ticks.is_multiple_of(self.timing.recover_ticks) {
                     self.query(ctx);
                 }
@@ -500,12 +483,8 @@ impl Agent for ReplicaProxy {
         } else if message.is::<RecoverQuery>() {
             let q = message.decode::<RecoverQuery>()?;
             let (state, history) = match &self.mode {
-                Mode::Active { store, .. } => {
-                    let state = store.state();
-                    let history = state.has_history();
-                    (Some(state), history)
-                }
-                Mode::Recovering { history, .. } => (None, *history),
+                Mode::Active { store, .. } => paxos::answer(Some(store), false),
+                Mode::Recovering(r) => paxos::answer(None, r.history),
                 Mode::Solo => (None, true),
             };
             ctx.reply(RecoverState {
@@ -516,18 +495,18 @@ impl Agent for ReplicaProxy {
             });
         } else if message.is::<RecoverState>() {
             let answer = message.decode::<RecoverState>()?;
-            if let Mode::Recovering {
-                nonce,
-                answers,
-                history,
-            } = &mut self.mode
+            let (n, me) = (self.n(), self.index);
+            if let Mode::Recovering(r) = &mut self.mode
+                && r.take(
+                    answer.nonce,
+                    answer.index as usize,
+                    me,
+                    n,
+                    answer.state,
+                    answer.history,
+                )
             {
-                let from = answer.index as usize;
-                if answer.nonce == *nonce && from < self.peers.len() && from != self.index {
-                    *history |= answer.history;
-                    answers.insert(from, answer.state);
-                    self.try_activate(ctx)?;
-                }
+                self.try_activate(ctx)?;
             }
         } else if message.is::<Status>() {
             let status = self.status();
