@@ -547,10 +547,10 @@ impl Writer {
             delivered,
         };
         // The peer may send on this connection too (its replies, its acknowledgements).
-        self.peer.begin_inbound(session);
+        let delivered_in = self.peer.begin_inbound(session);
         let remote = self.peer.addr.to_string();
         let reader = Receiver::new(router, remote, self.peer.clone(), session);
-        tokio::spawn(reader.read(frames, conn.clone(), shutdown));
+        tokio::spawn(reader.read(frames, conn.clone(), delivered_in, shutdown));
         self.resume(conn).await
     }
 
@@ -566,7 +566,6 @@ impl Writer {
         let (parts, resent) = {
             let mut out = self.out();
             out.prune(acked);
-            out.leftover = None;
             let mut resent = 0;
             let parts: Vec<Bytes> = out
                 .unacked
@@ -761,7 +760,7 @@ async fn accept(
     peer.out.lock().expect("outbound poisoned").offered = Some(conn.clone());
     peer.wake.notify_one();
     Receiver::new(router, remote, peer, session)
-        .read(frames, conn, shutdown)
+        .read(frames, conn, delivered, shutdown)
         .await;
 }
 
@@ -815,9 +814,11 @@ impl Receiver {
         mut self,
         mut frames: FramedRead<OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
         conn: Conn,
+        delivered: u64,
         mut shutdown: Shutdown,
     ) {
-        self.read_frames(&mut frames, &conn, &mut shutdown).await;
+        self.read_frames(&mut frames, &conn, delivered, &mut shutdown)
+            .await;
         conn.lost.store(true, Ordering::Release);
         self.peer.wake.notify_one();
     }
@@ -826,10 +827,12 @@ impl Receiver {
         &mut self,
         frames: &mut FramedRead<OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
         conn: &Conn,
+        delivered: u64,
         shutdown: &mut Shutdown,
     ) {
-        let mut last_delivered = 0;
-        let mut acked = 0;
+        // What the handshake said was delivered needs no acknowledgement of its own.
+        let mut last_delivered = delivered;
+        let mut acked = delivered;
         let ack_timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(ack_timer);
         let mut armed = false;
