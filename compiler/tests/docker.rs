@@ -155,6 +155,30 @@ impl Deployment {
         self.names.push(name.to_string());
     }
 
+    /// `docker run`s every box of `boxes` (name, address) at its address, talking to the
+    /// controller at `controller` (every replica's, comma-separated); the front box publishes
+    /// webkvs's HTTP port on a free port of 127.0.0.1, which it returns.
+    fn start_boxes(&mut self, boxes: &[(&str, &str)], controller: &str) -> u16 {
+        let http_port = free_port();
+        let publish = format!("127.0.0.1:{http_port}:{HTTP_PORT}");
+        let webkvs_addr = format!("WEBKVS_ADDR=0.0.0.0:{HTTP_PORT}");
+        for (name, ip) in boxes {
+            let listen = format!("{ip}:{BOX_PORT}");
+            let extra: Vec<&str> = if *name == "front" {
+                vec!["-p", &publish, "-e", &webkvs_addr]
+            } else {
+                vec![]
+            };
+            self.start(
+                name,
+                ip,
+                &extra,
+                &["box", name, "--controller", controller, "--listen", &listen],
+            );
+        }
+        http_port
+    }
+
     fn logs(&self, name: &str) -> String {
         let out = Command::new("docker")
             .args(["logs", &self.container(name)])
@@ -275,30 +299,7 @@ fn webkvs_in_containers_survives_a_partition_and_a_kill() {
         "controller listening",
         Duration::from_secs(30),
     );
-    let http_port = free_port();
-    let publish = format!("127.0.0.1:{http_port}:{HTTP_PORT}");
-    let webkvs_addr = format!("WEBKVS_ADDR=0.0.0.0:{HTTP_PORT}");
-    for (name, ip) in BOXES {
-        let listen = format!("{ip}:{BOX_PORT}");
-        let extra: Vec<&str> = if name == "front" {
-            vec!["-p", &publish, "-e", &webkvs_addr]
-        } else {
-            vec![]
-        };
-        d.start(
-            name,
-            ip,
-            &extra,
-            &[
-                "box",
-                name,
-                "--controller",
-                &controller,
-                "--listen",
-                &listen,
-            ],
-        );
-    }
+    let http_port = d.start_boxes(&BOXES, &controller);
     for (name, _) in BOXES {
         d.wait_for(
             name,
@@ -457,30 +458,7 @@ fn webkvs_primary_backup_fails_over_under_a_replicated_controller_in_containers(
             ],
         );
     }
-    let http_port = free_port();
-    let publish = format!("127.0.0.1:{http_port}:{HTTP_PORT}");
-    let webkvs_addr = format!("WEBKVS_ADDR=0.0.0.0:{HTTP_PORT}");
-    for (name, ip) in PB_BOXES {
-        let listen = format!("{ip}:{BOX_PORT}");
-        let extra: Vec<&str> = if name == "front" {
-            vec!["-p", &publish, "-e", &webkvs_addr]
-        } else {
-            vec![]
-        };
-        d.start(
-            name,
-            ip,
-            &extra,
-            &[
-                "box",
-                name,
-                "--controller",
-                &controllers,
-                "--listen",
-                &listen,
-            ],
-        );
-    }
+    let http_port = d.start_boxes(&PB_BOXES, &controllers);
     let http_addr = format!("127.0.0.1:{http_port}");
     let ready = wait_until_serving(&http_addr, Duration::from_secs(60));
     println!(
