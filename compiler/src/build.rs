@@ -10,10 +10,11 @@ use std::process::Command;
 
 use crate::check::model::{Behaviour, Model};
 use crate::cli::{Failure, load_expanded};
-use crate::emit::deployment::{self, Deployment};
+use crate::emit::deployment;
 use crate::emit::krate::{self, GeneratedFile, Paths};
 use crate::syntax::Program;
 use crate::syntax::ast::ImplKind;
+use ovid::deployment::Deployment;
 
 /// What `ovidc build` produced.
 #[derive(Debug)]

@@ -8,9 +8,10 @@ use crate::check::{self, Model};
 use crate::diagnostic::{self, Diagnostic, Style};
 use crate::expand::{self, Expanded};
 use crate::graph;
-use crate::place::{self, BoxPlan};
+use crate::place;
 use crate::source::Sources;
 use crate::syntax::{self, Program};
+use ovid::deployment::BoxSpec;
 
 /// Loads and checks a file: the model, or the program's sources and every diagnostic.
 pub fn load_and_check(path: &Path) -> Result<(Program, Model), Failure> {
@@ -103,7 +104,7 @@ pub enum GraphFormat {
 }
 
 /// Checks, expands and places a file: everything `graph` and `build` start from.
-pub fn load_expanded(path: &Path) -> Result<(Program, Model, Expanded, Vec<BoxPlan>), Failure> {
+pub fn load_expanded(path: &Path) -> Result<(Program, Model, Expanded, Vec<BoxSpec>), Failure> {
     let (program, model) = load_and_check(path)?;
     let expanded =
         expand::expand(&model).map_err(|e| Failure::Io(format!("{}: {e}", path.display())))?;

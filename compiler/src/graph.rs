@@ -5,9 +5,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use ovid::deployment::{BoxSpec, Runs};
+use ovid::latt::{LattNode, NodeKind};
+use ovid_stdlib::describe;
+
 use crate::check::model::Model;
-use crate::expand::{Expanded, LattNode, NodeKind, Runs};
-use crate::place::BoxPlan;
+use crate::expand::Expanded;
 
 /// The physical message edges: (sender, receiver) → messages sent.
 pub fn edges(model: &Model, expanded: &Expanded) -> BTreeMap<(String, String), Vec<String>> {
@@ -49,14 +52,18 @@ fn node_label(n: &LattNode) -> String {
     match &n.kind {
         NodeKind::System => format!("system {}", n.id),
         NodeKind::Agent { agent } => format!("{} ({agent})", n.id),
-        NodeKind::Transformed { agent, transform } => format!("{} ({agent}) |> {transform}", n.id),
-        NodeKind::Channel { transform } => format!("{} (channel) |> {transform}", n.id),
+        NodeKind::Transformed {
+            agent, transform, ..
+        } => format!("{} ({agent}) |> {}", n.id, describe(transform)),
+        NodeKind::Channel { transform } => {
+            format!("{} (channel) |> {}", n.id, describe(transform))
+        }
         NodeKind::Proxy { proxy } => format!("{} ({proxy})", n.id),
     }
 }
 
 /// The LATT, boxes and edges as indented text.
-pub fn text(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> String {
+pub fn text(model: &Model, expanded: &Expanded, boxes: &[BoxSpec]) -> String {
     fn walk(n: &LattNode, prefix: &str, last: bool, root: bool, out: &mut String) {
         if root {
             let _ = writeln!(out, "{}", node_label(n));
@@ -129,7 +136,7 @@ pub fn latt_dot(expanded: &Expanded) -> String {
 }
 
 /// The physical agents, labelled with their box, and their message edges as a DOT digraph.
-pub fn boxes_dot(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> String {
+pub fn boxes_dot(model: &Model, expanded: &Expanded, boxes: &[BoxSpec]) -> String {
     let mut out = String::from("digraph boxes {\n");
     for b in boxes {
         for a in &b.agents {
@@ -155,7 +162,7 @@ pub fn boxes_dot(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> Strin
 }
 
 /// Both graphs in one DOT file.
-pub fn dot(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> String {
+pub fn dot(model: &Model, expanded: &Expanded, boxes: &[BoxSpec]) -> String {
     format!(
         "{}\n{}",
         latt_dot(expanded),
@@ -187,7 +194,7 @@ pub fn svg_of(dot: &str) -> Result<String, String> {
 pub fn svg(
     model: &Model,
     expanded: &Expanded,
-    boxes: &[BoxPlan],
+    boxes: &[BoxSpec],
 ) -> Result<(String, String), String> {
     Ok((
         svg_of(&latt_dot(expanded))?,
@@ -196,7 +203,7 @@ pub fn svg(
 }
 
 /// A self-contained HTML page with both pictures and the text form.
-pub fn html(model: &Model, expanded: &Expanded, boxes: &[BoxPlan]) -> Result<String, String> {
+pub fn html(model: &Model, expanded: &Expanded, boxes: &[BoxSpec]) -> Result<String, String> {
     let (latt, graph) = svg(model, expanded, boxes)?;
     let text = text(model, expanded, boxes)
         .replace('&', "&amp;")

@@ -1,20 +1,9 @@
 //! Placement: which box runs each physical agent, and at what address each box listens.
 
-use serde::Serialize;
+use ovid::deployment::BoxSpec;
 
 use crate::check::model::BoxInfo;
 use crate::expand::Expanded;
-
-/// One box of the deployment.
-#[derive(Debug, Clone, Serialize)]
-pub struct BoxPlan {
-    /// Its name.
-    pub name: String,
-    /// Its fixed address, if declared; otherwise chosen when the system starts.
-    pub address: Option<String>,
-    /// The physical agents it runs.
-    pub agents: Vec<String>,
-}
 
 /// The name of the box that runs agents no declared box claims.
 pub const DEFAULT_BOX: &str = "main";
@@ -22,16 +11,16 @@ pub const DEFAULT_BOX: &str = "main";
 /// Places every physical agent into the first declared box with a pattern matching its
 /// identifier (`*` matches any run of characters), or else into the default box `main`.
 /// Declared boxes that end up empty are kept: an operator may want to start them anyway.
-pub fn place(expanded: &Expanded, declared: &[BoxInfo]) -> Vec<BoxPlan> {
-    let mut boxes: Vec<BoxPlan> = declared
+pub fn place(expanded: &Expanded, declared: &[BoxInfo]) -> Vec<BoxSpec> {
+    let mut boxes: Vec<BoxSpec> = declared
         .iter()
-        .map(|b| BoxPlan {
+        .map(|b| BoxSpec {
             name: b.name.clone(),
             address: b.address.clone(),
             agents: Vec::new(),
         })
         .collect();
-    let mut default = BoxPlan {
+    let mut default = BoxSpec {
         name: DEFAULT_BOX.to_string(),
         address: None,
         agents: Vec::new(),
@@ -83,9 +72,9 @@ mod tests {
     #[test]
     fn patterns_match_identifiers() {
         assert!(matches("KVS/Shard*", "KVS/Shard1"));
-        assert!(matches("KVS/Shard*", "KVS/ShardIngressProxy0"));
+        assert!(matches("KVS/Part*", "KVS/PartIngressProxy0"));
         assert!(matches("client*", "client[2]"));
-        assert!(matches("*Proxy*", "KVS/ShardEgressProxy1"));
+        assert!(matches("*Proxy*", "KVS/PartEgressProxy1"));
         assert!(matches("KVS", "KVS"));
         assert!(!matches("KVS", "KVS/Shard0"));
         assert!(!matches("a*b*c", "acb"));

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::Agent;
 use crate::context::Context;
 use crate::error::Error;
+use crate::latt::LattNode;
 use crate::manager::{AgentStarted, AgentStopped, StartAgent, StartFailed, UpdateBrt};
 use crate::message::{Message, Payload};
 use crate::routing::{
@@ -24,50 +25,6 @@ use crate::routing::{
     manager_id, system_messages,
 };
 use crate::views::{Failover, ViewService};
-
-/// A node of the Logical Agent Transformation Tree: an agent and what it was transformed into.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LattNode {
-    /// The agent's identifier.
-    pub id: String,
-    /// The agents that replace it (empty for a physical agent, a leaf).
-    #[serde(default)]
-    pub children: Vec<LattNode>,
-}
-
-impl LattNode {
-    /// A leaf.
-    pub fn leaf(id: impl Into<String>) -> Self {
-        LattNode {
-            id: id.into(),
-            children: Vec::new(),
-        }
-    }
-
-    /// A node with children.
-    pub fn node(id: impl Into<String>, children: Vec<LattNode>) -> Self {
-        LattNode {
-            id: id.into(),
-            children,
-        }
-    }
-
-    /// The node with identifier `id`, in this subtree.
-    pub fn find(&self, id: &str) -> Option<&LattNode> {
-        if self.id == id {
-            return Some(self);
-        }
-        self.children.iter().find_map(|c| c.find(id))
-    }
-
-    /// The leaves (physical agents) of this subtree, left to right.
-    pub fn leaves(&self) -> Vec<&str> {
-        if self.children.is_empty() {
-            return vec![&self.id];
-        }
-        self.children.iter().flat_map(|c| c.leaves()).collect()
-    }
-}
 
 /// Where one physical agent runs and how to make it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

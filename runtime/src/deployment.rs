@@ -1,16 +1,18 @@
-//! The deployment description `ovidc build` writes (`deployment.json`), as the runtime reads
-//! it: boxes with their addresses, the physical agents with what each runs, the routes and the
-//! LATT. [`Deployment::placement`] turns it into the controller's [`Placement`].
+//! The deployment description (`deployment.json`): boxes with their addresses, the physical
+//! agents with what each runs, the routes and the LATT. One set of types: `ovidc build` fills
+//! and writes them, the controller and the simulator read them. [`Deployment::placement`]
+//! turns it into the controller's [`Placement`].
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::controller::{AgentPlan, LattNode, Placement};
+use crate::controller::{AgentPlan, Placement};
 use crate::error::Error;
+use crate::latt::{Args, LattNode};
 
 /// A whole deployment, as `ovidc build` writes it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployment {
     /// The system's name.
     pub system: String,
@@ -29,12 +31,12 @@ pub struct Deployment {
     pub clients: Vec<String>,
     /// `controller |> replicate(n)`: the boxes of the controller's replicas, by replica index
     /// (empty: one controller).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub controllers: Vec<BoxSpec>,
 }
 
 /// One box of a deployment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoxSpec {
     /// Its name.
     pub name: String,
@@ -46,22 +48,32 @@ pub struct BoxSpec {
 }
 
 /// One physical agent of a deployment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentSpec {
     /// Its identifier.
     pub id: String,
-    /// Its box.
-    #[serde(rename = "box")]
+    /// Its box (empty until placed).
+    #[serde(rename = "box", default, skip_serializing_if = "String::is_empty")]
     pub in_box: String,
     /// What it runs.
     pub runs: Runs,
     /// `uses` name → identifier.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub bindings: BTreeMap<String, String>,
 }
 
+impl AgentSpec {
+    /// The agent type whose code it runs, if it is not a proxy.
+    pub fn agent_type(&self) -> Option<&str> {
+        match &self.runs {
+            Runs::Agent { agent } => Some(agent),
+            Runs::Proxy { .. } => None,
+        }
+    }
+}
+
 /// What a physical agent runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Runs {
     /// The code of a declared agent type.
@@ -75,7 +87,7 @@ pub enum Runs {
         proxy: String,
         /// Its configuration, handed to its factory as JSON.
         #[serde(default)]
-        config: serde_json::Value,
+        config: Args,
     },
 }
 
@@ -156,10 +168,10 @@ mod tests {
           "boxes": [{"name": "front", "address": null, "agents": ["client"]}],
           "agents": [
             {"id": "client", "box": "front", "runs": {"kind": "agent", "agent": "Client"}, "bindings": {"kvs": "KVS"}},
-            {"id": "KVS/ShardIngressProxy0", "box": "front", "runs": {"kind": "proxy", "proxy": "ShardIngressProxy", "config": {"by": "key"}}}
+            {"id": "KVS/IngressProxy0", "box": "front", "runs": {"kind": "proxy", "proxy": "IngressProxy", "config": {"by": "key"}}}
           ],
-          "routes": {"client": {"KVS": "KVS/ShardIngressProxy0"}},
-          "latt": {"id": "Store", "kind": "system", "children": [{"id": "client", "kind": "agent", "agent": "Client"}]}
+          "routes": {"client": {"KVS": "KVS/IngressProxy0"}},
+          "latt": {"id": "Store", "kind": "system", "children": [{"id": "client", "kind": "agent", "agent": "Client"}, {"id": "KVS", "kind": "transformed", "agent": "Store", "transform": {"name": "partition", "args": {"n": 1, "by": "key"}}, "children": [{"id": "KVS/IngressProxy0", "kind": "proxy", "proxy": "IngressProxy"}]}]}
         }"#;
         let d = Deployment::from_json(json).unwrap();
         let p = d.placement();
@@ -170,11 +182,16 @@ mod tests {
                 .get("kvs"),
             "KVS"
         );
+        assert_eq!(p.agents["KVS/IngressProxy0"].config, br#"{"by":"key"}"#);
+        assert_eq!(p.routes["client"]["KVS"], "KVS/IngressProxy0");
+        let latt = p.latt.unwrap();
+        assert_eq!(latt.leaves(), vec!["client", "KVS/IngressProxy0"]);
+        let shard = latt.find("KVS").unwrap().transform().unwrap();
+        assert_eq!(shard.args["by"], crate::latt::Value::Str("key".into()));
+        // What is written is what is read.
         assert_eq!(
-            p.agents["KVS/ShardIngressProxy0"].config,
-            br#"{"by":"key"}"#
+            Deployment::from_json(&serde_json::to_string(&d).unwrap()).unwrap(),
+            d
         );
-        assert_eq!(p.routes["client"]["KVS"], "KVS/ShardIngressProxy0");
-        assert_eq!(p.latt.unwrap().leaves(), vec!["client"]);
     }
 }

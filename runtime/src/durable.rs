@@ -402,14 +402,14 @@ mod tests {
 
     #[test]
     fn identifiers_become_flat_file_names() {
-        assert_eq!(escape("KVS/ReplicaProxy0"), "KVS%2FReplicaProxy0");
+        assert_eq!(escape("Store/Proxy0"), "Store%2FProxy0");
         assert_eq!(escape("controller"), "controller");
     }
 
     #[test]
     fn file_round_trip_across_reopening() {
         let dir = temp_dir("round-trip");
-        let mut log = DurableLog::in_dir(&dir, "KVS/ReplicaProxy0");
+        let mut log = DurableLog::in_dir(&dir, "Store/Proxy0");
         assert!(
             log.read_all().unwrap().is_empty(),
             "no file yet: no records"
@@ -419,7 +419,7 @@ mod tests {
         log.append(&[7u8; 10_000]).unwrap();
         log.sync().unwrap();
         drop(log);
-        let mut again = DurableLog::in_dir(&dir, "KVS/ReplicaProxy0");
+        let mut again = DurableLog::in_dir(&dir, "Store/Proxy0");
         let records = again.read_all().unwrap();
         assert_eq!(
             records,
@@ -427,12 +427,10 @@ mod tests {
         );
         again.append(b"four").unwrap();
         again.sync().unwrap();
-        let records = DurableLog::in_dir(&dir, "KVS/ReplicaProxy0")
-            .read_all()
-            .unwrap();
+        let records = DurableLog::in_dir(&dir, "Store/Proxy0").read_all().unwrap();
         assert_eq!(records.len(), 4);
         assert_eq!(records[3], b"four");
-        assert!(dir.join("KVS%2FReplicaProxy0.log").exists());
+        assert!(dir.join("Store%2FProxy0.log").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

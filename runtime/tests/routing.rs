@@ -12,11 +12,14 @@ fn sharded() -> Placement {
         .agent("KVS/Shard0", "back", "Kvs")
         .agent("KVS/Shard1", "back", "Kvs")
         .route("client", "KVS", "KVS/Shard1")
-        .latt(LattNode::node(
+        .latt(LattNode::system(
             "system",
-            vec![LattNode::node(
+            vec![LattNode::system(
                 "KVS",
-                vec![LattNode::leaf("KVS/Shard0"), LattNode::leaf("KVS/Shard1")],
+                vec![
+                    LattNode::agent("KVS/Shard0", "X"),
+                    LattNode::agent("KVS/Shard1", "X"),
+                ],
             )],
         ))
 }

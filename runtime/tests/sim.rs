@@ -9,7 +9,7 @@ use ovid::sim::{
     FaultKind, Faults, Options, Property, Refine, Report, Rng, Scenario, Target, run_scenario,
     test_system,
 };
-use ovid::{Agent, BoxBuilder, Context, Error, Message, Payload};
+use ovid::{Agent, BoxBuilder, Context, Error, LattNode, Message, Payload};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -332,7 +332,7 @@ fn encode_store(store: &KeyValueStore) -> Result<Vec<u8>, Error> {
 }
 
 /// Untransformed: the store is its own physical agent.
-fn refine_plain(snapshots: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, Error> {
+fn refine_plain(_node: &LattNode, snapshots: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, Error> {
     snapshots
         .get("KVS")
         .cloned()
@@ -340,7 +340,10 @@ fn refine_plain(snapshots: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, Error>
 }
 
 /// Sharded: the union of the shards' maps.
-fn refine_shards(snapshots: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, Error> {
+fn refine_shards(
+    _node: &LattNode,
+    snapshots: &BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<u8>, Error> {
     let mut all = KeyValueStore::default();
     for (id, bytes) in snapshots
         .iter()
@@ -353,14 +356,20 @@ fn refine_shards(snapshots: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, Error
 }
 
 /// A wrong mapping: forgets shard 1.
-fn refine_forgetful(snapshots: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, Error> {
+fn refine_forgetful(
+    _node: &LattNode,
+    snapshots: &BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<u8>, Error> {
     let mut s = snapshots.clone();
     s.remove("KVS/Shard1");
-    refine_shards(&s)
+    refine_shards(_node, &s)
 }
 
 /// Replicated: the replica whose proxy applied the most of the log.
-fn refine_replicas(snapshots: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, Error> {
+fn refine_replicas(
+    _node: &LattNode,
+    snapshots: &BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<u8>, Error> {
     let mut best: Option<(u64, usize)> = None;
     for i in 0..3 {
         let Some(p) = snapshots.get(&format!("KVS/ReplicaProxy{i}")) else {
@@ -417,7 +426,7 @@ fn client(id: &str, in_box: &str) -> serde_json::Value {
 }
 
 fn leaf(id: &str) -> serde_json::Value {
-    serde_json::json!({"id": id, "kind": "agent"})
+    serde_json::json!({"id": id, "kind": "agent", "agent": "KeyValueStore"})
 }
 
 /// A deployment description from its agents (boxes inferred), routes and the KVS node.
@@ -494,7 +503,7 @@ fn shard_system(mode: &str, targets: fn() -> Vec<Target>) -> System {
             agent("KVS/Shard1", "back1", "KeyValueStore"),
         ],
         serde_json::json!({"c0": {"KVS": "KVS/ShardIngressProxy0"}, "c1": {"KVS": "KVS/ShardIngressProxy1"}}),
-        serde_json::json!({"id": "KVS", "kind": "transformed", "transform": "shard(by: key, n: 2)", "children": [
+        serde_json::json!({"id": "KVS", "kind": "transformed", "agent": "KeyValueStore", "transform": {"name": "shard", "args": {"by": "key", "n": 2}}, "children": [
             leaf("KVS/ShardIngressProxy0"), leaf("KVS/ShardIngressProxy1"), leaf("KVS/Shard0"), leaf("KVS/Shard1")
         ]}),
     );
@@ -522,7 +531,10 @@ fn replica_system(mode: &str) -> System {
         ),
     ];
     let mut children = vec![leaf("KVS/ReplicateIngressProxy0")];
+    let mut groups = serde_json::Map::new();
     for i in 0..3 {
+        groups.insert(format!("KVS/ReplicaProxy{i}"), i.into());
+        groups.insert(format!("KVS/Replica{i}"), i.into());
         let config = serde_json::json!({"replica": format!("KVS/Replica{i}"), "ingress": "KVS/ReplicateIngressProxy0"});
         agents.push(proxy(
             &format!("KVS/ReplicaProxy{i}"),
@@ -541,7 +553,8 @@ fn replica_system(mode: &str) -> System {
     let d = deployment(
         agents,
         serde_json::json!({"client": {"KVS": "KVS/ReplicateIngressProxy0"}}),
-        serde_json::json!({"id": "KVS", "kind": "transformed", "transform": "replicate(n: 3)", "children": children}),
+        serde_json::json!({"id": "KVS", "kind": "transformed", "agent": "KeyValueStore", "transform": {"name": "replicate", "args": {"n": 3}},
+            "faults": {"groups": groups, "tolerates": 1, "churn": true}, "children": children}),
     );
     System {
         deployment: d,

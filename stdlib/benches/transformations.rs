@@ -140,7 +140,7 @@ fn placement(kind: &str, stages: &[Stage], two_boxes: bool) -> (Placement, usize
                             config: serde_json::to_vec(config).unwrap(),
                         };
                         p.agents.insert(c.id.clone(), plan);
-                        leaves.push(LattNode::leaf(c.id.clone()));
+                        leaves.push(LattNode::agent(c.id.clone(), "X"));
                         if let Some(Value::List(targets)) = config.get("targets") {
                             for t in targets {
                                 p.routes
@@ -183,14 +183,17 @@ fn placement(kind: &str, stages: &[Stage], two_boxes: bool) -> (Placement, usize
                 config: Vec::new(),
             },
         );
-        leaves.push(LattNode::leaf(id.clone()));
+        leaves.push(LattNode::agent(id.clone(), "X"));
     }
     if stages.is_empty() {
         hops = 0;
     }
     p = p.route("client", "X", entry_of_client);
     (
-        p.latt(LattNode::node("system", vec![LattNode::node("X", leaves)])),
+        p.latt(LattNode::system(
+            "system",
+            vec![LattNode::system("X", leaves)],
+        )),
         hops,
     )
 }

@@ -24,8 +24,27 @@ pub const SPEC: Spec = Spec {
     }],
     preconditions: &[],
     summary: "keeps an append-only log of the messages",
-    expand,
 };
+
+/// `audit` in the registry ([`crate::ALL`]).
+pub struct AuditTransformation;
+
+impl crate::transformation::Transformation for AuditTransformation {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
+    }
+
+    fn expand(&self, req: &Request) -> Expansion {
+        expand(req)
+    }
+
+    fn proxies(
+        &self,
+        hooks: &std::sync::Arc<dyn crate::proxy::Hooks>,
+    ) -> Vec<(&'static str, ovid::Factory)> {
+        proxies(hooks)
+    }
+}
 
 /// One `Auditor{i}` per sender, appending what passes to the log before forwarding it.
 pub fn expand(req: &Request) -> Expansion {

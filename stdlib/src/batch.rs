@@ -32,8 +32,27 @@ pub const SPEC: Spec = Spec {
     ],
     preconditions: &[],
     summary: "packs messages on a channel into batches",
-    expand,
 };
+
+/// `batch` in the registry ([`crate::ALL`]).
+pub struct BatchTransformation;
+
+impl crate::transformation::Transformation for BatchTransformation {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
+    }
+
+    fn expand(&self, req: &Request) -> Expansion {
+        expand(req)
+    }
+
+    fn proxies(
+        &self,
+        hooks: &std::sync::Arc<dyn crate::proxy::Hooks>,
+    ) -> Vec<(&'static str, ovid::Factory)> {
+        proxies(hooks)
+    }
+}
 
 /// A `BatchEncoder{i}` near each sender and a `BatchDecoder{i}` near the agent.
 pub fn expand(req: &Request) -> Expansion {

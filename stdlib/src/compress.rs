@@ -20,8 +20,27 @@ pub const SPEC: Spec = Spec {
     }],
     preconditions: &[],
     summary: "compresses messages on a channel",
-    expand,
 };
+
+/// `compress` in the registry ([`crate::ALL`]).
+pub struct CompressTransformation;
+
+impl crate::transformation::Transformation for CompressTransformation {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
+    }
+
+    fn expand(&self, req: &Request) -> Expansion {
+        expand(req)
+    }
+
+    fn proxies(
+        &self,
+        hooks: &std::sync::Arc<dyn crate::proxy::Hooks>,
+    ) -> Vec<(&'static str, ovid::Factory)> {
+        proxies(hooks)
+    }
+}
 
 /// A `Compressor{i}` near each sender and a `Decompressor{i}` near the agent.
 pub fn expand(req: &Request) -> Expansion {

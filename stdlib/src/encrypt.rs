@@ -32,8 +32,38 @@ pub const SPEC: Spec = Spec {
     ],
     preconditions: &[],
     summary: "encrypts and authenticates messages on a channel",
-    expand,
 };
+
+/// `encrypt` in the registry ([`crate::ALL`]).
+pub struct EncryptTransformation;
+
+impl crate::transformation::Transformation for EncryptTransformation {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
+    }
+
+    fn expand(&self, req: &Request) -> Expansion {
+        expand(req)
+    }
+
+    fn proxies(
+        &self,
+        hooks: &std::sync::Arc<dyn crate::proxy::Hooks>,
+    ) -> Vec<(&'static str, ovid::Factory)> {
+        proxies(hooks)
+    }
+
+    fn validate(&self, args: &Args) -> Result<(), crate::transformation::Invalid> {
+        if args.contains_key("key_env") && args.contains_key("key_file") {
+            return Err(crate::transformation::Invalid {
+                message: "`encrypt` takes the key from `key_env` or from `key_file`, not both"
+                    .to_string(),
+                label: "two key sources",
+            });
+        }
+        Ok(())
+    }
+}
 
 /// An `Encryptor{i}` near each sender and a `Decryptor{i}` near the agent, sharing a key read
 /// at start from `key_file` or the environment variable `key_env` (default `OVID_KEY`).

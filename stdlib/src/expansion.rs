@@ -4,20 +4,7 @@
 
 use std::collections::BTreeMap;
 
-/// A transformation argument as the expansion sees it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
-pub enum Value {
-    /// A whole number.
-    Int(i64),
-    /// A string (also field names and named options).
-    Str(String),
-    /// A list of identifiers.
-    List(Vec<String>),
-}
-
-/// The arguments of one application, by parameter name.
-pub type Args = BTreeMap<String, Value>;
+pub use ovid::latt::{Args, Value};
 
 /// What to expand.
 #[derive(Debug, Clone)]

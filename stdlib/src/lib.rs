@@ -1,12 +1,14 @@
-//! Ovid's standard library of transformations. Each transformation is one module holding what
-//! the compiler needs to know of it (its [`spec::Spec`]: target, parameters, preconditions) and,
-//! as they land, its expansion rule, proxy agents and refinement mapping. Adding a
-//! transformation means adding a module and listing it in [`ALL`].
+//! Ovid's standard library of transformations. Each transformation is one module holding all
+//! it is: a value implementing [`transformation::Transformation`] (signature, preconditions,
+//! expansion, proxy agents, refinement mapping, fault model). Adding a transformation means
+//! adding a module and listing it in [`ALL`]; nothing outside this crate names one.
 #![deny(missing_docs)]
 
 pub mod expansion;
 pub mod proxy;
+pub mod refinement;
 pub mod spec;
+pub mod transformation;
 
 pub mod audit;
 pub mod batch;
@@ -18,20 +20,31 @@ pub mod primary_backup;
 pub mod replicate;
 pub mod shard;
 
-/// Every transformation the standard library offers.
-pub const ALL: &[&spec::Spec] = &[
-    &shard::SPEC,
-    &replicate::SPEC,
-    &primary_backup::SPEC,
-    &load_balance::SPEC,
-    &batch::SPEC,
-    &compress::SPEC,
-    &encrypt::SPEC,
-    &monitor::SPEC,
-    &audit::SPEC,
+use transformation::Transformation;
+
+/// Every transformation the standard library offers: the registry.
+pub static ALL: &[&dyn Transformation] = &[
+    &shard::ShardTransformation,
+    &replicate::ReplicateTransformation,
+    &primary_backup::PrimaryBackupTransformation,
+    &load_balance::LoadBalanceTransformation,
+    &batch::BatchTransformation,
+    &compress::CompressTransformation,
+    &encrypt::EncryptTransformation,
+    &monitor::MonitorTransformation,
+    &audit::AuditTransformation,
 ];
 
 /// The transformation with this name, if the standard library has it.
-pub fn lookup(name: &str) -> Option<&'static spec::Spec> {
-    ALL.iter().copied().find(|s| s.name == name)
+pub fn lookup(name: &str) -> Option<&'static dyn Transformation> {
+    ALL.iter().copied().find(|t| t.spec().name == name)
+}
+
+/// A LATT node's transformation as a user would write it (`shard(by: key, n: 2)`); the bare
+/// name if the standard library does not have it.
+pub fn describe(transform: &ovid::latt::Transform) -> String {
+    match lookup(&transform.name) {
+        Some(t) => t.spec().show(&transform.args),
+        None => transform.name.clone(),
+    }
 }

@@ -19,8 +19,27 @@ pub const SPEC: Spec = Spec {
     }],
     preconditions: &[Precondition::Stateless],
     summary: "spreads messages over n copies of a stateless agent",
-    expand,
 };
+
+/// `load_balance` in the registry ([`crate::ALL`]).
+pub struct LoadBalanceTransformation;
+
+impl crate::transformation::Transformation for LoadBalanceTransformation {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
+    }
+
+    fn expand(&self, req: &Request) -> Expansion {
+        expand(req)
+    }
+
+    fn proxies(
+        &self,
+        hooks: &std::sync::Arc<dyn crate::proxy::Hooks>,
+    ) -> Vec<(&'static str, ovid::Factory)> {
+        proxies(hooks)
+    }
+}
 
 /// Runs `X/Worker0..n-1`; each sender gets a balancer `X/LoadBalancer{i}` that sends its
 /// messages to the workers in turn (round robin); workers reply straight to the sender.

@@ -23,8 +23,27 @@ pub const SPEC: Spec = Spec {
     }],
     preconditions: &[],
     summary: "counts messages and rates per channel",
-    expand,
 };
+
+/// `monitor` in the registry ([`crate::ALL`]).
+pub struct MonitorTransformation;
+
+impl crate::transformation::Transformation for MonitorTransformation {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
+    }
+
+    fn expand(&self, req: &Request) -> Expansion {
+        expand(req)
+    }
+
+    fn proxies(
+        &self,
+        hooks: &std::sync::Arc<dyn crate::proxy::Hooks>,
+    ) -> Vec<(&'static str, ovid::Factory)> {
+        proxies(hooks)
+    }
+}
 
 /// One `Monitor{i}` per sender, counting what passes on that channel before forwarding it.
 pub fn expand(req: &Request) -> Expansion {

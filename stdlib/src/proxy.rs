@@ -35,7 +35,11 @@ impl Hooks for NoHooks {
 /// A hash of a value that is the same in every box, build and run (FNV-1a of its postcard
 /// encoding), so that every ingress proxy picks the same shard for a key.
 pub fn stable_hash<T: Serialize + ?Sized>(value: &T) -> u64 {
-    let bytes = postcard_bytes(value);
+    fnv1a(&postcard_bytes(value))
+}
+
+/// The FNV-1a hash of `bytes`: [`stable_hash`] of a value whose postcard encoding they are.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
     })
@@ -161,15 +165,5 @@ pub mod byte_buf {
 
 /// Every proxy kind of the standard library, ready for `BoxBuilder::kind_boxed`.
 pub fn kinds(hooks: Arc<dyn Hooks>) -> Vec<(&'static str, Factory)> {
-    let mut all = Vec::new();
-    all.extend(crate::shard::proxies(&hooks));
-    all.extend(crate::replicate::proxies(&hooks));
-    all.extend(crate::primary_backup::proxies(&hooks));
-    all.extend(crate::load_balance::proxies(&hooks));
-    all.extend(crate::batch::proxies(&hooks));
-    all.extend(crate::compress::proxies(&hooks));
-    all.extend(crate::encrypt::proxies(&hooks));
-    all.extend(crate::monitor::proxies(&hooks));
-    all.extend(crate::audit::proxies(&hooks));
-    all
+    crate::ALL.iter().flat_map(|t| t.proxies(&hooks)).collect()
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::expansion::{Args, Expansion, Request, Value, int, string};
 use crate::proxy::{self, Hooks, stable_hash};
+use crate::refinement::{Merge, Parts};
 use crate::spec::{Param, ParamKind, Precondition, Spec, Target};
 
 /// The signature of `shard`.
@@ -34,8 +35,77 @@ pub const SPEC: Spec = Spec {
     ],
     preconditions: &[Precondition::KeyedBy("by")],
     summary: "partitions an agent's state by a key field over n shards",
-    expand,
 };
+
+/// `shard` in the registry ([`crate::ALL`]).
+pub struct ShardTransformation;
+
+impl crate::transformation::Transformation for ShardTransformation {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
+    }
+
+    fn expand(&self, req: &Request) -> Expansion {
+        expand(req)
+    }
+
+    fn proxies(
+        &self,
+        hooks: &std::sync::Arc<dyn crate::proxy::Hooks>,
+    ) -> Vec<(&'static str, ovid::Factory)> {
+        proxies(hooks)
+    }
+
+    fn key_fields(&self, args: &Args) -> Vec<String> {
+        vec![string(args, "by", "key")]
+    }
+
+    /// The union of the shards' keyed state (disjoint: a key in two shards is an error); the
+    /// unkeyed rest is the first shard's.
+    fn merge(&self, merge: Merge) -> Result<Parts, Error> {
+        let mut whole: Option<Parts> = None;
+        for copy in merge.copies {
+            let part = copy.state?;
+            let Some(whole) = whole.as_mut() else {
+                whole = Some(part);
+                continue;
+            };
+            for (field, entries) in part.keyed {
+                let into = whole.keyed.entry(field.clone()).or_default();
+                for (k, v) in entries {
+                    if into.insert(k, v).is_some() {
+                        return Err(Error::Invalid(format!(
+                            "a key of `{field}` is held by two shards of `{}` (one is `{}`)",
+                            merge.id, copy.id
+                        )));
+                    }
+                }
+            }
+        }
+        whole.ok_or_else(|| Error::DeadAgent(merge.id.to_string()))
+    }
+
+    /// Each keyed entry goes to the shard its key hashes to; every shard gets the unkeyed rest.
+    fn split(&self, _args: &Args, state: Parts, copies: &[String]) -> Vec<Parts> {
+        let n = copies.len().max(1);
+        let mut shards = vec![Parts::new(state.rest.clone()); n];
+        for (field, entries) in state.keyed {
+            for shard in shards.iter_mut() {
+                shard.keyed.entry(field.clone()).or_default();
+            }
+            for (k, v) in entries {
+                let j = pick(proxy::fnv1a(&k), n);
+                shards[j]
+                    .keyed
+                    .entry(field.clone())
+                    .or_default()
+                    .insert(k, v);
+            }
+        }
+        shards.truncate(copies.len());
+        shards
+    }
+}
 
 /// Shards `KVS` into `KVS/Shard0..n-1`; each sender `i` gets an ingress proxy
 /// `KVS/ShardIngressProxy{i}` that picks the shard by hashing the key field, and each shard an

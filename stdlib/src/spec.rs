@@ -78,11 +78,34 @@ pub struct Spec {
     pub preconditions: &'static [Precondition],
     /// One line on what it does.
     pub summary: &'static str,
-    /// Its expansion rule.
-    pub expand: fn(&crate::expansion::Request) -> crate::expansion::Expansion,
 }
 
 impl Spec {
+    /// An application as a user would write it, with named arguments: `shard(by: key, n: 2)`,
+    /// `batch(max: 64, within: 5ms)`.
+    pub fn show(&self, args: &crate::expansion::Args) -> String {
+        use crate::expansion::Value;
+        let shown: Vec<String> = args
+            .iter()
+            .map(|(k, v)| {
+                let kind = self.params.iter().find(|p| p.name == k).map(|p| p.kind);
+                let v = match (kind, v) {
+                    (Some(ParamKind::Duration), Value::Int(ms)) => format!("{ms}ms"),
+                    (Some(ParamKind::Str), Value::Str(s)) => format!("{s:?}"),
+                    (_, Value::Int(n)) => n.to_string(),
+                    (_, Value::Str(s)) => s.clone(),
+                    (_, Value::List(l)) => format!("[{}]", l.join(", ")),
+                };
+                format!("{k}: {v}")
+            })
+            .collect();
+        if shown.is_empty() {
+            self.name.to_string()
+        } else {
+            format!("{}({})", self.name, shown.join(", "))
+        }
+    }
+
     /// The signature as a user writes it, e.g. `shard(n, by: field)`.
     pub fn signature(&self) -> String {
         let params: Vec<String> = self

@@ -55,12 +55,12 @@ fn placement(n: i64) -> Placement {
                 config,
             },
         );
-        leaves.push(LattNode::leaf(child.id.clone()));
+        leaves.push(LattNode::agent(child.id.clone(), "X"));
     }
     for (sender, entry) in &e.entry {
         p = p.route(sender.clone(), "KVS", entry.clone());
     }
-    p.latt(LattNode::node("KVS", leaves))
+    p.latt(LattNode::system("KVS", leaves))
 }
 
 fn builder(name: &str) -> BoxBuilder {

@@ -3,7 +3,7 @@
 //! controller's view service and declares a crashed box dead, so the controller fails over),
 //! partitions and pauses. Every client history must be linearizable against the store alone,
 //! each request must get one reply, and at quiescence the refinement mapping
-//! ([`primary_backup::refine`]) must give a state the store reaches.
+//! (the transformation's own `merge`) must give a state the store reaches.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! `replicate(n)`'s real proxies under the runtime's deterministic simulator: seeded message
 //! delays and reordering, partitions, pauses, and crashes of replica boxes. Every client history
 //! must be linearizable against the store alone, each request must get one reply, and at
-//! quiescence the refinement mapping ([`replicate::refine`]) must give a state the store
+//! quiescence the refinement mapping (the transformation's own `merge`) must give a state the store
 //! reaches.
 //!
 //! A crashed box loses its memory but, by default, not its disk: each replica proxy restarts

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use omnipaxos::ballot_leader_election::Ballot;
 use ovid_stdlib::replicate::messages::{Command, Reply};
-use ovid_stdlib::replicate::{Applier, PaxosState, Step, refine, virtual_state};
+use ovid_stdlib::replicate::{Applier, PaxosState, Step, virtual_state};
 
 fn cmd(client: &str, seq: u64, ack: u64) -> Command {
     Command {
@@ -184,9 +184,10 @@ fn the_virtual_state_is_the_replica_that_applied_most() {
 }
 
 #[test]
-fn refine_reads_the_applied_index_from_the_proxy_snapshots() {
+fn the_mapping_reads_the_applied_index_from_the_proxy_snapshots() {
     use ovid::Agent;
     use ovid_stdlib::expansion::{Args, Value};
+    use ovid_stdlib::refinement::{Copy, Merge, Parts};
     use ovid_stdlib::replicate::ReplicaProxy;
 
     let args = Args::from([
@@ -208,6 +209,19 @@ fn refine_reads_the_applied_index_from_the_proxy_snapshots() {
         ("X/Replica0".to_string(), b"state".to_vec()),
         ("X/ReplicateIngressProxy0".to_string(), Vec::new()),
     ]);
-    assert_eq!(refine("X", &snapshots).unwrap(), b"state");
-    assert!(refine("Y", &snapshots).is_err());
+    let replicate = ovid_stdlib::lookup("replicate").unwrap();
+    let merge = |id: &'static str| {
+        replicate.merge(Merge {
+            id,
+            args: &Args::new(),
+            copies: vec![Copy {
+                id: format!("{id}/Replica0"),
+                state: Ok(Parts::new(b"state".to_vec())),
+            }],
+            snapshots: &snapshots,
+        })
+    };
+    assert_eq!(merge("X").unwrap(), Parts::new(b"state".to_vec()));
+    // No proxy of `Y` is up: no replica's progress is known.
+    assert!(matches!(merge("Y"), Err(ovid::Error::DeadAgent(_))));
 }

@@ -148,6 +148,34 @@ pub struct TransformInfo {
     pub args: BTreeMap<String, ast::ArgValue>,
 }
 
+impl TransformInfo {
+    /// The application as the LATT and the standard library take it: durations in
+    /// milliseconds, names and strings as strings.
+    pub fn transform(&self) -> ovid::latt::Transform {
+        ovid::latt::Transform {
+            name: self.name.clone(),
+            args: args(&self.args),
+        }
+    }
+}
+
+/// Checked arguments as the standard library takes them.
+pub fn args(checked: &BTreeMap<String, ast::ArgValue>) -> ovid::latt::Args {
+    use ovid::latt::Value;
+    checked
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                ast::ArgValue::Int(n) => Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)),
+                ast::ArgValue::DurationMs(ms) => Value::Int(i64::try_from(*ms).unwrap_or(i64::MAX)),
+                ast::ArgValue::String(s) | ast::ArgValue::Name(s) => Value::Str(s.clone()),
+                ast::ArgValue::Bool(b) => Value::Str(b.to_string()),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
 /// A checked pipeline.
 #[derive(Debug, Clone, Serialize)]
 pub struct PipelineInfo {

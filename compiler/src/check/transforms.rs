@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ovid_stdlib::spec::{ParamKind, Precondition, Spec, Target};
+use ovid_stdlib::transformation::Transformation;
 
 use super::agents::Checked;
 use super::handlers::{closest, list};
@@ -42,7 +43,10 @@ pub fn check_pipelines(
                             p.span,
                             "second pipeline",
                         )
-                        .help("replicate the controller once: `controller |> replicate(3);`"),
+                        .help(format!(
+                            "transform the controller in one pipeline: {}",
+                            controller_forms()
+                        )),
                     );
                 }
                 system.info.controller_replicas = Some(n);
@@ -103,8 +107,8 @@ pub fn check_pipelines(
 
         let mut transforms = Vec::new();
         for t in &p.transforms {
-            let Some(spec) = ovid_stdlib::lookup(&t.name.name) else {
-                let names: Vec<&str> = ovid_stdlib::ALL.iter().map(|s| s.name).collect();
+            let Some(transformation) = ovid_stdlib::lookup(&t.name.name) else {
+                let names: Vec<&str> = ovid_stdlib::ALL.iter().map(|t| t.spec().name).collect();
                 let help = match closest(&t.name.name, names.iter().copied()) {
                     Some(c) => format!("did you mean `{c}`?"),
                     None => format!("the transformations are {}", list(&names)),
@@ -120,6 +124,7 @@ pub fn check_pipelines(
                 );
                 continue;
             };
+            let spec = transformation.spec();
             if spec.target == Target::Agent && matches!(p.target, PipelineTarget::Channel(..)) {
                 out.push(
                     Diagnostic::new(
@@ -136,7 +141,7 @@ pub fn check_pipelines(
                 );
                 continue;
             }
-            let Some(args) = check_args(spec, t, out) else {
+            let Some(args) = check_args(transformation, t, out) else {
                 continue;
             };
             if let Some(agent) = agent {
@@ -168,7 +173,10 @@ fn is_controller(target: &PipelineTarget, instances: &BTreeMap<String, &ast::Ins
 /// supported (the runtime replicates the controller itself, it is not expanded into proxies).
 /// Gives `n`.
 fn check_controller(p: &ast::Pipeline, out: &mut Vec<Diagnostic>) -> Option<u32> {
-    let help = "the controller can only be replicated: `controller |> replicate(3);`";
+    let help = format!(
+        "the controller can only be transformed by {}",
+        controller_forms()
+    );
     if let PipelineTarget::Channel(..) = p.target {
         out.push(
             Diagnostic::new(
@@ -177,18 +185,24 @@ fn check_controller(p: &ast::Pipeline, out: &mut Vec<Diagnostic>) -> Option<u32>
                 p.span,
                 "a channel of the controller",
             )
-            .help(help),
+            .help(help.clone()),
         );
         return None;
     }
     let mut replicas = None;
     for (i, t) in p.transforms.iter().enumerate() {
-        if t.name.name != "replicate" || i > 0 {
-            let what = if t.name.name == "replicate" {
-                "the controller is replicated once, by itself".to_string()
-            } else {
-                format!("the controller cannot be transformed by `{}`", t.name.name)
-            };
+        // Whether the transformation may apply to the controller is its own to say.
+        let transformation =
+            ovid_stdlib::lookup(&t.name.name).filter(|tr| supports_controller(*tr));
+        let what = match (transformation, i) {
+            (None, _) => Some(format!(
+                "the controller cannot be transformed by `{}`",
+                t.name.name
+            )),
+            (Some(_), 1..) => Some("the controller is replicated once, by itself".to_string()),
+            (Some(_), 0) => None,
+        };
+        if let Some(what) = what {
             out.push(
                 Diagnostic::new(
                     Code::ControllerTransform,
@@ -200,14 +214,40 @@ fn check_controller(p: &ast::Pipeline, out: &mut Vec<Diagnostic>) -> Option<u32>
             );
             return None;
         }
-        let spec = ovid_stdlib::lookup("replicate")?;
-        let args = check_args(spec, t, out)?;
-        replicas = match args.get("n") {
-            Some(ArgValue::Int(n)) => u32::try_from(*n).ok(),
-            _ => None,
-        };
+        let tr = transformation?;
+        let args = check_args(tr, t, out)?;
+        let n = tr.controller_replicas(&crate::check::model::args(&args));
+        replicas = n.and_then(|n| u32::try_from(n).ok());
     }
     replicas
+}
+
+/// Whether a transformation can apply to the controller with some arguments: with its
+/// smallest whole-number arguments, it says how many controller replicas they make.
+fn supports_controller(t: &dyn Transformation) -> bool {
+    let args = t
+        .spec()
+        .params
+        .iter()
+        .filter_map(|p| match p.kind {
+            ParamKind::Int { min, .. } | ParamKind::OddInt { min, .. } => {
+                Some((p.name.to_string(), ovid::latt::Value::Int(min)))
+            }
+            _ => None,
+        })
+        .collect();
+    t.controller_replicas(&args).is_some()
+}
+
+/// The transformations that may apply to the controller, as a user writes them:
+/// `` `controller |> replicate(n);` ``, quoted.
+fn controller_forms() -> String {
+    let forms: Vec<String> = ovid_stdlib::ALL
+        .iter()
+        .filter(|t| supports_controller(**t))
+        .map(|t| format!("controller |> {};", t.spec().signature()))
+        .collect();
+    list(&forms)
 }
 
 /// What a pipeline transforms, to find two pipelines transforming the same thing.
@@ -313,10 +353,11 @@ fn channel_receiver(t: &PipelineTarget) -> String {
 
 /// Matches arguments to parameters; `None` when any is wrong (all reported).
 fn check_args(
-    spec: &Spec,
+    transformation: &dyn Transformation,
     t: &ast::Transform,
     out: &mut Vec<Diagnostic>,
 ) -> Option<BTreeMap<String, ArgValue>> {
+    let spec = transformation.spec();
     let mut args: BTreeMap<String, ArgValue> = BTreeMap::new();
     let mut ok = true;
     let mut positional = spec.params.iter().filter(|p| p.positional);
@@ -388,13 +429,8 @@ fn check_args(
             );
         }
     }
-    if spec.name == "encrypt" && args.contains_key("key_env") && args.contains_key("key_file") {
-        error(
-            t.span,
-            "`encrypt` takes the key from `key_env` or from `key_file`, not both".to_string(),
-            "two key sources",
-            out,
-        );
+    if let Err(invalid) = transformation.validate(&crate::check::model::args(&args)) {
+        error(t.span, invalid.message, invalid.label, out);
     }
     ok.then_some(args)
 }

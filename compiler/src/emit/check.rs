@@ -1,21 +1,21 @@
 //! `src/check.rs` of the generated crate: what `ovidc test` needs to check each transformed
 //! agent — a generator of the requests it accepts, and its refinement mapping.
 //!
-//! The refinement mapping follows the LATT: a copy's state is its snapshot; a shard node's
-//! state is the union of its shards' keyed state (the rest is taken from the first shard); any
-//! other node's copies must agree (replicas at quiescence, stateless workers, the single copy
-//! behind a monitor or an audit log), and their common state is the node's.
+//! The refinement mapping is the standard library's (`ovid_stdlib::refinement`), which walks
+//! the LATT and calls each node's transformation; the generated code only tells it how to take
+//! the agent's state apart (`impl State`: its keyed maps and the rest).
 
 use std::collections::BTreeMap;
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
+use ovid::latt::NodeKind;
+
 use super::handlers::{ident, rust_type};
-use super::rust::snake;
 use crate::check::model::{AgentInfo, Behaviour, Model};
 use crate::check::types::Type;
-use crate::expand::{Expanded, LattNode, NodeKind};
+use crate::expand::Expanded;
 
 /// An agent `ovidc test` can check: inline handlers, no `uses` (its requests alone decide its
 /// replies), deterministic, and at least one request with a reply.
@@ -30,7 +30,7 @@ fn checkable(agent: &AgentInfo) -> bool {
 pub fn check_rs(model: &Model, expanded: &Expanded) -> TokenStream {
     let mut targets = Vec::new();
     let mut items = Vec::new();
-    let mut merged_types = BTreeMap::new();
+    let mut states = BTreeMap::new();
     for node in &expanded.latt.children {
         let NodeKind::Transformed { agent, .. } = &node.kind else {
             continue;
@@ -49,8 +49,6 @@ pub fn check_rs(model: &Model, expanded: &Expanded) -> TokenStream {
             .collect();
         let id = &node.id;
         let request_fn = format_ident!("request_{}", rust_name(id));
-        let refine_fn = format_ident!("refine_{}", rust_name(id));
-        let node_fn = node_fn_name(id);
         let ty = format_ident!("{}", agent);
         let n = requests.len() as u64;
         let arms = requests.iter().enumerate().map(|(i, m)| {
@@ -70,15 +68,13 @@ pub fn check_rs(model: &Model, expanded: &Expanded) -> TokenStream {
                 spec_kind: #agent.to_string(),
                 requests: #names,
                 request: #request_fn,
-                refine: #refine_fn,
+                refine: refine_snapshot::<#ty>,
             }
         });
         let count = proc_macro2::Literal::u64_unsuffixed(n);
         let request_doc = format!(
             " A request `{id}` accepts, with values from small ranges so that requests meet."
         );
-        let refine_doc =
-            format!(" The refinement mapping of `{id}`: its physical agents' snapshots → its own.");
         let body = if n == 1 {
             let value = message_value(model, requests[0], 0);
             quote!(Payload::new(#value))
@@ -95,24 +91,19 @@ pub fn check_rs(model: &Model, expanded: &Expanded) -> TokenStream {
             fn #request_fn(#rng: &mut Rng) -> Payload {
                 #body
             }
-
-            #[doc = #refine_doc]
-            fn #refine_fn(states: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, Error> {
-                serde_snapshot(&#node_fn(states)?)
-            }
         });
-        node_fns(node, &ty, info, &mut items, &mut merged_types);
+        states.insert(agent.clone(), info);
     }
-    for (agent, info) in &merged_types {
-        items.push(merge_fn(agent, info));
+    for (agent, info) in &states {
+        items.push(state_impl(agent, info));
     }
     let has_targets = !targets.is_empty();
     let imports = has_targets.then(|| {
         quote! {
-            use std::collections::BTreeMap;
             use ovid::agent::{serde_restore, serde_snapshot};
             use ovid::sim::Rng;
             use ovid::{Error, Payload};
+            use ovid_stdlib::refinement::{Parts, State, refine_snapshot};
             use crate::agents::*;
             use crate::messages::*;
         }
@@ -149,85 +140,47 @@ fn rust_name(id: &str) -> String {
     s.trim_matches('_').to_string()
 }
 
-fn node_fn_name(id: &str) -> proc_macro2::Ident {
-    format_ident!("state_of_{}", rust_name(id))
-}
-
-/// One function per LATT node of the agent's subtree that runs or combines its code.
-fn node_fns<'a>(
-    node: &LattNode,
-    ty: &proc_macro2::Ident,
-    info: &'a AgentInfo,
-    items: &mut Vec<TokenStream>,
-    merged: &mut BTreeMap<String, &'a AgentInfo>,
-) {
-    let name = node_fn_name(&node.id);
-    let id = &node.id;
-    let doc = format!(" The state of `{id}`.");
-    let body = match &node.kind {
-        NodeKind::Transformed { transform, .. } => {
-            let copies: Vec<&LattNode> = node
-                .children
-                .iter()
-                .filter(|c| {
-                    matches!(
-                        c.kind,
-                        NodeKind::Agent { .. } | NodeKind::Transformed { .. }
-                    )
-                })
-                .collect();
-            for c in &copies {
-                node_fns(c, ty, info, items, merged);
-            }
-            let fns: Vec<proc_macro2::Ident> = copies.iter().map(|c| node_fn_name(&c.id)).collect();
-            if transform.starts_with("shard") {
-                let merge = format_ident!("merge_{}", snake(&ty.to_string()));
-                merged.insert(ty.to_string(), info);
-                quote!(Ok(#merge(Vec::from([#(#fns(states)?),*]))))
-            } else {
-                quote!(agree(#id, [#(#fns(states)),*]))
-            }
-        }
-        _ => quote!(state(states, #id)),
-    };
-    items.push(quote! {
-        #[doc = #doc]
-        fn #name(states: &BTreeMap<String, Vec<u8>>) -> Result<#ty, Error> {
-            #body
-        }
-    });
-}
-
-/// `merge_key_value_store(parts)`: the union of the shards' keyed state.
-fn merge_fn(agent: &str, info: &AgentInfo) -> TokenStream {
+/// `impl State for Agent`: its keyed maps taken out entry by entry, the rest as one snapshot.
+fn state_impl(agent: &str, info: &AgentInfo) -> TokenStream {
     let ty = format_ident!("{}", agent);
-    let merge = format_ident!("merge_{}", snake(agent));
-    let keyed: Vec<TokenStream> = info
+    let keyed: Vec<(proc_macro2::Ident, &str)> = info
         .state
         .iter()
-        .filter(|s| s.keyed_by.is_some() && matches!(s.ty, Type::Map(..) | Type::List(_)))
-        .map(|s| {
-            let f = ident(&s.name);
-            quote!(whole.#f.extend(part.#f);)
-        })
+        .filter(|s| s.keyed_by.is_some() && matches!(s.ty, Type::Map(..)))
+        .map(|s| (ident(&s.name), s.name.as_str()))
         .collect();
-    let doc = format!(
-        " The union of `{agent}` shards: keyed state from every shard, the rest from the first."
-    );
-    let part = if keyed.is_empty() {
-        quote!(_part)
-    } else {
-        quote!(part)
-    };
+    let doc = format!(" How the refinement mappings take a `{agent}` apart and put it back.");
+    if keyed.is_empty() {
+        return quote! {
+            #[doc = #doc]
+            impl State for #ty {
+                fn into_parts(self) -> Result<Parts, Error> {
+                    Ok(Parts::new(serde_snapshot(&self)?))
+                }
+
+                fn from_parts(parts: Parts) -> Result<Self, Error> {
+                    serde_restore(&parts.rest)
+                }
+            }
+        };
+    }
+    let fields: Vec<&proc_macro2::Ident> = keyed.iter().map(|(f, _)| f).collect();
+    let names: Vec<&str> = keyed.iter().map(|(_, n)| *n).collect();
     quote! {
         #[doc = #doc]
-        fn #merge(parts: Vec<#ty>) -> #ty {
-            let mut parts = parts.into_iter();
-            let mut whole = parts.next().expect("a shard node has shards");
-            for #part in parts {
-                #(#keyed)*
+        impl State for #ty {
+            fn into_parts(mut self) -> Result<Parts, Error> {
+                #(let #fields = std::mem::take(&mut self.#fields);)*
+                let mut parts = Parts::new(serde_snapshot(&self)?);
+                #(parts.put_map(#names, #fields)?;)*
+                Ok(parts)
             }
-            whole
+
+            fn from_parts(mut parts: Parts) -> Result<Self, Error> {
+                let mut state: Self = serde_restore(&parts.rest)?;
+                #(state.#fields = parts.take_map(#names)?;)*
+                Ok(state)
+            }
         }
     }
 }
@@ -235,30 +188,6 @@ fn merge_fn(agent: &str, info: &AgentInfo) -> TokenStream {
 /// The helpers the generated functions (`used`, as text) call.
 fn helpers(used: &str) -> TokenStream {
     let calls = |name: &str| used.contains(&format!("{name} ("));
-    let agree = calls("agree").then(|| {
-        quote! {
-            /// The common state of copies that must agree (replicas at quiescence, stateless
-            /// workers); copies on a crashed box are left out.
-            fn agree<T: serde::Serialize, const N: usize>(id: &str, copies: [Result<T, Error>; N]) -> Result<T, Error> {
-                let mut live = Vec::new();
-                for copy in copies {
-                    match copy {
-                        Ok(state) => live.push(state),
-                        Err(Error::DeadAgent(_)) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                let first = live.first().ok_or_else(|| Error::DeadAgent(id.to_string()))?;
-                let bytes = serde_snapshot(first)?;
-                for copy in &live[1..] {
-                    if serde_snapshot(copy)? != bytes {
-                        return Err(Error::Invalid(format!("the copies of `{id}` disagree")));
-                    }
-                }
-                Ok(live.swap_remove(0))
-            }
-        }
-    });
     let string = calls("string").then(|| {
         quote! {
             /// A string from a small set, so that requests meet on the same keys.
@@ -268,13 +197,6 @@ fn helpers(used: &str) -> TokenStream {
         }
     });
     quote! {
-        /// The state of the physical agent `id`, from its snapshot.
-        fn state<T: serde::de::DeserializeOwned>(states: &BTreeMap<String, Vec<u8>>, id: &str) -> Result<T, Error> {
-            let bytes = states.get(id).ok_or_else(|| Error::DeadAgent(id.to_string()))?;
-            serde_restore(bytes)
-        }
-
-        #agree
         #string
     }
 }

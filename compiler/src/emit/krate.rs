@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use super::deployment::Deployment;
 use super::handlers::ident;
 use super::{format_file, rust};
 use crate::check::model::{Behaviour, Model};
 use crate::expand::Expanded;
+use ovid::deployment::Deployment;
 
 /// One generated file: its path inside the crate and its contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,10 +204,7 @@ fn system_rs(model: &Model, expanded: &Expanded) -> TokenStream {
     let used_kinds: BTreeSet<&str> = expanded
         .agents
         .iter()
-        .filter_map(|a| match &a.runs {
-            crate::expand::Runs::Agent { agent } => Some(agent.as_str()),
-            crate::expand::Runs::Proxy { .. } => None,
-        })
+        .filter_map(|a| a.agent_type())
         .collect();
     let mut needs_json = false;
     let mut registrations = Vec::new();
@@ -340,19 +337,14 @@ fn system_rs(model: &Model, expanded: &Expanded) -> TokenStream {
     }
 }
 
-/// `("key", "Put") => payload.peek::<Put>().map(|m| stable_hash(&m.key)),` for every field a
-/// `shard(by: ..)` of the system names and every message that has it.
+/// `("key", "Put") => payload.peek::<Put>().map(|m| stable_hash(&m.key)),` for every field
+/// the proxies of the system's transformations read and every message that has it.
 fn key_hash_arms(model: &Model) -> Vec<TokenStream> {
     let mut fields = BTreeSet::new();
     if let Some(system) = &model.system {
-        for p in &system.pipelines {
-            for t in p.transforms.iter().filter(|t| t.name == "shard") {
-                if let Some(
-                    crate::syntax::ast::ArgValue::Name(f) | crate::syntax::ast::ArgValue::String(f),
-                ) = t.args.get("by")
-                {
-                    fields.insert(f.clone());
-                }
+        for t in system.pipelines.iter().flat_map(|p| &p.transforms) {
+            if let Some(transformation) = ovid_stdlib::lookup(&t.name) {
+                fields.extend(transformation.key_fields(&t.transform().args));
             }
         }
     }

@@ -12,84 +12,12 @@
 
 use std::collections::BTreeMap;
 
-use ovid_stdlib::expansion::{Args, Request, Role, Value};
+use ovid::deployment::{AgentSpec, Runs};
+use ovid::latt::{LattNode, NodeKind, Transform};
+use ovid_stdlib::expansion::{Request, Role, Value};
 use serde::Serialize;
 
 use crate::check::model::{Model, PipelineTargetInfo, TransformInfo};
-use crate::syntax::ast::ArgValue;
-
-/// One node of the LATT.
-#[derive(Debug, Clone, Serialize)]
-pub struct LattNode {
-    /// Its identifier (`KVS`, `KVS/Shard1`); the system's name at the root.
-    pub id: String,
-    /// What the node is.
-    #[serde(flatten)]
-    pub kind: NodeKind,
-    /// Its children: the agents that together implement it.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub children: Vec<LattNode>,
-}
-
-/// The kinds of LATT node.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum NodeKind {
-    /// The root.
-    System,
-    /// A copy of a declared agent, run as it is (a leaf).
-    Agent {
-        /// Its agent type.
-        agent: String,
-    },
-    /// A virtual agent replaced by its children through a transformation.
-    Transformed {
-        /// Its agent type.
-        agent: String,
-        /// The transformation and its arguments, e.g. `shard(by: key, n: 2)`.
-        transform: String,
-    },
-    /// A transformed channel: its proxies sit between a sender and a receiver.
-    Channel {
-        /// The transformation and its arguments.
-        transform: String,
-    },
-    /// A proxy agent of a transformation (a leaf).
-    Proxy {
-        /// Its kind.
-        proxy: String,
-    },
-}
-
-/// What a physical agent runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Runs {
-    /// A copy of a declared agent.
-    Agent {
-        /// The agent type.
-        agent: String,
-    },
-    /// A proxy of a transformation.
-    Proxy {
-        /// Its kind (`ShardIngressProxy`).
-        proxy: String,
-        /// Its configuration.
-        config: Args,
-    },
-}
-
-/// A physical agent: a leaf of the LATT, something that runs in a box.
-#[derive(Debug, Clone, Serialize)]
-pub struct PhysicalAgent {
-    /// Its identifier.
-    pub id: String,
-    /// What it runs.
-    pub runs: Runs,
-    /// `uses` name → the identifier it sends to (agents only).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub bindings: BTreeMap<String, String>,
-}
 
 /// The result of expansion.
 #[derive(Debug, Clone, Serialize)]
@@ -98,8 +26,8 @@ pub struct Expanded {
     pub system: String,
     /// The tree, rooted at the system.
     pub latt: LattNode,
-    /// The leaves.
-    pub agents: Vec<PhysicalAgent>,
+    /// The leaves, not yet placed in boxes.
+    pub agents: Vec<AgentSpec>,
     /// The agent routing tables: physical agent → (identifier it uses → physical identifier).
     /// Every key is a prefix of its value.
     pub routes: BTreeMap<String, BTreeMap<String, String>>,
@@ -128,7 +56,7 @@ impl std::error::Error for ExpandError {}
 /// The expansion of one node: its subtree and how to reach it.
 struct Node {
     latt: LattNode,
-    leaves: Vec<PhysicalAgent>,
+    leaves: Vec<AgentSpec>,
     /// Physical sender → the physical agent that receives for this node from it.
     entry: BTreeMap<String, String>,
     /// Leaves that run the agent's code.
@@ -137,34 +65,6 @@ struct Node {
     routes: BTreeMap<String, BTreeMap<String, String>>,
     /// Proxies whose routes a nested channel chain set (the stage's own routes leave them be).
     nested_ends: Vec<String>,
-}
-
-fn value(v: &ArgValue) -> Value {
-    match v {
-        ArgValue::Int(n) => Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)),
-        ArgValue::DurationMs(ms) => Value::Int(i64::try_from(*ms).unwrap_or(i64::MAX)),
-        ArgValue::String(s) | ArgValue::Name(s) => Value::Str(s.clone()),
-        ArgValue::Bool(b) => Value::Str(b.to_string()),
-    }
-}
-
-fn describe(t: &TransformInfo) -> String {
-    let args: Vec<String> = t
-        .args
-        .iter()
-        .map(|(k, v)| match v {
-            ArgValue::Int(n) => format!("{k}: {n}"),
-            ArgValue::DurationMs(ms) => format!("{k}: {ms}ms"),
-            ArgValue::String(s) => format!("{k}: {s:?}"),
-            ArgValue::Name(s) => format!("{k}: {s}"),
-            ArgValue::Bool(b) => format!("{k}: {b}"),
-        })
-        .collect();
-    if args.is_empty() {
-        t.name.clone()
-    } else {
-        format!("{}({})", t.name, args.join(", "))
-    }
 }
 
 /// What the bottom of a chain of transformations is.
@@ -188,8 +88,9 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
                     },
                     children: Vec::new(),
                 },
-                leaves: vec![PhysicalAgent {
+                leaves: vec![AgentSpec {
                     id: id.to_string(),
+                    in_box: String::new(),
                     runs: Runs::Agent {
                         agent: agent.to_string(),
                     },
@@ -209,7 +110,7 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
                 latt: LattNode {
                     id: id.to_string(),
                     kind: NodeKind::Channel {
-                        transform: String::new(),
+                        transform: Transform::default(),
                     },
                     children: Vec::new(),
                 },
@@ -221,18 +122,16 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
             },
         };
     };
-    let spec =
+    let transformation =
         ovid_stdlib::lookup(&first.name).expect("the checker admits only known transformations");
-    let args: Args = first
-        .args
-        .iter()
-        .map(|(k, v)| (k.clone(), value(v)))
-        .collect();
-    let exp = (spec.expand)(&Request {
+    let transform = first.transform();
+    let request = Request {
         id,
         senders,
-        args: &args,
-    });
+        args: &transform.args,
+    };
+    let exp = transformation.expand(&request);
+    let faults = transformation.faults(&request, &exp);
 
     let copy_ids: Vec<&str> = exp
         .children
@@ -246,11 +145,10 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
             kind: match bottom {
                 Bottom::Agent(agent) => NodeKind::Transformed {
                     agent: agent.to_string(),
-                    transform: describe(first),
+                    transform,
+                    faults,
                 },
-                Bottom::Forward => NodeKind::Channel {
-                    transform: describe(first),
-                },
+                Bottom::Forward => NodeKind::Channel { transform },
             },
             children: Vec::new(),
         },
@@ -271,8 +169,9 @@ fn expand_node(id: &str, transforms: &[TransformInfo], senders: &[String], botto
                     },
                     children: Vec::new(),
                 });
-                node.leaves.push(PhysicalAgent {
+                node.leaves.push(AgentSpec {
                     id: child.id.clone(),
+                    in_box: String::new(),
                     runs: Runs::Proxy {
                         proxy: proxy.to_string(),
                         config: config.clone(),
@@ -512,7 +411,7 @@ pub fn expand(model: &Model) -> Result<Expanded, ExpandError> {
             .unwrap_or_else(|| target.to_string())
     };
     let mut routes: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut agents: Vec<PhysicalAgent> = Vec::new();
+    let mut agents: Vec<AgentSpec> = Vec::new();
     let mut children: Vec<LattNode> = Vec::new();
     for (id, _, bindings) in &elements {
         let node = nodes.remove(id).expect("every element was expanded");
@@ -570,11 +469,7 @@ pub fn expand(model: &Model) -> Result<Expanded, ExpandError> {
     routes.retain(|_, t| !t.is_empty());
     Ok(Expanded {
         system: system.name.clone(),
-        latt: LattNode {
-            id: system.name.clone(),
-            kind: NodeKind::System,
-            children,
-        },
+        latt: LattNode::system(system.name.clone(), children),
         agents,
         routes,
     })

@@ -517,7 +517,7 @@ pub(crate) fn check(setup: &Setup, out: &RunOutput) -> Result<Checked, Error> {
             }
         }
     }
-    let refined = match (setup.target.refine)(&snapshots) {
+    let refined = match (setup.target.refine)(&setup.node, &snapshots) {
         Ok(r) => r,
         Err(e) => {
             let detail = format!(

@@ -24,6 +24,7 @@ use std::fmt::Write as _;
 
 use crate::deployment::Deployment;
 use crate::error::Error;
+use crate::latt::LattNode;
 use crate::launch::System;
 use crate::message::Payload;
 
@@ -63,8 +64,10 @@ impl Rng {
     }
 }
 
-/// A refinement mapping: physical identifier → snapshot, to the virtual agent's snapshot.
-pub type Refine = fn(&BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, Error>;
+/// A refinement mapping: the target's LATT node and its physical agents' snapshots (physical
+/// identifier → snapshot) → the virtual agent's snapshot. The generated code passes the
+/// standard library's `refinement::refine_snapshot` for the agent's state type.
+pub type Refine = fn(&LattNode, &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, Error>;
 
 /// A transformed agent that `ovidc test` checks, as the generated code describes it.
 #[derive(Clone)]
@@ -77,8 +80,8 @@ pub struct Target {
     pub requests: Vec<String>,
     /// Generates one request the agent accepts (keys from a small space, so they collide).
     pub request: fn(&mut Rng) -> Payload,
-    /// The refinement mapping: the snapshots of the physical agents under `id` (physical
-    /// identifier → snapshot) → the snapshot of the virtual agent's state.
+    /// The refinement mapping: the LATT node `id` and the snapshots of the physical agents
+    /// under it (physical identifier → snapshot) → the snapshot of the virtual agent's state.
     pub refine: Refine,
 }
 
@@ -620,7 +623,7 @@ pub fn run_scenario(system: &System, scenario: &Scenario, trace: bool) -> Result
         .into_iter()
         .find(|t| t.id == scenario.target)
         .ok_or_else(|| Error::Invalid(format!("no target `{}` in this system", scenario.target)))?;
-    let setup = setup::Setup::new(system, &deployment, &factories, target)?;
+    let setup = setup::Setup::new(&deployment, &factories, target)?;
     validate_events(&setup, &scenario.events)?;
     let o = run_one(&setup, scenario, trace)?;
     Ok(RunResult {
@@ -659,7 +662,7 @@ pub fn test_system(system: &System, options: &Options) -> Result<Report, Error> 
         if wanted.as_ref().is_some_and(|w| *w != target.id) {
             continue;
         }
-        let setup = setup::Setup::new(system, &deployment, &factories, target)?;
+        let setup = setup::Setup::new(&deployment, &factories, target)?;
         report.targets.push(test_target(&setup, options)?);
     }
     Ok(report)

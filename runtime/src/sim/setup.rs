@@ -8,23 +8,20 @@
 //! * The senders are the other agents whose routing table maps the target's identifier (or,
 //!   for an agent that was not transformed, whose `uses` binding names it). The simulator runs
 //!   workload clients under their identifiers instead of them.
-//! * A node whose transformation text starts with `replicate` tolerates `f = (n-1)/2` crashed
-//!   replicas: its children `Replica{i}` and `ReplicaProxy{i}` (and everything under them) form
-//!   replica `i`. A `primary_backup(n)` node's children `Copy{i}` and `PrimaryBackupProxy{i}`
-//!   form copy `i`; the simulator crashes one copy of it per run (churn or not): a copy that
-//!   restarts has lost its log until it has caught up, so a second crash meanwhile may take
-//!   every holder of the log, which primary-backup does not promise to survive. A box may crash
-//!   only if every agent of the target it holds belongs to a replica or copy and it holds no
-//!   client.
+//! * A node whose transformation has a fault model (the LATT carries it, as the transformation
+//!   declared it) tolerates `tolerates` failed groups: each child the model names (and
+//!   everything under it) belongs to its group. Without `churn`, the simulator crashes at most
+//!   `tolerates` groups per run: a restarted group has lost its log until it has caught up, so
+//!   a second crash meanwhile may take every holder of the log. A box may crash only if every
+//!   agent of the target it holds belongs to a group and it holds no client.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use serde::Deserialize;
 
 use crate::controller::Controller;
 use crate::deployment::Deployment;
 use crate::error::Error;
 use crate::host::{BoxBuilder, Factory};
+use crate::latt::LattNode;
 use crate::launch::System;
 use crate::routing::is_refinement;
 use crate::sim::Target;
@@ -38,8 +35,8 @@ pub(crate) struct AgentSetup {
     pub factory: Factory,
 }
 
-/// A `replicate(n)` or `primary_backup(n)` node: which agent belongs to which replica (copy),
-/// and how many may be down.
+/// A node with a fault model: which agent belongs to which failure group, and how many may be
+/// down.
 #[derive(Debug)]
 pub(crate) struct ReplicaSet {
     pub node: String,
@@ -53,6 +50,8 @@ pub(crate) struct ReplicaSet {
 /// Everything per target that does not change from seed to seed.
 pub(crate) struct Setup {
     pub target: Target,
+    /// The target's node of the LATT (what its refinement mapping walks).
+    pub node: LattNode,
     pub controller: Controller,
     pub routes: BTreeMap<String, BTreeMap<String, String>>,
     /// The agents run, in deployment order (the order a box starts them).
@@ -71,74 +70,6 @@ pub(crate) struct Setup {
     pub notes: Vec<String>,
 }
 
-/// A LATT node as `deployment.json` writes it, with the transformation text.
-#[derive(Debug, Deserialize)]
-struct RawNode {
-    id: String,
-    #[serde(default)]
-    transform: Option<String>,
-    #[serde(default)]
-    children: Vec<RawNode>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawDeployment {
-    latt: RawNode,
-}
-
-impl RawNode {
-    fn find(&self, id: &str) -> Option<&RawNode> {
-        if self.id == id {
-            return Some(self);
-        }
-        self.children.iter().find_map(|c| c.find(id))
-    }
-
-    fn leaves<'a>(&'a self, out: &mut Vec<&'a str>) {
-        if self.children.is_empty() {
-            out.push(&self.id);
-        }
-        for c in &self.children {
-            c.leaves(out);
-        }
-    }
-
-    fn replicate_nodes<'a>(&'a self, out: &mut Vec<&'a RawNode>) {
-        if self.transform.as_deref().is_some_and(|t| {
-            let t = t.trim_start();
-            t.starts_with("replicate") || t.starts_with("primary_backup")
-        }) {
-            out.push(self);
-        }
-        for c in &self.children {
-            c.replicate_nodes(out);
-        }
-    }
-}
-
-/// `Replica3` and `ReplicaProxy3` (and primary-backup's `Copy3` and `PrimaryBackupProxy3`) → 3.
-fn replica_index(segment: &str) -> Option<usize> {
-    let digits = segment
-        .strip_prefix("ReplicaProxy")
-        .or_else(|| segment.strip_prefix("Replica"))
-        .or_else(|| segment.strip_prefix("PrimaryBackupProxy"))
-        .or_else(|| segment.strip_prefix("Copy"))?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// The first whole number in a transformation's text (`replicate(n: 3)` → 3).
-fn first_number(text: &str) -> Option<usize> {
-    let start = text.find(|c: char| c.is_ascii_digit())?;
-    let digits: String = text[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
 /// Every kind the system's boxes can make, by name, sorted.
 pub(crate) fn factories(system: &System) -> BTreeMap<String, Factory> {
     let builder = (system.kinds)(BoxBuilder::new("sim"));
@@ -152,22 +83,17 @@ pub(crate) fn factories(system: &System) -> BTreeMap<String, Factory> {
 impl Setup {
     /// Learns what to run for `target` (see the module docs).
     pub(crate) fn new(
-        system: &System,
         deployment: &Deployment,
         factories: &BTreeMap<String, Factory>,
         target: Target,
     ) -> Result<Self, Error> {
-        let raw: RawDeployment = serde_json::from_str(system.deployment)
-            .map_err(|e| Error::Invalid(format!("bad deployment description: {e}")))?;
         let placement = deployment.placement();
         let tid = target.id.clone();
 
         let mut wanted: BTreeSet<String> = BTreeSet::new();
-        let node = raw.latt.find(&tid);
+        let node = deployment.latt.find(&tid);
         if let Some(node) = node {
-            let mut leaves = Vec::new();
-            node.leaves(&mut leaves);
-            wanted.extend(leaves.into_iter().map(str::to_string));
+            wanted.extend(node.leaves().into_iter().map(str::to_string));
         }
         for a in &deployment.agents {
             if a.id == tid || is_refinement(&tid, &a.id) {
@@ -237,38 +163,24 @@ impl Setup {
         }
 
         let mut replica_sets = Vec::new();
-        if let Some(node) = node {
-            let mut nodes = Vec::new();
-            node.replicate_nodes(&mut nodes);
-            for r in nodes {
-                let text = r.transform.as_deref().unwrap_or_default();
-                let n = first_number(text).unwrap_or(1);
-                let primary_backup = text.trim_start().starts_with("primary_backup");
-                let mut members = BTreeMap::new();
-                for c in &r.children {
-                    let segment =
-                        c.id.strip_prefix(&r.id)
-                            .and_then(|s| s.strip_prefix('/'))
-                            .unwrap_or("");
-                    if let Some(i) = replica_index(segment) {
-                        let mut leaves = Vec::new();
-                        c.leaves(&mut leaves);
-                        for l in leaves {
-                            members.insert(l.to_string(), i);
-                        }
+        for r in node.map(LattNode::walk).unwrap_or_default() {
+            let Some(model) = r.faults() else {
+                continue;
+            };
+            let mut members = BTreeMap::new();
+            for c in &r.children {
+                if let Some(&i) = model.groups.get(&c.id) {
+                    for l in c.leaves() {
+                        members.insert(l.to_string(), i);
                     }
                 }
-                replica_sets.push(ReplicaSet {
-                    node: r.id.clone(),
-                    f: if primary_backup {
-                        usize::from(n >= 2)
-                    } else {
-                        n.saturating_sub(1) / 2
-                    },
-                    churn: !primary_backup,
-                    members,
-                });
             }
+            replica_sets.push(ReplicaSet {
+                node: r.id.clone(),
+                f: model.tolerates,
+                churn: model.churn,
+                members,
+            });
         }
 
         let client_boxes: BTreeSet<&str> = senders.iter().map(|(_, b)| b.as_str()).collect();
@@ -293,7 +205,7 @@ impl Setup {
         let mut notes = Vec::new();
         if crashable.is_empty() {
             notes.push(if replica_sets.is_empty() {
-                "no crashes: no box holds only replicas of a replicate(n) or copies of a primary_backup(n) node".to_string()
+                "no crashes: no box holds only members of a transformation that tolerates failures (replicas, copies)".to_string()
             } else {
                 "no crashes: every box holding replicas also holds an agent that is not replicated, or a client".to_string()
             });
@@ -309,8 +221,14 @@ impl Setup {
             ))
         })?;
 
+        let node = node.cloned().ok_or_else(|| {
+            Error::Invalid(format!(
+                "target `{tid}`: the deployment's LATT has no node `{tid}`"
+            ))
+        })?;
         Ok(Setup {
             target,
+            node,
             controller: Controller::new(placement),
             routes: deployment.routes.clone(),
             agents,
@@ -330,23 +248,5 @@ impl Setup {
             return Some(p.clone());
         }
         self.controller.resolve_art(agent, ident)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replica_names_and_counts() {
-        assert_eq!(replica_index("Replica2"), Some(2));
-        assert_eq!(replica_index("ReplicaProxy10"), Some(10));
-        assert_eq!(replica_index("ReplicateIngressProxy0"), None);
-        assert_eq!(replica_index("Replica"), None);
-        assert_eq!(replica_index("PrimaryBackupProxy1"), Some(1));
-        assert_eq!(replica_index("Copy0"), Some(0));
-        assert_eq!(replica_index("PrimaryBackupIngressProxy0"), None);
-        assert_eq!(first_number("replicate(n: 5)"), Some(5));
-        assert_eq!(first_number("replicate(3)"), Some(3));
     }
 }

@@ -3,13 +3,15 @@
 //!
 //! The expansion ([`expand`]), the proxy agents ([`proxies`]: [`PrimaryBackupIngressProxy`],
 //! replicate's ingress proxy following the controller's views, and [`PrimaryBackupProxy`] per
-//! copy) and the refinement mapping ([`refine`]). Client sessions (each request once, in each
+//! copy) and the refinement mapping ([`PrimaryBackupTransformation`]'s `merge`). Client sessions (each request once, in each
 //! sender's order) are replicate's.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use ovid::latt::FaultModel;
+
 use crate::expansion::{Args, Expansion, Request, Value, int};
+use crate::refinement::{Merge, Parts};
 use crate::spec::{Param, ParamKind, Precondition, Spec, Target};
 
 mod ingress;
@@ -32,8 +34,45 @@ pub const SPEC: Spec = Spec {
     }],
     preconditions: &[Precondition::Deterministic],
     summary: "keeps backups of a deterministic agent in step with a primary; fails over through the controller",
-    expand,
 };
+
+/// `primary_backup` in the registry ([`crate::ALL`]).
+pub struct PrimaryBackupTransformation;
+
+impl crate::transformation::Transformation for PrimaryBackupTransformation {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
+    }
+
+    fn expand(&self, req: &Request) -> Expansion {
+        expand(req)
+    }
+
+    fn proxies(
+        &self,
+        hooks: &std::sync::Arc<dyn crate::proxy::Hooks>,
+    ) -> Vec<(&'static str, ovid::Factory)> {
+        proxies(hooks)
+    }
+
+    /// Copy `i` is `Copy{i}` and its proxy; one may be down (the controller's view service
+    /// fails over to a backup), and only one per run: a restarted copy holds nothing until it
+    /// has caught up with the primary.
+    fn faults(&self, req: &Request, _expansion: &Expansion) -> Option<FaultModel> {
+        let n = int(req.args, "n", 2).max(1) as usize;
+        Some(FaultModel {
+            groups: crate::replicate::members(req.id, n, &["Copy", "PrimaryBackupProxy"]),
+            tolerates: usize::from(n >= 2),
+            churn: false,
+            view_service: true,
+        })
+    }
+
+    /// The state of the copy that applied the most of the primary's log.
+    fn merge(&self, merge: Merge) -> Result<Parts, ovid::Error> {
+        crate::replicate::most_applied(merge, proxy::KIND, proxy::applied)
+    }
+}
 
 /// Keeps `X/Copy0` (the primary) and `X/Copy1..n-1` (backups) in step through their proxies
 /// `X/PrimaryBackupProxy{i}`; each sender gets an ingress proxy that follows the primary the
@@ -80,25 +119,4 @@ pub fn proxies(_hooks: &Arc<dyn crate::proxy::Hooks>) -> Vec<(&'static str, ovid
         Ok(Box::new(PrimaryBackupProxy::from_config(&args)?) as Box<dyn ovid::Agent>)
     });
     vec![(ingress::KIND, ingress), (proxy::KIND, copy)]
-}
-
-/// The refinement mapping over the snapshots of the physical agents under `id`: the snapshot of
-/// the copy `{id}/Copy{i}` whose proxy `{id}/PrimaryBackupProxy{i}` applied the most of the log
-/// (the primary's, or a backup's that has caught up).
-pub fn refine(id: &str, snapshots: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, ovid::Error> {
-    let mut copies = Vec::new();
-    for (name, snapshot) in snapshots {
-        let Some(i) = name
-            .strip_prefix(&format!("{id}/PrimaryBackupProxy"))
-            .and_then(|i| i.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        if let Some(copy) = snapshots.get(&format!("{id}/Copy{i}")) {
-            copies.push((proxy::applied(snapshot)?, copy));
-        }
-    }
-    crate::replicate::virtual_state(&copies)
-        .map(|s| (*s).clone())
-        .ok_or_else(|| ovid::Error::Snapshot(format!("no copy of `{id}` with its proxy")))
 }

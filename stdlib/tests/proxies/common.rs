@@ -281,11 +281,11 @@ pub fn placement_with(
     let leaves = e
         .children
         .iter()
-        .map(|c| LattNode::leaf(c.id.clone()))
+        .map(|c| LattNode::agent(c.id.clone(), "X"))
         .collect();
-    p.latt(LattNode::node(
+    p.latt(LattNode::system(
         "system",
-        vec![LattNode::node("KVS", leaves)],
+        vec![LattNode::system("KVS", leaves)],
     ))
 }
 

@@ -57,11 +57,20 @@ fn kinds(b: BoxBuilder) -> BoxBuilder {
     b
 }
 
-fn refine(snapshots: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, Error> {
-    transform::refine("KVS", snapshots)
+impl ovid_stdlib::refinement::State for KeyValueStore {
+    fn into_parts(self) -> Result<ovid_stdlib::refinement::Parts, Error> {
+        let mut parts = ovid_stdlib::refinement::Parts::new(Vec::new());
+        parts.put_map("store", self.store)?;
+        Ok(parts)
+    }
+
+    fn from_parts(mut parts: ovid_stdlib::refinement::Parts) -> Result<Self, Error> {
+        Ok(KeyValueStore { store: parts.take_map("store")? })
+    }
 }
 
 fn targets() -> Vec<Target> {
+    let refine = ovid_stdlib::refinement::refine_snapshot::<KeyValueStore>;
     vec![Target { id: "KVS".into(), spec_kind: "KeyValueStore".into(), requests: vec!["Put".into(), "Get".into()], request, refine }]
 }
 
@@ -70,7 +79,10 @@ fn targets() -> Vec<Target> {
 fn system(n: i64) -> System {
     let args: Args = Args::from([("n".to_string(), Value::Int(n))]);
     let senders = vec!["client".to_string()];
-    let e = transform::expand(&Request { id: "KVS", senders: &senders, args: &args });
+    let req = Request { id: "KVS", senders: &senders, args: &args };
+    let transformation = ovid_stdlib::lookup(TRANSFORM).expect("a transformation of the registry");
+    let e = transformation.expand(&req);
+    let faults = transformation.faults(&req, &e);
     let mut agents = vec![serde_json::json!({"id": "client", "box": "front", "runs": {"kind": "agent", "agent": "Client"}, "bindings": {"kvs": "KVS"}})];
     let mut children = Vec::new();
     let mut boxes: BTreeMap<String, Vec<String>> = BTreeMap::from([("front".to_string(), vec!["client".to_string()])]);
@@ -80,13 +92,13 @@ fn system(n: i64) -> System {
             Some(i) => format!("{BOX}{i}"),
             None => "front".to_string(),
         };
-        let runs = match &child.role {
-            Role::Proxy { proxy, config } => serde_json::json!({"kind": "proxy", "proxy": proxy, "config": config}),
-            Role::Copy => serde_json::json!({"kind": "agent", "agent": "KeyValueStore"}),
+        let (runs, node) = match &child.role {
+            Role::Proxy { proxy, config } => (serde_json::json!({"kind": "proxy", "proxy": proxy, "config": config}), serde_json::json!({"id": child.id, "kind": "proxy", "proxy": proxy})),
+            Role::Copy => (serde_json::json!({"kind": "agent", "agent": "KeyValueStore"}), serde_json::json!({"id": child.id, "kind": "agent", "agent": "KeyValueStore"})),
         };
         agents.push(serde_json::json!({"id": child.id, "box": in_box, "runs": runs}));
         boxes.entry(in_box).or_default().push(child.id.clone());
-        children.push(serde_json::json!({"id": child.id, "kind": "agent"}));
+        children.push(node);
     }
     let d = serde_json::json!({
         "system": "Store",
@@ -94,8 +106,8 @@ fn system(n: i64) -> System {
         "agents": agents,
         "routes": {"client": {"KVS": e.entry["client"]}},
         "latt": {"id": "Store", "kind": "system", "children": [
-            {"id": "KVS", "kind": "transformed", "transform": format!("{TRANSFORM}(n: {n})"), "children": children},
-            {"id": "client", "kind": "agent"},
+            {"id": "KVS", "kind": "transformed", "agent": "KeyValueStore", "transform": {"name": TRANSFORM, "args": args}, "faults": faults, "children": children},
+            {"id": "client", "kind": "agent", "agent": "Client"},
         ]},
         "clients": ["client"],
     });
