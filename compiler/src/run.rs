@@ -333,11 +333,12 @@ fn forward(name: &str, stream: impl Read + Send + 'static, stderr: bool, tx: mps
 
 #[cfg(unix)]
 fn terminate(child: &mut Child) {
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: sending a signal to a child we spawned and have not yet reaped.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    // The child is ours and not yet reaped, so its pid names it; if it has just exited, the
+    // signal is lost and `wait` reaps it anyway.
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     }
 }
 

@@ -268,10 +268,8 @@ fn ha_kvs_clients_finish_when_the_leading_controller_is_killed() {
         {
             let pid = controller_replica_of(child.id(), index)
                 .unwrap_or_else(|| panic!("no process for controller replica {index}"));
-            // SAFETY: SIGKILL to a process our child started, found by its parent's pid.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            // A process our child started, found by its parent's pid.
+            signal(pid, nix::sys::signal::Signal::SIGKILL);
             killed = Some(index.to_string());
         }
         seen.push(line);
@@ -322,10 +320,13 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u1
 }
 
 fn interrupt(child: &Child) {
-    // SAFETY: signalling our own child process.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
-    }
+    let pid = i32::try_from(child.id()).expect("a pid fits an i32");
+    signal(pid, nix::sys::signal::Signal::SIGINT);
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .unwrap_or_else(|e| panic!("{signal} to {pid}: {e}"));
 }
 
 #[test]

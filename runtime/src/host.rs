@@ -40,7 +40,7 @@ enum ControllerAt {
     /// with [`BoxHandle::add_route`].
     Nowhere,
     /// In this box.
-    Here(Controller),
+    Here(Box<Controller>),
     /// In the box at this address.
     Remote(String),
     /// Replicated over the boxes at these addresses (by replica index); `here`: this box runs
@@ -90,7 +90,7 @@ impl BoxBuilder {
 
     /// Runs the controller in this box.
     pub fn with_controller(mut self, controller: Controller) -> Self {
-        self.controller = ControllerAt::Here(controller);
+        self.controller = ControllerAt::Here(Box::new(controller));
         self
     }
 
@@ -222,13 +222,7 @@ impl BoxBuilder {
         );
         match self.controller {
             ControllerAt::Here(controller) => {
-                core.spawn_agent(
-                    CONTROLLER.into(),
-                    Box::new(controller),
-                    Art::new(),
-                    None,
-                    false,
-                )?;
+                core.spawn_agent(CONTROLLER.into(), controller, Art::new(), None, false)?;
             }
             ControllerAt::Replicated { here, .. } => {
                 if let Some(replica) = here {
