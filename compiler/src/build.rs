@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::check::model::{Behaviour, Model};
-use crate::cli::{Failure, load_expanded};
 use crate::emit::deployment;
 use crate::emit::krate::{self, GeneratedFile, Paths};
+use crate::pipeline::{Failure, load_expanded};
 use crate::syntax::Program;
 use crate::syntax::ast::ImplKind;
 use ovid::deployment::Deployment;

@@ -6,8 +6,7 @@ use std::fmt;
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
 use serde::Serialize;
 
-use crate::source::Sources;
-use crate::syntax::ast::Span;
+use crate::source::{Sources, Span};
 
 macro_rules! codes {
     ($($variant:ident => $code:literal, $summary:literal;)*) => {

@@ -9,6 +9,7 @@ pub mod diagnostic;
 pub mod emit;
 pub mod expand;
 pub mod graph;
+pub mod pipeline;
 pub mod place;
 pub mod run;
 pub mod source;

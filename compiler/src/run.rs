@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::build::{self, Built};
-use crate::cli::{Failure, report};
+use crate::pipeline::{Failure, report};
 
 /// What a child process said or did, as the threads reading it report it.
 enum Event {

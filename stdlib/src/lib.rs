@@ -8,6 +8,7 @@ pub mod expansion;
 pub mod proxy;
 pub mod refinement;
 pub mod spec;
+pub mod state;
 pub mod transformation;
 
 pub mod audit;

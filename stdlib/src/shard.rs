@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::expansion::{Args, Expansion, Request, Value, int, string};
 use crate::proxy::{self, Hooks, stable_hash};
-use crate::refinement::{Merge, Parts};
 use crate::spec::{Param, ParamKind, Precondition, Spec, Target};
+use crate::state::{Merge, Parts};
 
 /// The signature of `shard`.
 pub const SPEC: Spec = Spec {

@@ -9,8 +9,8 @@ use ovid::latt::FaultModel;
 
 use crate::expansion::{Args, Expansion, Request};
 use crate::proxy::Hooks;
-use crate::refinement::{self, Merge, Parts};
 use crate::spec::Spec;
+use crate::state::{self, Merge, Parts};
 
 /// Arguments that each fit their parameter but do not make sense together.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub trait Transformation: Send + Sync + 'static {
     /// states of the copies that run its code. By default the copies must agree (a single
     /// copy, or copies that all see every message).
     fn merge(&self, merge: Merge) -> Result<Parts, ovid::Error> {
-        refinement::agree(merge.id, merge.copies)
+        state::agree(merge.id, merge.copies)
     }
 
     /// Refinement mapping, virtual → physical: one state per copy (`copies`, in expansion

@@ -2,30 +2,7 @@
 
 use serde::Serialize;
 
-/// Index of a loaded source file in a [`crate::source::Sources`].
-pub type FileId = usize;
-
-/// A byte range in one source file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
-pub struct Span {
-    /// The file the range is in.
-    pub file: FileId,
-    /// First byte.
-    pub start: usize,
-    /// One past the last byte.
-    pub end: usize,
-}
-
-impl Span {
-    /// The span from the start of `self` to the end of `other` (same file).
-    pub fn to(self, other: Span) -> Span {
-        Span {
-            file: self.file,
-            start: self.start.min(other.start),
-            end: self.end.max(other.end),
-        }
-    }
-}
+pub use crate::source::{FileId, Span};
 
 /// A name and where it was written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

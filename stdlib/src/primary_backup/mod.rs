@@ -11,8 +11,8 @@ use std::sync::Arc;
 use ovid::latt::FaultModel;
 
 use crate::expansion::{Args, Expansion, Request, Value, int};
-use crate::refinement::{Merge, Parts};
 use crate::spec::{Param, ParamKind, Precondition, Spec, Target};
+use crate::state::{Merge, Parts};
 
 mod ingress;
 pub mod messages;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use ovid::latt::FaultModel;
 
 use crate::expansion::{Args, Expansion, Request, Value, int};
-use crate::refinement::{Merge, Parts};
 use crate::spec::{Param, ParamKind, Precondition, Spec, Target};
+use crate::state::{Merge, Parts};
 
 mod apply;
 mod ingress;
@@ -197,7 +197,7 @@ pub fn applied(proxy_snapshot: &[u8]) -> Result<u64, ovid::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::refinement::Copy;
+    use crate::state::Copy;
     use crate::transformation::Transformation;
 
     /// A proxy "snapshot" here is one byte: how much it applied.
