@@ -12,189 +12,20 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::agent::Agent;
 use crate::context::Context;
+pub use crate::deployment::{AgentPlan, Placement};
 use crate::error::Error;
-use crate::latt::LattNode;
-use crate::manager::{AgentStarted, AgentStopped, StartAgent, StartFailed, UpdateBrt};
 use crate::message::{Message, Payload};
-use crate::routing::{
-    ArtAnswer, BrtAnswer, CONTROLLER, ResolveArt, ResolveBrt, RouteUpdate, is_refinement,
-    manager_id, system_messages,
+use crate::protocol::{
+    AgentStarted, AgentStopped, ArtAnswer, BrtAnswer, CONTROLLER, ResolveArt, ResolveBrt,
+    RouteUpdate, StartAgent, StartFailed, UpdateBrt, manager_id,
 };
+pub use crate::protocol::{
+    Describe, Invalidate, Picture, Ping, Place, Pong, RegisterBox, Registered, SetRoute,
+};
+use crate::routing::is_refinement;
 use crate::views::{Failover, ViewService};
-
-/// Where one physical agent runs and how to make it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentPlan {
-    /// The box's name.
-    #[serde(rename = "box")]
-    pub in_box: String,
-    /// The kind the box's factory knows it by.
-    pub kind: String,
-    /// Given to the factory.
-    #[serde(default)]
-    pub config: Vec<u8>,
-}
-
-/// The placement of a system: physical agents, their initial ARTs, and the LATT.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Placement {
-    /// Physical identifier → where and what.
-    #[serde(default)]
-    pub agents: BTreeMap<String, AgentPlan>,
-    /// Physical agent → (identifier it uses → physical identifier).
-    #[serde(default)]
-    pub routes: BTreeMap<String, BTreeMap<String, String>>,
-    /// The LATT, if the system was transformed.
-    #[serde(default)]
-    pub latt: Option<LattNode>,
-}
-
-impl Placement {
-    /// An empty placement.
-    pub fn new() -> Self {
-        Placement::default()
-    }
-
-    /// Places the physical agent `id`, of `kind`, in the box `in_box`.
-    pub fn agent(
-        mut self,
-        id: impl Into<String>,
-        in_box: impl Into<String>,
-        kind: impl Into<String>,
-    ) -> Self {
-        self.agents.insert(
-            id.into(),
-            AgentPlan {
-                in_box: in_box.into(),
-                kind: kind.into(),
-                config: Vec::new(),
-            },
-        );
-        self
-    }
-
-    /// Adds the ART entry `agent: ident → physical`.
-    pub fn route(
-        mut self,
-        agent: impl Into<String>,
-        ident: impl Into<String>,
-        physical: impl Into<String>,
-    ) -> Self {
-        self.routes
-            .entry(agent.into())
-            .or_default()
-            .insert(ident.into(), physical.into());
-        self
-    }
-
-    /// Sets the LATT.
-    pub fn latt(mut self, root: LattNode) -> Self {
-        self.latt = Some(root);
-        self
-    }
-}
-
-/// Box manager → controller: this box is up, at `addr`, and can make these kinds of agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegisterBox {
-    /// Correlates the answer.
-    pub req: u64,
-    /// The box's name.
-    pub name: String,
-    /// The address it listens on.
-    pub addr: String,
-    /// The kinds of agent it can start.
-    pub kinds: Vec<String>,
-    /// Whether the controller runs in this box.
-    pub hosts_controller: bool,
-}
-
-/// Controller → box manager: registered; the agents placed on the box have been started.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Registered {
-    /// From the question.
-    pub req: u64,
-}
-
-/// Anyone → controller: are you there? Everything sent to the controller before this has
-/// been handled when the [`Pong`] arrives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ping {
-    /// Copied into the answer.
-    pub req: u64,
-}
-
-/// Controller → asker: the answer to [`Ping`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pong {
-    /// From the question.
-    pub req: u64,
-}
-
-/// Operator → controller: place (and start, if its box is up) a physical agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Place {
-    /// Its physical identifier.
-    pub id: String,
-    /// Where and what.
-    pub plan: AgentPlan,
-    /// A snapshot to start from.
-    pub state: Option<Vec<u8>>,
-}
-
-/// Operator → controller: set (or, with `None`, remove) an ART entry of a running agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SetRoute {
-    /// The physical agent whose ART changes.
-    pub agent: String,
-    /// The identifier it uses.
-    pub ident: String,
-    /// The physical identifier it should reach.
-    pub physical: Option<String>,
-}
-
-/// Operator → controller: every box forgets where `id` runs (it moved or stopped).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Invalidate {
-    /// The physical identifier.
-    pub id: String,
-}
-
-/// Anyone → controller: describe the live system; answered with [`Picture`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Describe {
-    /// Copied into the answer.
-    pub req: u64,
-}
-
-/// Controller → asker: the live picture of the system.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Picture {
-    /// From the question.
-    pub req: u64,
-    /// Box name → address, for every registered box.
-    pub boxes: BTreeMap<String, String>,
-    /// Physical agent → box name, for every running agent.
-    pub running: BTreeMap<String, String>,
-    /// The placement.
-    pub placement: Placement,
-}
-
-system_messages!(
-    RegisterBox,
-    Registered,
-    Ping,
-    Pong,
-    Place,
-    SetRoute,
-    Invalidate,
-    Describe,
-    Picture
-);
 
 /// Where the controller thinks an identifier runs.
 enum Location {

@@ -40,21 +40,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::Agent;
 use crate::context::Context;
-use crate::controller::{Controller, RegisterBox, Registered};
+use crate::controller::Controller;
 use crate::error::Error;
 use crate::message::{Id, Message, Payload};
 use crate::paxos::{self, NodeConfig, PaxosState, Recovery, SharedStore};
-use crate::routing::{BrtAnswer, CONTROLLER, ResolveBrt, system_messages};
-
-/// The identifier under which controller replica `index` is reachable by its peers.
-pub fn replica_id(index: usize) -> String {
-    format!("{CONTROLLER}/Replica{index}")
-}
-
-/// The name of the box that runs controller replica `index` in a generated deployment.
-pub fn replica_box(index: usize) -> String {
-    format!("{CONTROLLER}{index}")
-}
+use crate::protocol::{
+    BrtAnswer, CONTROLLER, RegisterBox, Registered, ResolveBrt, system_messages,
+};
+pub use crate::protocol::{replica_box, replica_id};
 
 const TICK: &str = "controller::tick";
 

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::controller::{AgentPlan, Placement};
 use crate::error::Error;
 use crate::latt::{Args, LattNode};
 
@@ -89,6 +88,78 @@ pub enum Runs {
         #[serde(default)]
         config: Args,
     },
+}
+
+/// Where one physical agent runs and how to make it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentPlan {
+    /// The box's name.
+    #[serde(rename = "box")]
+    pub in_box: String,
+    /// The kind the box's factory knows it by.
+    pub kind: String,
+    /// Given to the factory.
+    #[serde(default)]
+    pub config: Vec<u8>,
+}
+
+/// The placement of a system: physical agents, their initial ARTs, and the LATT.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Physical identifier → where and what.
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentPlan>,
+    /// Physical agent → (identifier it uses → physical identifier).
+    #[serde(default)]
+    pub routes: BTreeMap<String, BTreeMap<String, String>>,
+    /// The LATT, if the system was transformed.
+    #[serde(default)]
+    pub latt: Option<LattNode>,
+}
+
+impl Placement {
+    /// An empty placement.
+    pub fn new() -> Self {
+        Placement::default()
+    }
+
+    /// Places the physical agent `id`, of `kind`, in the box `in_box`.
+    pub fn agent(
+        mut self,
+        id: impl Into<String>,
+        in_box: impl Into<String>,
+        kind: impl Into<String>,
+    ) -> Self {
+        self.agents.insert(
+            id.into(),
+            AgentPlan {
+                in_box: in_box.into(),
+                kind: kind.into(),
+                config: Vec::new(),
+            },
+        );
+        self
+    }
+
+    /// Adds the ART entry `agent: ident → physical`.
+    pub fn route(
+        mut self,
+        agent: impl Into<String>,
+        ident: impl Into<String>,
+        physical: impl Into<String>,
+    ) -> Self {
+        self.routes
+            .entry(agent.into())
+            .or_default()
+            .insert(ident.into(), physical.into());
+        self
+    }
+
+    /// Sets the LATT.
+    pub fn latt(mut self, root: LattNode) -> Self {
+        self.latt = Some(root);
+        self
+    }
 }
 
 impl Deployment {

@@ -19,14 +19,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::agent::Agent;
 use crate::context::Clock;
-use crate::controller::{Controller, Ping, RegisterBox};
-use crate::controller_group::{ControllerReplica, replica_id};
+use crate::controller::Controller;
+use crate::controller_group::ControllerReplica;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::manager::{AgentStarted, AgentStopped, BoxManager};
+use crate::manager::{BoxManager, ManagedBox};
 use crate::message::{Envelope, Id, Payload};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::routing::{Art, CONTROLLER, Router, Slot, manager_id};
+use crate::protocol::{
+    AgentStarted, AgentStopped, CONTROLLER, Ping, RegisterBox, manager_id, replica_id,
+};
+use crate::routing::{Art, Router, Slot};
 use crate::runner::{Control, Runner};
 use crate::shutdown::Lifecycle;
 use crate::transport::{self, Peers, TransportEnv};
@@ -166,9 +169,9 @@ impl BoxBuilder {
             session,
             metrics: metrics.clone(),
             lifecycle: lifecycle.clone(),
-            router: Arc::default(),
+            deliver: Arc::default(),
         };
-        let router_slot = env.router.clone();
+        let router_slot = env.deliver.clone();
         let has_controller = !matches!(self.controller, ControllerAt::Nowhere);
         let controllers: Vec<Id> = match &self.controller {
             ControllerAt::Replicated { addrs, .. } => {
@@ -185,7 +188,8 @@ impl BoxBuilder {
             Peers::new(env),
             metrics,
         ));
-        let _ = router_slot.set(Arc::downgrade(&router));
+        let deliver: Arc<dyn transport::Deliver> = router.clone();
+        let _ = router_slot.set(Arc::downgrade(&deliver));
         if let ControllerAt::Remote(at) = &self.controller {
             router.set_brt(CONTROLLER, Some(at));
         }
@@ -204,14 +208,17 @@ impl BoxBuilder {
         let shutdown = lifecycle.listener().ok_or(Error::Closed)?;
         tokio::spawn(transport::accept_loop(
             listener,
-            router.clone(),
+            deliver,
             lifecycle.clone(),
             shutdown,
         ));
 
         core.spawn_agent(
             router.manager.clone(),
-            Box::new(BoxManager::new(Arc::downgrade(&core))),
+            Box::new(BoxManager::new({
+                let managed: Arc<dyn ManagedBox> = core.clone();
+                Arc::downgrade(&managed)
+            })),
             Art::new(),
             None,
             false,
@@ -411,6 +418,28 @@ impl BoxCore {
             .and_then(|s| s.control.as_ref())
             .ok_or_else(|| Error::DeadAgent(id.to_string()))?;
         ctl.send(cmd).map_err(|_| Error::DeadAgent(id.to_string()))
+    }
+}
+
+impl ManagedBox for BoxCore {
+    fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    fn start(
+        self: Arc<Self>,
+        id: Id,
+        kind: &str,
+        config: &[u8],
+        art: Art,
+        state: Option<Vec<u8>>,
+    ) -> Result<(), Error> {
+        let agent = self.make(kind, config)?;
+        self.spawn_agent(id, agent, art, state, true)
+    }
+
+    fn control(&self, id: &str, cmd: Control) -> Result<(), Error> {
+        BoxCore::control(self, id, cmd)
     }
 }
 

@@ -30,10 +30,12 @@ pub mod message;
 pub mod metrics;
 pub mod paxos;
 pub mod process;
+pub mod protocol;
 pub mod routing;
 mod runner;
 mod shutdown;
 pub mod sim;
+mod slot;
 pub mod transport;
 pub mod views;
 

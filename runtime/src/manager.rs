@@ -5,116 +5,47 @@
 //! also receives the controller's answers to the box's routing questions and hands them to
 //! whoever waits for them.
 
-use std::sync::Weak;
-
-use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Weak};
 
 use crate::agent::Agent;
 use crate::context::Context;
-use crate::controller::{Pong, Registered};
 use crate::error::Error;
-use crate::host::BoxCore;
 use crate::message::{Id, Payload};
-use crate::metrics::MetricsSnapshot;
-use crate::routing::{Art, ArtAnswer, BrtAnswer, system_messages};
-use crate::runner::Control;
-use crate::views::{Heartbeat, HeartbeatAck};
-
-/// Controller → box manager: start an agent here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StartAgent {
-    /// Its physical identifier.
-    pub id: String,
-    /// The kind registered with [`BoxBuilder::kind`](crate::BoxBuilder::kind).
-    pub kind: String,
-    /// Given to the kind's factory.
-    pub config: Vec<u8>,
-    /// Initial ART entries (identifier → physical identifier).
-    pub art: Vec<(String, String)>,
-    /// A snapshot to restore, when the agent moves or is re-instantiated.
-    pub state: Option<Vec<u8>>,
-}
-
-/// Controller (or anyone) → box manager: stop an agent; answered with [`AgentStopped`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StopAgent {
-    /// Its physical identifier.
-    pub id: String,
-}
-
-/// Box manager → controller: an agent started here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentStarted {
-    /// Its physical identifier.
-    pub id: String,
-    /// This box's name.
-    pub in_box: String,
-}
-
-/// Box manager → controller: an agent could not be started.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StartFailed {
-    /// Its physical identifier.
-    pub id: String,
-    /// Why.
-    pub error: String,
-}
-
-/// Box manager → controller (and the asker of [`StopAgent`]): an agent stopped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentStopped {
-    /// Its physical identifier.
-    pub id: String,
-    /// This box's name.
-    pub in_box: String,
-    /// Its last snapshot, if it was stopped on request.
-    pub state: Option<Vec<u8>>,
-}
-
-/// Controller → box manager: set (`Some`) or invalidate (`None`) BRT entries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpdateBrt {
-    /// Physical identifier → box address.
-    pub entries: Vec<(String, Option<String>)>,
-}
-
-/// Anyone → box manager: what are your counters? Answered with [`MetricsReport`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GetMetrics {
-    /// Copied into the answer.
-    pub req: u64,
-}
-
-/// Box manager → asker: the box's counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MetricsReport {
-    /// From the question.
-    pub req: u64,
-    /// The box's name.
-    pub box_name: String,
-    /// The counters.
-    pub metrics: MetricsSnapshot,
-}
-
-system_messages!(
-    StartAgent,
-    StopAgent,
-    AgentStarted,
-    StartFailed,
-    AgentStopped,
+pub use crate::protocol::{
+    AgentStarted, AgentStopped, GetMetrics, MetricsReport, StartAgent, StartFailed, StopAgent,
     UpdateBrt,
-    GetMetrics,
-    MetricsReport
-);
+};
+use crate::protocol::{ArtAnswer, BrtAnswer, Heartbeat, HeartbeatAck, Pong, Registered};
+use crate::routing::{Art, Router};
+use crate::runner::Control;
+
+/// What the box manager needs of its box, and all it may do to it: start agents, send their
+/// tasks commands, and reach the router (routing tables, answers to questions).
+pub(crate) trait ManagedBox: Send + Sync + 'static {
+    /// The box's router.
+    fn router(&self) -> &Arc<Router>;
+    /// Makes an agent of `kind` from `config` and starts it as `id`, with these ART entries
+    /// and restored from `state` if given; the controller hears of it.
+    fn start(
+        self: Arc<Self>,
+        id: Id,
+        kind: &str,
+        config: &[u8],
+        art: Art,
+        state: Option<Vec<u8>>,
+    ) -> Result<(), Error>;
+    /// Sends a command to the task of the running agent `id`.
+    fn control(&self, id: &str, cmd: Control) -> Result<(), Error>;
+}
 
 /// The box manager agent (see the module docs).
 pub(crate) struct BoxManager {
     /// The box; weak so that the manager's task does not keep it alive.
-    core: Weak<BoxCore>,
+    core: Weak<dyn ManagedBox>,
 }
 
 impl BoxManager {
-    pub(crate) fn new(core: Weak<BoxCore>) -> Self {
+    pub(crate) fn new(core: Weak<dyn ManagedBox>) -> Self {
         BoxManager { core }
     }
 }
@@ -124,7 +55,7 @@ impl Agent for BoxManager {
         let Some(core) = self.core.upgrade() else {
             return Err(Error::Closed);
         };
-        let router = &core.router;
+        let router = core.router();
         match message.name() {
             n if n == <ArtAnswer as crate::Message>::NAME => {
                 let req = Payload::decode::<ArtAnswer>(message)?;
@@ -150,9 +81,9 @@ impl Agent for BoxManager {
                     .art
                     .into_iter()
                     .try_for_each(|(k, v)| art.insert(k.into(), v.into()))
-                    .and_then(|()| core.make(&s.kind, &s.config))
-                    .and_then(|agent| {
-                        core.spawn_agent(Id::from(s.id.as_str()), agent, art, s.state, true)
+                    .and_then(|()| {
+                        let id = Id::from(s.id.as_str());
+                        core.clone().start(id, &s.kind, &s.config, art, s.state)
                     });
                 if let Err(Error::AgentExists(_)) = started {
                     // Already running here: a controller that took over asks again for what
@@ -176,7 +107,7 @@ impl Agent for BoxManager {
                 // The agent answers from its own task; forward its snapshot when it does.
                 let asker: Id = ctx.sender().into();
                 let (router, manager, in_box) = (
-                    core.router.clone(),
+                    router.clone(),
                     router.manager.clone(),
                     router.box_name.clone(),
                 );

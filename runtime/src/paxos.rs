@@ -2,7 +2,7 @@
 //! whole, so that a node that lost its memory can rebuild it from its peers.
 //!
 //! Two users share it: `replicate` in the standard library (a replicated agent's log) and the
-//! replicated controller ([`crate::controller_group`]). Both recover the same way, told in
+//! replicated controller (`controller_group`). Both recover the same way, told in
 //! docs/replication.md: a restarted node takes no part in consensus until it holds the states
 //! of f+1 peers other than itself, and adopts [`PaxosState::merge`] of them.
 //!

@@ -22,23 +22,18 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::message::{Envelope, Id, Message, Payload};
 use crate::metrics::Metrics;
-use crate::runner::Control;
+pub(crate) use crate::protocol::system_messages;
+pub use crate::protocol::{
+    ArtAnswer, BrtAnswer, CONTROLLER, ResolveArt, ResolveBrt, RouteUpdate, manager_id,
+};
 use crate::shutdown::Shutdown;
+pub(crate) use crate::slot::Slot;
 use crate::transport::Peers;
-
-/// The identifier of the controller agent, in every system.
-pub const CONTROLLER: &str = "controller";
-
-/// The identifier of the box manager agent of the box named `box_name`.
-pub fn manager_id(box_name: &str) -> String {
-    format!("$box/{box_name}")
-}
 
 /// Whether `physical` may be the value of ART key `ident`: equal, or under `ident/`.
 pub fn is_refinement(ident: &str, physical: &str) -> bool {
@@ -88,81 +83,6 @@ impl Art {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
-}
-
-/// Implements [`Message`] for the runtime's own protocol messages, named `ovid.<Type>`.
-macro_rules! system_messages {
-    ($($t:ident),* $(,)?) => {
-        $(impl $crate::message::Message for $t {
-            const NAME: &'static str = concat!("ovid.", stringify!($t));
-        })*
-    };
-}
-pub(crate) use system_messages;
-
-/// Box manager → controller: which physical identifier does `agent` reach by `ident`?
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResolveArt {
-    /// Correlates the answer.
-    pub req: u64,
-    /// The asking agent's physical identifier.
-    pub agent: String,
-    /// The identifier it used.
-    pub ident: String,
-}
-
-/// Controller → box manager: the answer to [`ResolveArt`] (`None`: unknown identifier).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArtAnswer {
-    /// From the question.
-    pub req: u64,
-    /// From the question.
-    pub ident: String,
-    /// The physical identifier.
-    pub physical: Option<String>,
-}
-
-/// Box manager → controller: which box runs the physical agent `id`?
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResolveBrt {
-    /// Correlates the answer.
-    pub req: u64,
-    /// The physical identifier.
-    pub id: String,
-}
-
-/// Controller → box manager: the answer to [`ResolveBrt`] (`None`: unknown identifier).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BrtAnswer {
-    /// From the question.
-    pub req: u64,
-    /// From the question.
-    pub id: String,
-    /// The box's address (`host:port`).
-    pub addr: Option<String>,
-}
-
-/// Controller → agent: change (or, with `None`, forget) one entry of the agent's ART. The
-/// agent's task applies it; the agent's code never sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouteUpdate {
-    /// The identifier the agent uses.
-    pub ident: String,
-    /// The new physical identifier, or `None` to invalidate.
-    pub physical: Option<String>,
-}
-
-system_messages!(ResolveArt, ArtAnswer, ResolveBrt, BrtAnswer, RouteUpdate);
-
-/// Where the box delivers messages for one of its agents.
-#[derive(Debug, Clone)]
-pub(crate) struct Slot {
-    /// The agent's inbox.
-    pub inbox: mpsc::UnboundedSender<Envelope>,
-    /// Commands from the box (stop, snapshot, wedge); `None` for endpoints.
-    pub control: Option<mpsc::UnboundedSender<Control>>,
-    /// Distinguishes this incarnation from an earlier agent of the same identifier.
-    pub generation: u64,
 }
 
 /// A question to a replicated controller, kept until answered so it can be asked again.
@@ -248,7 +168,7 @@ impl Router {
             closing: std::sync::atomic::AtomicBool::new(false),
         };
         for (i, at) in router.controllers.iter().enumerate() {
-            router.set_brt(&crate::controller_group::replica_id(i), Some(at));
+            router.set_brt(&crate::protocol::replica_id(i), Some(at));
         }
         if let Some(first) = router.controllers.first() {
             router.set_brt(CONTROLLER, Some(first));
@@ -540,5 +460,19 @@ impl Router {
             let answer = rx.await.ok()?.decode::<ArtAnswer>().ok()?;
             answer.physical.map(Id::from)
         }
+    }
+}
+
+impl crate::transport::Deliver for Router {
+    fn deliver(&self, env: Envelope) {
+        self.route(env);
+    }
+
+    fn learn(&self, id: &Id, addr: &Id) {
+        Router::learn(self, id, addr);
+    }
+
+    fn peers(&self) -> &Peers {
+        &self.peers
     }
 }

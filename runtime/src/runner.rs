@@ -19,7 +19,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rustc_hash::FxHashMap;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::time::{DelayQueue, delay_queue};
 
 use crate::agent::Agent;
@@ -27,21 +27,10 @@ use crate::context::{Clock, Context, Effect};
 use crate::error::Error;
 use crate::message::{Envelope, Id, Payload};
 use crate::metrics::Metrics;
-use crate::routing::{Art, RouteUpdate, Router};
+use crate::protocol::RouteUpdate;
+use crate::routing::{Art, Router};
 use crate::shutdown::Shutdown;
-
-/// A command from the box to one agent's task.
-#[derive(Debug)]
-pub(crate) enum Control {
-    /// Answer with a snapshot of the agent's state.
-    Snapshot(oneshot::Sender<Result<Vec<u8>, Error>>),
-    /// Stop the agent, answering with its last snapshot.
-    Stop(oneshot::Sender<Result<Vec<u8>, Error>>),
-    /// Stop taking transitions: messages and timers wait until `Unwedge`.
-    Wedge,
-    /// Resume after `Wedge`.
-    Unwedge,
-}
+pub(crate) use crate::slot::Control;
 
 /// What the box does when an agent's task ends: given its identifier and whether to tell the
 /// controller.

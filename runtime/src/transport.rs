@@ -44,7 +44,6 @@ use crate::error::Error;
 use crate::frame::{self, Header};
 use crate::message::{Envelope, Id, Payload};
 use crate::metrics::Metrics;
-use crate::routing::Router;
 use crate::shutdown::{Lifecycle, Shutdown};
 
 /// Acknowledge after this many delivered frames...
@@ -69,8 +68,20 @@ pub(crate) struct TransportEnv {
     pub metrics: Arc<Metrics>,
     /// Gives each spawned task its shutdown listener.
     pub lifecycle: Arc<Lifecycle>,
-    /// The box's router, set once it exists: readers of dialed connections route through it.
-    pub router: Arc<OnceLock<Weak<Router>>>,
+    /// Where received envelopes go (the box's router), set once it exists: readers of dialed
+    /// connections deliver through it.
+    pub deliver: Arc<OnceLock<Weak<dyn Deliver>>>,
+}
+
+/// What the transport hands what it receives to: the box's router, seen through the only calls
+/// the transport makes, so that the transport knows nothing of routing tables.
+pub(crate) trait Deliver: Send + Sync + 'static {
+    /// An envelope read from another box, for an agent of this box (or to route on).
+    fn deliver(&self, env: Envelope);
+    /// `id` runs in the box that listens at `addr` (it just sent from there).
+    fn learn(&self, id: &Id, addr: &Id);
+    /// The other boxes this box talks to.
+    fn peers(&self) -> &Peers;
 }
 
 /// What a box knows about the stream another box sends it.
@@ -534,7 +545,7 @@ impl Writer {
         };
         let router = self
             .env
-            .router
+            .deliver
             .get()
             .and_then(std::sync::Weak::upgrade)
             .ok_or(Error::Closed)?;
@@ -665,7 +676,7 @@ impl Writer {
 /// Accepts connections from other boxes until shutdown.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    router: Arc<Router>,
+    router: Arc<dyn Deliver>,
     lifecycle: Arc<Lifecycle>,
     mut shutdown: Shutdown,
 ) {
@@ -691,15 +702,15 @@ pub(crate) async fn accept_loop(
 }
 
 /// Counts and logs a rejected frame.
-fn bad_frame(router: &Router, remote: &str, why: &str) {
-    Metrics::inc(&router.metrics.rejections);
+fn bad_frame(router: &dyn Deliver, remote: &str, why: &str) {
+    Metrics::inc(&router.peers().env.metrics.rejections);
     tracing::warn!(remote, error = why, "bad frame rejected");
 }
 
 /// Shakes hands on a connection another box dialed to us, offers it to our stream to that box,
 /// and reads from it.
 async fn accept(
-    router: Arc<Router>,
+    router: Arc<dyn Deliver>,
     stream: TcpStream,
     remote: SocketAddr,
     mut shutdown: Shutdown,
@@ -715,7 +726,7 @@ async fn accept(
         f = tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()) => f,
     };
     let Ok(Some(Ok(first))) = first else {
-        bad_frame(&router, &remote, "no Hello");
+        bad_frame(&*router, &remote, "no Hello");
         return;
     };
     let first = first.freeze();
@@ -731,16 +742,17 @@ async fn accept(
             _,
         )) => (session, Id::from(listen), peer_session, peer_delivered),
         _ => {
-            bad_frame(&router, &remote, "the first frame is not Hello");
+            bad_frame(&*router, &remote, "the first frame is not Hello");
             return;
         }
     };
-    let peer = router.peers.get(&listen);
+    let peers = router.peers();
+    let peer = peers.get(&listen);
     let delivered = peer.begin_inbound(session);
     let mut out = BytesMut::new();
     let welcome = Header::Welcome {
-        name: &router.box_name,
-        session: router.peers.env.session,
+        name: &peers.env.box_name,
+        session: peers.env.session,
         delivered,
     };
     if frame::encode(&mut out, &welcome, None).is_err() || write_all(&wr, &out).await.is_err() {
@@ -751,7 +763,7 @@ async fn accept(
         lost: Arc::new(AtomicBool::new(false)),
         close: Arc::new(Notify::new()),
         // What the dialer delivered of our stream, if it knew this session of ours.
-        delivered: if peer_session == router.peers.env.session {
+        delivered: if peer_session == peers.env.session {
             peer_delivered
         } else {
             0
@@ -767,7 +779,7 @@ async fn accept(
 /// The reading side of a connection with another box (dialed by either): the other box's
 /// messages, and its acknowledgements of ours.
 struct Receiver {
-    router: Arc<Router>,
+    router: Arc<dyn Deliver>,
     remote: String,
     peer: Arc<Peer>,
     /// The other box's session, as its handshake said.
@@ -777,7 +789,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn new(router: Arc<Router>, remote: String, peer: Arc<Peer>, session: u64) -> Self {
+    fn new(router: Arc<dyn Deliver>, remote: String, peer: Arc<Peer>, session: u64) -> Self {
         Receiver {
             router,
             remote,
@@ -805,7 +817,7 @@ impl Receiver {
     }
 
     fn bad_frame(&self, why: &str) {
-        bad_frame(&self.router, &self.remote, why);
+        bad_frame(&*self.router, &self.remote, why);
     }
 
     /// Reads until the connection closes, the box shuts down, or `conn.close` is notified;
@@ -893,7 +905,7 @@ impl Receiver {
                                     return;
                                 }
                                 if seq <= inbound.delivered {
-                                    Metrics::inc(&self.router.metrics.duplicates);
+                                    Metrics::inc(&self.router.peers().env.metrics.duplicates);
                                     continue;
                                 }
                                 if seq != inbound.delivered + 1 {
@@ -902,10 +914,10 @@ impl Receiver {
                                     tracing::info!(seq, delivered = inbound.delivered, from = %self.peer.addr, "stream resumes after this box restarted");
                                 }
                                 inbound.delivered = seq;
-                                Metrics::inc(&self.router.metrics.frames_in);
+                                Metrics::inc(&self.router.peers().env.metrics.frames_in);
                                 // Routed under the lock so two connections of one peer keep
                                 // order.
-                                self.router.route(env);
+                                self.router.deliver(env);
                             }
                             last_delivered = seq;
                             if !armed {

@@ -33,121 +33,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::context::Context;
 use crate::error::Error;
 use crate::message::Payload;
-use crate::routing::{CONTROLLER, manager_id, system_messages};
-
-/// A member of a view: its index in the group and the incarnation it had when it entered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    /// Its index in the group's member list.
-    pub index: u64,
-    /// Its incarnation (a number that differs between two starts of the member).
-    pub nonce: u64,
-}
-
-/// Who serves a group and who backs it up, as of view `number`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct View {
-    /// The group's name (the virtual agent it implements).
-    pub group: String,
-    /// Increases by one with every change.
-    pub number: u64,
-    /// The member that serves.
-    pub primary: Member,
-    /// The members that must hold every entry before the primary answers, by index.
-    pub backups: Vec<Member>,
-}
-
-impl View {
-    /// Whether `index`, in incarnation `nonce`, is a backup of this view.
-    pub fn is_backup(&self, index: u64, nonce: u64) -> bool {
-        self.backups
-            .iter()
-            .any(|m| m.index == index && m.nonce == nonce)
-    }
-}
-
-/// Member → controller: I am member `index` of `group` (whose members are `members`, by index),
-/// in incarnation `nonce`. Answered, like every view change, with [`NewView`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinGroup {
-    /// The group.
-    pub group: String,
-    /// Every member's identifier, by index.
-    pub members: Vec<String>,
-    /// The sender's index.
-    pub index: u64,
-    /// The sender's incarnation.
-    pub nonce: u64,
-}
-
-/// Anyone (an ingress proxy) → controller: send me the views of `group`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WatchGroup {
-    /// The group.
-    pub group: String,
-}
-
-/// Primary → controller: backup `index` does not keep up; make a view without it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoveBackup {
-    /// The group.
-    pub group: String,
-    /// The view the primary serves (a request about an older one is ignored).
-    pub view: u64,
-    /// The backup.
-    pub index: u64,
-}
-
-/// Primary → controller: member `index` (incarnation `nonce`) holds my whole log; make a view
-/// with it as a backup. Answered with the current view whatever the decision, so that the
-/// primary stops counting on it if it is refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AddBackup {
-    /// The group.
-    pub group: String,
-    /// The view the primary serves.
-    pub view: u64,
-    /// The member to add.
-    pub index: u64,
-    /// Its incarnation.
-    pub nonce: u64,
-}
-
-/// Controller → members and watchers: the current view of a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewView {
-    /// The view.
-    pub view: View,
-}
-
-/// Controller → box manager: are you alive? Answered with [`HeartbeatAck`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// Copied into the answer.
-    pub seq: u64,
-}
-
-/// Box manager → controller: the answer to [`Heartbeat`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeartbeatAck {
-    /// From the question.
-    pub seq: u64,
-}
-
-system_messages!(
-    JoinGroup,
-    WatchGroup,
-    RemoveBackup,
-    AddBackup,
-    NewView,
-    Heartbeat,
-    HeartbeatAck
-);
+pub use crate::protocol::{
+    AddBackup, Heartbeat, HeartbeatAck, JoinGroup, Member, NewView, RemoveBackup, View, WatchGroup,
+};
+use crate::protocol::{CONTROLLER, manager_id};
 
 /// One group, as the view service knows it.
 #[derive(Debug, Clone, Default)]
