@@ -37,9 +37,13 @@ pub struct System {
     pub deployment: &'static str,
     /// Teaches a box every kind of agent of the system.
     pub kinds: Kinds,
-    /// The transformed agents `test` checks.
-    pub targets: fn() -> Vec<crate::sim::Target>,
+    /// The `test` command (the simulator, in the `ovid-sim` crate, which the generated binary
+    /// links through its `check` module): the system and the arguments after `test`.
+    pub test: Option<TestCommand>,
 }
+
+/// Runs `<bin> test ARGS…` for a system.
+pub type TestCommand = fn(&System, Vec<String>) -> ExitCode;
 
 #[derive(Parser)]
 #[command(about = "Runs boxes of an Ovid system")]
@@ -88,44 +92,14 @@ enum Command {
     /// Prints the deployment description.
     Deployment,
     /// Checks every transformed agent in a deterministic simulation against the original agent
-    /// (linearizability, then refinement at quiescence); see docs/verification.md.
-    Test(TestArgs),
-}
-
-/// The flags of `test`.
-#[derive(clap::Args, Debug)]
-struct TestArgs {
-    /// Seeds to run per target (0, 1, 2, …).
-    #[arg(long, default_value_t = 100)]
-    seeds: u64,
-    /// Run only this seed.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Operations per seed, over all clients.
-    #[arg(long, default_value_t = 50)]
-    ops: usize,
-    /// Concurrent clients (at least one per agent that sends to the target).
-    #[arg(long, default_value_t = 3)]
-    clients: usize,
-    /// Comma-separated faults: delay, reorder, crash, partition, pause, churn, amnesia; or all
-    /// (all but churn and amnesia), none.
-    #[arg(long, default_value = "delay,reorder")]
-    faults: String,
-    /// Exactly these fault events (as a failure prints them), instead of generated ones.
-    #[arg(long)]
-    events: Option<String>,
-    /// Only this target (a virtual agent, e.g. KVS).
-    #[arg(long)]
-    target: Option<String>,
-    /// Replay a failure exactly, from the string it printed (the other flags are then ignored).
-    #[arg(long)]
-    replay: Option<String>,
-    /// Report a failure as found, without shrinking it.
-    #[arg(long)]
-    no_shrink: bool,
-    /// Print every event of the run, with --seed or --replay (or of the shrunk failure).
-    #[arg(long)]
-    trace: bool,
+    /// (linearizability, then refinement at quiescence); see docs/verification.md and
+    /// `<bin> test --help`.
+    #[command(disable_help_flag = true)]
+    Test {
+        /// The simulator's own flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Parses the command line and runs what it asks for; the whole `main` of a system binary.
@@ -133,7 +107,7 @@ pub fn main(system: System) -> ExitCode {
     let (deployment_json, kinds) = (system.deployment, system.kinds);
     let cli = Cli::parse();
     // The simulator runs every agent hundreds of times over; their warnings would drown its report.
-    let quiet = if matches!(cli.command, Command::Test(_)) {
+    let quiet = if matches!(cli.command, Command::Test { .. }) {
         "off"
     } else {
         "warn"
@@ -154,7 +128,15 @@ pub fn main(system: System) -> ExitCode {
         }
     };
     let cli = match cli.command {
-        Command::Test(args) => return run_test(&system, args),
+        Command::Test { args } => {
+            return match system.test {
+                Some(test) => test(&system, args),
+                None => {
+                    eprintln!("error: this binary was built without the simulator");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         other => Cli { command: other },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -187,7 +169,7 @@ pub fn main(system: System) -> ExitCode {
                 println!("{deployment_json}");
                 Ok(())
             }
-            Command::Test(_) => unreachable!("handled before the runtime starts"),
+            Command::Test { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     match result {
@@ -197,66 +179,6 @@ pub fn main(system: System) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `test`: runs the simulator (no tokio, no sockets, one thread), prints its report, and exits
-/// 0 if every target passed, 1 otherwise.
-fn run_test(system: &System, args: TestArgs) -> ExitCode {
-    let options = match test_options(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    crate::sim::quiet_agent_panics();
-    // As invoked, so that the printed command lines can be pasted back.
-    let program = std::env::args()
-        .next()
-        .unwrap_or_else(|| "system".to_string());
-    match crate::sim::test_system(system, &options) {
-        Ok(report) => {
-            print!("{}", report.render(&program));
-            if report.targets.is_empty() {
-                println!("no transformed agents to test");
-            }
-            if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The simulator's options from the flags of `test`.
-fn test_options(args: TestArgs) -> Result<crate::sim::Options, Error> {
-    use crate::sim::{FaultEvent, Faults, Options, Scenario};
-    let replay = args
-        .replay
-        .as_deref()
-        .map(Scenario::parse_replay)
-        .transpose()?;
-    Ok(Options {
-        seeds: args.seeds,
-        seed: args.seed,
-        ops: args.ops,
-        clients: args.clients.max(1),
-        faults: Faults::parse(&args.faults)?,
-        events: args
-            .events
-            .as_deref()
-            .map(FaultEvent::parse_list)
-            .transpose()?,
-        target: args.target,
-        replay,
-        shrink: !args.no_shrink,
-        trace: args.trace,
-    })
 }
 
 async fn run_controller(deployment: &Deployment, listen: &str) -> Result<(), Error> {

@@ -34,7 +34,6 @@ pub mod protocol;
 pub mod routing;
 mod runner;
 mod shutdown;
-pub mod sim;
 mod slot;
 pub mod transport;
 pub mod views;

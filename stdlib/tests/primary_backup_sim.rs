@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ovid::launch::System;
-use ovid::sim::{Faults, Options, Rng, Target, test_system};
 use ovid::{BoxBuilder, Context, Error, Message, Payload};
+use ovid_sim::System;
+use ovid_sim::{Faults, Options, Rng, Target, test_system};
 use ovid_stdlib::expansion::{Args, Request, Role, Value};
 use ovid_stdlib::proxy::{Hooks, NoHooks};
 use serde::{Deserialize, Serialize};

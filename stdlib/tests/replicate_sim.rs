@@ -17,9 +17,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ovid::launch::System;
-use ovid::sim::{Faults, Options, Property, Rng, Target, test_system};
 use ovid::{BoxBuilder, Context, Error, Message, Payload};
+use ovid_sim::System;
+use ovid_sim::{Faults, Options, Property, Rng, Target, test_system};
 use ovid_stdlib::expansion::{Args, Request, Role, Value};
 use ovid_stdlib::proxy::{Hooks, NoHooks};
 use serde::{Deserialize, Serialize};
@@ -192,13 +192,13 @@ fn the_run_that_loses_an_amnesiac_log_loses_nothing_with_disks() {
 /// the proxy panicked). The proxy drops it and waits for the answer to its latest promise.
 #[test]
 fn a_stale_accept_sync_after_a_restart_from_disk_is_dropped() {
-    let scenario = ovid::sim::Scenario::parse_replay(
+    let scenario = ovid_sim::Scenario::parse_replay(
         "target=KVS;seed=33;ops=19;clients=3;faults=delay,reorder,crash,partition,pause;\
          events=partition(r0|r1|r2|r4)@1+794ms,pause(rteIngressProxy0)@2+280ms,pause(r0)@4+90ms,\
          partition(r0|r1|r3|front)@11+956ms,pause(r0)@11+50ms,crash(r3)@17+19ms",
     )
     .unwrap();
-    let out = ovid::sim::run_scenario(&system(5), &scenario, false).unwrap();
+    let out = ovid_sim::run_scenario(&system(5), &scenario, false).unwrap();
     assert_eq!(out.violation, None);
     assert_eq!(out.ops, 19);
 }
@@ -265,9 +265,9 @@ fn soak() {
 #[ignore]
 fn trace() {
     let replay = std::env::var("REPLAY").expect("REPLAY");
-    let scenario = ovid::sim::Scenario::parse_replay(&replay).unwrap();
+    let scenario = ovid_sim::Scenario::parse_replay(&replay).unwrap();
     let n = std::env::var("N").map_or(3, |n| n.parse().unwrap());
-    let out = ovid::sim::run_scenario(&system(n), &scenario, true).unwrap();
+    let out = ovid_sim::run_scenario(&system(n), &scenario, true).unwrap();
     for line in &out.trace {
         println!("{line}");
     }

@@ -101,8 +101,8 @@ pub fn check_rs(model: &Model, expanded: &Expanded) -> TokenStream {
     let imports = has_targets.then(|| {
         quote! {
             use ovid::agent::{serde_restore, serde_snapshot};
-            use ovid::sim::Rng;
             use ovid::{Error, Payload};
+            use ovid_sim::Rng;
             use ovid_stdlib::refinement::{Parts, State, refine_snapshot};
             use crate::agents::*;
             use crate::messages::*;
@@ -114,7 +114,12 @@ pub fn check_rs(model: &Model, expanded: &Expanded) -> TokenStream {
         //! What `ovidc test` checks: for each transformed agent, requests to drive it with and
         //! the refinement mapping from its physical agents' states to its own.
         #imports
-        use ovid::sim::Target;
+        use ovid_sim::Target;
+
+        /// `test`: the simulator, over the transformed agents below.
+        pub fn test(system: &ovid::launch::System, args: Vec<String>) -> std::process::ExitCode {
+            ovid_sim::cli::run(&ovid_sim::System::of(system, targets), args)
+        }
 
         /// The transformed agents `ovidc test` checks against their own code.
         pub fn targets() -> Vec<Target> {

@@ -39,12 +39,14 @@ pub struct Paths {
     pub runtime: PathBuf,
     /// The `ovid-stdlib` crate.
     pub stdlib: PathBuf,
+    /// The `ovid-sim` crate (the `test` command).
+    pub sim: PathBuf,
     /// `impl rust` crates: crate name → its directory.
     pub rust_crates: BTreeMap<String, PathBuf>,
 }
 
 impl Paths {
-    /// The runtime and stdlib of the Ovid checkout this `ovidc` was built from.
+    /// The runtime, stdlib and simulator of the Ovid checkout this `ovidc` was built from.
     pub fn of_this_checkout() -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
@@ -53,6 +55,7 @@ impl Paths {
         Paths {
             runtime: root.join("runtime"),
             stdlib: root.join("stdlib"),
+            sim: root.join("sim"),
             rust_crates: BTreeMap::new(),
         }
     }
@@ -99,8 +102,9 @@ pub fn generate(
 fn cargo_toml(system: &str, paths: &Paths) -> String {
     let name = package_name(system);
     let mut deps = format!(
-        "ovid = {{ path = {:?} }}\novid-stdlib = {{ path = {:?} }}\nserde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\n",
+        "ovid = {{ path = {:?} }}\novid-sim = {{ path = {:?} }}\novid-stdlib = {{ path = {:?} }}\nserde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\n",
         paths.runtime.display().to_string(),
+        paths.sim.display().to_string(),
         paths.stdlib.display().to_string(),
     );
     for (krate, dir) in &paths.rust_crates {
@@ -139,7 +143,7 @@ fn main_rs(system: &str) -> TokenStream {
             ovid::launch::main(ovid::launch::System {
                 deployment: system::DEPLOYMENT,
                 kinds: system::kinds,
-                targets: check::targets,
+                test: Some(check::test),
             })
         }
     }

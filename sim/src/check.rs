@@ -25,13 +25,13 @@ use std::panic::AssertUnwindSafe;
 
 use bytes::Bytes;
 
-use crate::agent::Agent;
-use crate::context::{Context, Effect};
-use crate::error::Error;
-use crate::message::Payload;
-use crate::sim::Property;
-use crate::sim::setup::Setup;
-use crate::sim::world::{EPOCH_MS, Op, RunOutput};
+use crate::Property;
+use crate::setup::Setup;
+use crate::world::{EPOCH_MS, Op, RunOutput};
+use ovid::agent::Agent;
+use ovid::context::{Context, Effect};
+use ovid::error::Error;
+use ovid::message::Payload;
 
 /// At most this many specification steps per check; past it the check is inconclusive.
 const MAX_STEPS: u64 = 1_000_000;

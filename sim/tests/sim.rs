@@ -4,12 +4,12 @@
 //! and reproduce from the printed seed and schedule.
 
 use bytes::Bytes;
-use ovid::launch::System;
-use ovid::sim::{
+use ovid::{Agent, BoxBuilder, Context, Error, LattNode, Message, Payload};
+use ovid_sim::System;
+use ovid_sim::{
     FaultKind, Faults, Options, Property, Refine, Report, Rng, Scenario, Target, run_scenario,
     test_system,
 };
-use ovid::{Agent, BoxBuilder, Context, Error, LattNode, Message, Payload};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -685,7 +685,7 @@ fn a_replicated_store_passes_with_crashes() {
 #[test]
 fn a_seed_reproduces_its_run_exactly() {
     let system = replica_system("ok");
-    let events = ovid::sim::FaultEvent::parse_list(
+    let events = ovid_sim::FaultEvent::parse_list(
         "crash(r1)@3+40ms,partition(front|r0)@5+2.5ms,pause(r2)@8+1s",
     )
     .unwrap();
@@ -729,7 +729,7 @@ fn a_seed_reproduces_its_run_exactly() {
 #[test]
 fn crashes_stay_within_what_replication_survives_unless_churn() {
     let system = replica_system("ok");
-    let events = ovid::sim::FaultEvent::parse_list(
+    let events = ovid_sim::FaultEvent::parse_list(
         "crash(r0)@2+1ms,crash(r1)@2+10ms,crash(r1)@10+1ms,crash(r0)@20+1ms",
     )
     .unwrap();
@@ -828,7 +828,7 @@ fn a_request_dropped_without_any_crash_is_caught() {
 
 #[test]
 fn a_panicking_proxy_is_caught() {
-    ovid::sim::quiet_agent_panics();
+    ovid_sim::quiet_agent_panics();
     let s = assert_fails_and_replays(
         &shard_system("panic", shard_targets),
         &options(20, "none"),
@@ -872,7 +872,7 @@ fn bad_arguments_are_refused() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("no target `Nope`"), "{e}");
-    let events = ovid::sim::FaultEvent::parse_list("crash(nowhere)@1+5ms").unwrap();
+    let events = ovid_sim::FaultEvent::parse_list("crash(nowhere)@1+5ms").unwrap();
     let e = test_system(
         &system,
         &Options {

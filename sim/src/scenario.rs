@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-use crate::error::Error;
+use ovid::error::Error;
 
 /// The kinds of trouble a run may contain
 /// (`--faults delay,reorder,crash,partition,pause,churn,amnesia`).
@@ -26,7 +26,7 @@ pub struct Faults {
     /// Messages between different pairs of agents overtake each other (random short latencies).
     pub reorder: bool,
     /// Whole boxes crash (losing their agents' state and messages) and restart fresh; what an
-    /// agent synced to its durable store ([`crate::Context::durable`]) survives, as on a disk.
+    /// agent synced to its durable store ([`ovid::Context::durable`]) survives, as on a disk.
     pub crash: bool,
     /// Boxes are cut off from each other; messages across the cut wait until it heals.
     pub partition: bool,

@@ -40,16 +40,16 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
-use crate::agent::Agent;
-use crate::context::{Context, Effect};
-use crate::durable::{DurableLog, MemoryDisk};
-use crate::error::Error;
-use crate::message::{Id, Payload};
-use crate::routing::CONTROLLER;
-use crate::sim::scenario::{FaultEvent, FaultKind, Scenario};
-use crate::sim::setup::Setup;
-use crate::sim::{Property, Rng};
-use crate::views::{AddBackup, JoinGroup, NewView, RemoveBackup, ViewService, WatchGroup};
+use crate::scenario::{FaultEvent, FaultKind, Scenario};
+use crate::setup::Setup;
+use crate::{Property, Rng};
+use ovid::agent::Agent;
+use ovid::context::{Context, Effect};
+use ovid::durable::{DurableLog, MemoryDisk};
+use ovid::error::Error;
+use ovid::message::{Id, Payload};
+use ovid::routing::CONTROLLER;
+use ovid::views::{AddBackup, JoinGroup, NewView, RemoveBackup, ViewService, WatchGroup};
 
 /// What the clients' clocks read at virtual time 0: a plausible "now", in milliseconds.
 pub(crate) const EPOCH_MS: u64 = 1_750_000_000_000;

@@ -14,7 +14,7 @@
 //! * `world`: one run, event by event.
 //! * `check`: the linearizability search and the refinement check.
 //!
-//! [`test_system`] runs it all for a system; `<bin> test` (see [`crate::launch`]) is its
+//! [`test_system`] runs it all for a system; `<bin> test` (see [`ovid::launch`]) is its
 //! command line, and docs/verification.md tells what it guarantees.
 
 use std::cell::Cell;
@@ -22,18 +22,41 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fmt::Write as _;
 
-use crate::deployment::Deployment;
-use crate::error::Error;
-use crate::latt::LattNode;
-use crate::launch::System;
-use crate::message::Payload;
+use ovid::deployment::Deployment;
+use ovid::error::Error;
+use ovid::latt::LattNode;
+use ovid::launch::Kinds;
+use ovid::message::Payload;
 
 mod check;
+pub mod cli;
 pub mod scenario;
 mod setup;
 mod world;
 
 pub use scenario::{FaultEvent, FaultKind, Faults, Scenario};
+
+/// What the simulator is given of a system: what its binary knows, and its transformed agents.
+#[derive(Clone, Copy)]
+pub struct System {
+    /// `deployment.json`.
+    pub deployment: &'static str,
+    /// Teaches a box every kind of agent of the system.
+    pub kinds: Kinds,
+    /// The transformed agents `test` checks.
+    pub targets: fn() -> Vec<Target>,
+}
+
+impl System {
+    /// The system a generated binary describes, with the targets of its `check` module.
+    pub fn of(system: &ovid::launch::System, targets: fn() -> Vec<Target>) -> Self {
+        System {
+            deployment: system.deployment,
+            kinds: system.kinds,
+            targets,
+        }
+    }
+}
 
 /// A small, seeded, repeatable random number generator for workloads and schedules.
 #[derive(Debug, Clone)]

@@ -17,14 +17,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::controller::Controller;
-use crate::deployment::Deployment;
-use crate::error::Error;
-use crate::host::{BoxBuilder, Factory};
-use crate::latt::LattNode;
-use crate::launch::System;
-use crate::routing::is_refinement;
-use crate::sim::Target;
+use crate::System;
+use crate::Target;
+use ovid::controller::Controller;
+use ovid::deployment::Deployment;
+use ovid::error::Error;
+use ovid::host::{BoxBuilder, Factory};
+use ovid::latt::LattNode;
+use ovid::routing::is_refinement;
 
 /// One physical agent the simulator runs.
 pub(crate) struct AgentSetup {
