@@ -32,7 +32,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use omnipaxos::OmniPaxos;
 use omnipaxos::messages::Message as OpMessage;
 use omnipaxos::storage::{Entry, NoSnapshot};
 use omnipaxos::util::LogEntry;
@@ -43,13 +42,24 @@ use crate::context::Context;
 use crate::controller::Controller;
 use crate::error::Error;
 use crate::message::{Id, Message, Payload};
-use crate::paxos::{self, NodeConfig, PaxosState, Recovery, SharedStore};
+use crate::paxos::{NodeConfig, PaxosState};
 use crate::protocol::{
     BrtAnswer, CONTROLLER, RegisterBox, Registered, ResolveBrt, system_messages,
 };
 pub use crate::protocol::{replica_box, replica_id};
+use crate::smr::Driver;
 
 const TICK: &str = "controller::tick";
+
+/// How replica `index` of `n` builds its omnipaxos node.
+fn node_config(index: usize, n: usize, timing: &Timing) -> NodeConfig {
+    NodeConfig {
+        n,
+        index,
+        election_ticks: timing.election_ticks,
+        resend_ticks: timing.resend_ticks,
+    }
+}
 
 /// One input of the controller, as the replicated log holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,25 +175,13 @@ impl Default for Timing {
     }
 }
 
-/// Where the replica is in its life.
-enum Mode {
-    /// Rebuilding its acceptor state from its peers; takes no part in consensus.
-    Recovering(Recovery<Input>),
-    /// A Paxos node.
-    Active {
-        /// The omnipaxos instance.
-        paxos: Box<OmniPaxos<Input, SharedStore<Input>>>,
-        /// Its storage, which this replica reads too (to answer a recovering peer).
-        store: SharedStore<Input>,
-    },
-}
-
 /// One member of the replicated controller (see the module docs).
 pub struct ControllerReplica {
     index: usize,
     peers: Vec<Id>,
     timing: Timing,
-    mode: Mode,
+    /// Its node of the replicated log.
+    node: Driver<Input>,
     /// The controller, fed the decided inputs in log order.
     controller: Controller,
     /// How many log entries were applied to `controller`.
@@ -198,14 +196,9 @@ pub struct ControllerReplica {
     next_seq: u64,
     /// Inputs proposed here and not yet applied: proposed again when the leader changes.
     proposed: BTreeMap<(u64, u64, u64), Input>,
-    /// The leader's ballot last seen, to notice a change.
-    last_promise: Option<omnipaxos::ballot_leader_election::Ballot>,
     /// Whether this replica led at the last step (to notice becoming leader).
     leading: bool,
     ticks: u64,
-    outgoing: Vec<OpMessage<Input>>,
-    /// Whether the replica keeps its acceptor state in its context's durable store.
-    durable: bool,
 }
 
 impl ControllerReplica {
@@ -217,11 +210,15 @@ impl ControllerReplica {
                 "controller replica {index} is not among {n}"
             )));
         }
+        let timing = Timing::default();
         Ok(ControllerReplica {
             index,
             peers: (0..n).map(|i| Id::from(replica_id(i))).collect(),
-            timing: Timing::default(),
-            mode: Mode::Recovering(Recovery::default()),
+            node: Driver::new(
+                node_config(index, n, &timing),
+                format!("controller replica {index}"),
+            ),
+            timing,
             controller,
             applied: 0,
             seen: BTreeSet::new(),
@@ -229,89 +226,44 @@ impl ControllerReplica {
             incarnation: 0,
             next_seq: 0,
             proposed: BTreeMap::new(),
-            last_promise: None,
             leading: false,
             ticks: 0,
-            outgoing: Vec::new(),
-            durable: false,
         })
     }
 
     /// Sets how often the replica acts on its own.
     pub fn timing(mut self, timing: Timing) -> Self {
+        self.node = Driver::new(
+            node_config(self.index, self.n(), &timing),
+            format!("controller replica {}", self.index),
+        );
         self.timing = timing;
         self
-    }
-
-    /// The replica's index in its group.
-    pub fn index(&self) -> usize {
-        self.index
     }
 
     fn n(&self) -> usize {
         self.peers.len()
     }
 
-    /// An omnipaxos node over `state`; `whole`: the durable store does not hold it yet.
-    fn build(&self, state: PaxosState<Input>, whole: bool) -> Result<Mode, Error> {
-        let config = NodeConfig {
-            n: self.n(),
-            index: self.index,
-            election_ticks: self.timing.election_ticks,
-            resend_ticks: self.timing.resend_ticks,
-        };
-        let (paxos, store) = paxos::node(state, config, self.durable.then_some(whole))?;
-        Ok(Mode::Active {
-            paxos: Box::new(paxos),
-            store,
-        })
-    }
-
-    fn leader(&self) -> Option<u64> {
-        match &self.mode {
-            Mode::Active { paxos, .. } => paxos.get_current_leader().map(|(pid, _)| pid - 1),
-            Mode::Recovering(_) => None,
-        }
-    }
-
+    /// Asks every peer that has not yet answered with a state for its state.
     fn query(&self, ctx: &mut Context) {
-        if let Mode::Recovering(r) = &self.mode {
-            for i in r.to_ask(self.index, self.n()) {
-                ctx.send_physical(
-                    &self.peers[i],
-                    ControllerRecoverQuery {
-                        nonce: r.nonce,
-                        from: self.index as u64,
-                    },
-                );
-            }
+        let Some((nonce, peers)) = self.node.to_ask() else {
+            return;
+        };
+        for i in peers {
+            ctx.send_physical(
+                &self.peers[i],
+                ControllerRecoverQuery {
+                    nonce,
+                    from: self.index as u64,
+                },
+            );
         }
     }
 
-    /// Joins consensus once f+1 peers gave their state, or every peer said that nobody has
-    /// accepted anything (the group's first start); the argument is `replicate`'s.
-    fn try_activate(&mut self, ctx: &mut Context) -> Result<(), Error> {
-        let Mode::Recovering(r) = &self.mode else {
-            return Ok(());
-        };
-        let Some(state) = r.state(self.n()) else {
-            return Ok(());
-        };
-        tracing::info!(
-            replica = self.index,
-            entries = state.log.len(),
-            decided = state.decided,
-            "controller replica recovered its state from its peers"
-        );
-        self.mode = self.build(state, true)?;
-        // What arrived while recovering is proposed now.
-        if let Mode::Active { paxos, .. } = &mut self.mode {
-            for input in self.proposed.values() {
-                let _ = paxos.append(input.clone());
-            }
-        }
-        self.pump(ctx);
-        Ok(())
+    /// The replica's index in its group.
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     /// Takes an input for the log: proposed now, or once this replica has recovered.
@@ -323,26 +275,20 @@ impl ControllerReplica {
             bytes: message.to_bytes()?.to_vec(),
         };
         self.next_seq += 1;
-        tracing::debug!(replica = self.index, from = %input.from, message = %input.name, active = matches!(self.mode, Mode::Active { .. }), "controller input proposed");
+        tracing::debug!(replica = self.index, from = %input.from, message = %input.name, active = self.node.is_active(), "controller input proposed");
         self.proposed.insert(input.origin, input.clone());
-        if let Mode::Active { paxos, .. } = &mut self.mode {
-            if let Err(e) = paxos.append(input) {
-                tracing::warn!(replica = self.index, error = ?e, "omnipaxos refused a proposal");
-            }
+        if self.node.is_active() {
+            self.node.append(input);
             self.pump(ctx);
         }
         Ok(())
     }
-
     /// The leader proposes that the controller's timer `name` fired. Not kept for proposing
     /// again: a tick lost in a leader change is made up by the next leader's own timer.
     fn propose_timer(&mut self, ctx: &mut Context, name: &str) {
-        if !self.leading {
+        if !self.leading || !self.node.is_active() {
             return;
         }
-        let Mode::Active { paxos, .. } = &mut self.mode else {
-            return;
-        };
         let bytes = match postcard::to_stdvec(&ControllerTimer { name: name.into() }) {
             Ok(b) => b,
             Err(e) => {
@@ -357,61 +303,31 @@ impl ControllerReplica {
             bytes,
         };
         self.next_seq += 1;
-        if let Err(e) = paxos.append(input) {
-            tracing::warn!(replica = self.index, error = ?e, "omnipaxos refused a timer input");
-        }
+        self.node.append(input);
         self.pump(ctx);
     }
-
-    /// After anything that may have moved omnipaxos: propose again on a leader change, send
-    /// what omnipaxos wants sent, apply what it decided, and take over as leader if elected.
+    /// After anything that may have moved omnipaxos: send what it wants sent, apply what it
+    /// decided, and take over as leader if elected.
     fn pump(&mut self, ctx: &mut Context) {
-        let Mode::Active { paxos, .. } = &mut self.mode else {
+        let proposed = &self.proposed;
+        let Some(step) = self
+            .node
+            .pump(ctx, self.applied, || proposed.values().cloned().collect())
+        else {
             return;
         };
-        let promise = paxos.get_promise();
-        if self.last_promise != Some(promise) {
-            // A new leader: what was proposed through the old one may be lost. Proposing it
-            // again is harmless: an input is applied once.
-            self.last_promise = Some(promise);
-            for input in self.proposed.values() {
-                let _ = paxos.append(input.clone());
-            }
-        }
-        // What omnipaxos is about to send must be on disk before anyone hears of it.
-        if !self.flush(ctx) {
-            return;
-        }
-        let Mode::Active { paxos, .. } = &mut self.mode else {
-            return;
-        };
-        paxos.take_outgoing_messages(&mut self.outgoing);
-        let mut by_peer: BTreeMap<u64, Vec<OpMessage<Input>>> = BTreeMap::new();
-        for m in self.outgoing.drain(..) {
-            by_peer.entry(m.get_receiver()).or_default().push(m);
-        }
-        for (pid, messages) in by_peer {
-            if let Some(peer) = (pid as usize)
-                .checked_sub(1)
-                .and_then(|i| self.peers.get(i))
-            {
+        for (i, messages) in step.outgoing {
+            if let Some(peer) = self.peers.get(i) {
                 ctx.send_physical(peer, ControllerPaxos { messages });
             }
         }
-        let leading = paxos
-            .get_current_leader()
-            .is_some_and(|(pid, _)| pid == self.index as u64 + 1);
-        let mut decided = Vec::new();
-        if paxos.get_decided_idx() > self.applied {
-            decided = paxos.read_decided_suffix(self.applied).unwrap_or_default();
-        }
-        for entry in decided {
+        for entry in step.decided {
             self.applied += 1;
             if let LogEntry::Decided(input) = entry {
-                self.apply(ctx, input, leading);
+                self.apply(ctx, input, step.leading);
             }
         }
-        if leading && !self.leading {
+        if step.leading && !self.leading {
             tracing::info!(replica = self.index, "controller replica leads");
             // On the box's standard output too: `ovidc run` shows who leads, and its tests
             // read it to know which process to kill.
@@ -426,41 +342,8 @@ impl ControllerReplica {
                 ctx.emit(effect);
             }
         }
-        self.leading = leading;
+        self.leading = step.leading;
     }
-
-    /// The acceptor state in the durable store, if there is one and it holds a state (an
-    /// unreadable store counts as a lost disk).
-    fn load(&self, ctx: &mut Context) -> Option<PaxosState<Input>> {
-        let log = ctx.durable()?;
-        match SharedStore::load(log) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::error!(replica = self.index, error = %e, "durable store unreadable; recovering from peers");
-                None
-            }
-        }
-    }
-
-    /// Makes the acceptor's changes durable. False if they cannot be: then nothing that
-    /// depends on them may be sent, and the replica stops (as if its box had crashed).
-    fn flush(&mut self, ctx: &mut Context) -> bool {
-        let Mode::Active { store, .. } = &self.mode else {
-            return true;
-        };
-        let Some(log) = ctx.durable() else {
-            return true;
-        };
-        match store.flush(log) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(replica = self.index, error = %e, "cannot write the durable store; stopping");
-                ctx.finish();
-                false
-            }
-        }
-    }
-
     /// Applies one decided input to the controller; `emit`: carry out what it asks.
     fn apply(&mut self, ctx: &mut Context, input: Input, emit: bool) {
         self.proposed.remove(&input.origin);
@@ -522,15 +405,12 @@ impl ControllerReplica {
     }
 
     fn status(&self, req: u64) -> ControllerStatus {
-        let decided = match &self.mode {
-            Mode::Active { paxos, .. } => paxos.get_decided_idx() as u64,
-            Mode::Recovering(_) => 0,
-        };
+        let decided = self.node.progress().0 as u64;
         ControllerStatus {
             req,
             index: self.index as u64,
-            active: matches!(self.mode, Mode::Active { .. }),
-            leader: self.leader(),
+            active: self.node.is_active(),
+            leader: self.node.leader(),
             decided,
             applied: self.applied as u64,
         }
@@ -546,27 +426,16 @@ impl Agent for ControllerReplica {
     fn on_start(&mut self, ctx: &mut Context) {
         // A number for this incarnation that an earlier one is unlikely to have had.
         self.incarnation = ctx.now_millis().rotate_left(20) ^ ctx.random(i64::MAX) as u64;
-        self.durable = ctx.durable().is_some();
-        let stored = self.load(ctx);
-        if stored.is_some() || self.n() == 1 {
-            // Its own state from disk; or, in a group of one, which has no peer to recover
-            // from, an empty log (every time, without a durable store).
-            let whole = stored.is_none();
-            if let Some(state) = &stored {
-                tracing::info!(
-                    replica = self.index,
-                    entries = state.log.len(),
-                    decided = state.decided,
-                    "controller replica restored its state from its durable store"
-                );
-            }
-            match self.build(stored.unwrap_or_default(), whole) {
-                Ok(mode) => self.mode = mode,
+        if self.node.start(ctx, self.incarnation) {
+            self.pump(ctx);
+        } else if self.n() == 1 {
+            // A group of one has no peer to recover from: an empty log (every time, without a
+            // durable store).
+            match self.node.activate(PaxosState::default(), true) {
+                Ok(()) => self.pump(ctx),
                 Err(e) => tracing::error!(error = %e, "controller replica cannot start"),
             }
-            self.pump(ctx);
-        } else if let Mode::Recovering(r) = &mut self.mode {
-            r.nonce = self.incarnation;
+        } else {
             self.query(ctx);
         }
         ctx.set_timer(TICK, self.timing.tick);
@@ -579,16 +448,11 @@ impl Agent for ControllerReplica {
             return;
         }
         self.ticks += 1;
-        match &mut self.mode {
-            Mode::Active { paxos, .. } => {
-                paxos.tick();
-                self.pump(ctx);
-            }
-            Mode::Recovering(_) => {
-                if self.ticks.is_multiple_of(self.timing.recover_ticks) {
-                    self.query(ctx);
-                }
-            }
+        if self.node.is_active() {
+            self.node.tick();
+            self.pump(ctx);
+        } else if self.ticks.is_multiple_of(self.timing.recover_ticks) {
+            self.query(ctx);
         }
         ctx.set_timer(TICK, self.timing.tick);
     }
@@ -596,20 +460,13 @@ impl Agent for ControllerReplica {
     fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
         if message.is::<ControllerPaxos>() {
             let batch = message.decode::<ControllerPaxos>()?;
-            if let Mode::Active { paxos, .. } = &mut self.mode {
-                for m in batch.messages {
-                    if !crate::paxos::is_stale_accept_sync(&m, paxos.get_decided_idx()) {
-                        paxos.handle_incoming(m);
-                    }
-                }
+            if self.node.is_active() {
+                self.node.handle(batch.messages);
                 self.pump(ctx);
             }
         } else if message.is::<ControllerRecoverQuery>() {
             let q = message.decode::<ControllerRecoverQuery>()?;
-            let (state, history) = match &self.mode {
-                Mode::Active { store, .. } => paxos::answer(Some(store), false),
-                Mode::Recovering(r) => paxos::answer(None, r.history),
-            };
+            let (state, history) = self.node.answer();
             if let Some(peer) = self.peers.get(q.from as usize) {
                 ctx.send_physical(
                     peer,
@@ -623,18 +480,13 @@ impl Agent for ControllerReplica {
             }
         } else if message.is::<ControllerRecoverState>() {
             let answer = message.decode::<ControllerRecoverState>()?;
-            let (n, me) = (self.n(), self.index);
-            if let Mode::Recovering(r) = &mut self.mode
-                && r.take(
-                    answer.nonce,
-                    answer.index as usize,
-                    me,
-                    n,
-                    answer.state,
-                    answer.history,
-                )
+            let from = answer.index as usize;
+            if self
+                .node
+                .take_answer(answer.nonce, from, answer.state, answer.history)?
             {
-                self.try_activate(ctx)?;
+                // What arrived while recovering is proposed in the pump.
+                self.pump(ctx);
             }
         } else if message.is::<GetControllerStatus>() {
             let q = message.decode::<GetControllerStatus>()?;

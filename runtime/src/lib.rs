@@ -35,6 +35,7 @@ pub mod routing;
 mod runner;
 mod shutdown;
 mod slot;
+pub mod smr;
 pub mod transport;
 pub mod views;
 

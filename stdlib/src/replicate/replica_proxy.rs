@@ -23,10 +23,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use omnipaxos::OmniPaxos;
-use omnipaxos::messages::Message as OpMessage;
 use omnipaxos::util::LogEntry;
-use ovid::paxos::{self, NodeConfig, Recovery};
+use ovid::paxos::NodeConfig;
+use ovid::smr::Driver;
 use ovid::{Agent, Context, Error, Id, Payload};
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +33,7 @@ use super::apply::{Applier, Step};
 use super::messages::{
     Command, Outcome, Paxos, RecoverQuery, RecoverState, ReplicaStatus, Reply, Status, Submit,
 };
-use super::storage::{PaxosState, SharedStore};
+use super::storage::PaxosState;
 use crate::expansion::{Args, int};
 use crate::proxy;
 
@@ -85,21 +84,6 @@ impl Timing {
     }
 }
 
-/// Where the proxy is in its life.
-enum Mode {
-    /// Rebuilding its acceptor state from its peers; takes no part in consensus.
-    Recovering(Recovery<Command>),
-    /// A Paxos node.
-    Active {
-        /// The omnipaxos instance.
-        paxos: Box<OmniPaxos<Command, SharedStore>>,
-        /// Its storage, which this proxy reads too.
-        store: SharedStore,
-    },
-    /// `replicate(1)`: one replica, no consensus; requests are applied as they come.
-    Solo,
-}
-
 /// What [`Agent::snapshot`] captures: the acceptor state and the applier.
 #[derive(Serialize, Deserialize)]
 struct Saved {
@@ -121,17 +105,14 @@ pub struct ReplicaProxy {
     replica: Id,
     timing: Timing,
     me: Id,
-    mode: Mode,
+    /// Its node of the replicated log (unused by `replicate(1)`, which needs no consensus:
+    /// requests are applied as they come).
+    node: Driver<Command>,
     applier: Applier,
     /// Requests submitted here and not yet answered: (client, seq) → (ingress proxy, command).
     waiting: BTreeMap<(String, u64), (Id, Command)>,
-    /// The leader last seen, to propose again what waits here when it changes.
-    last_promise: Option<omnipaxos::ballot_leader_election::Ballot>,
     ticks: u64,
-    outgoing: Vec<OpMessage<Command>>,
     steps: Vec<Step>,
-    /// Whether the proxy keeps its acceptor state in its context's durable store.
-    durable: bool,
 }
 
 impl ReplicaProxy {
@@ -155,20 +136,24 @@ impl ReplicaProxy {
             .into_iter()
             .next()
             .ok_or_else(|| Error::Invalid("ReplicaProxy: no replica in `targets`".into()))?;
+        let timing = Timing::from_args(args);
+        let config = NodeConfig {
+            n: peers.len(),
+            index,
+            election_ticks: timing.election_ticks,
+            resend_ticks: timing.resend_ticks,
+        };
         Ok(ReplicaProxy {
             index,
             me: peers[index].clone(),
+            node: Driver::new(config, peers[index].to_string()),
             peers,
             replica: replica.into(),
-            timing: Timing::from_args(args),
-            mode: Mode::Recovering(Recovery::default()),
+            timing,
             applier: Applier::default(),
             waiting: BTreeMap::new(),
-            last_promise: None,
             ticks: 0,
-            outgoing: Vec::new(),
             steps: Vec::new(),
-            durable: false,
         })
     }
 
@@ -176,142 +161,57 @@ impl ReplicaProxy {
         self.peers.len()
     }
 
-    /// An omnipaxos node over `state` ([`ovid::paxos::node`]); `whole`: the durable store does
-    /// not hold `state` yet (it came from peers or a snapshot), so it is written whole.
-    fn build(&self, state: PaxosState, whole: bool) -> Result<Mode, Error> {
-        let config = NodeConfig {
-            n: self.n(),
-            index: self.index,
-            election_ticks: self.timing.election_ticks,
-            resend_ticks: self.timing.resend_ticks,
-        };
-        let (paxos, store) = paxos::node(state, config, self.durable.then_some(whole))?;
-        Ok(Mode::Active {
-            paxos: Box::new(paxos),
-            store,
-        })
+    /// Whether there is one replica: no consensus, requests applied as they come.
+    fn solo(&self) -> bool {
+        self.n() == 1
     }
 
     fn leader(&self) -> Option<u64> {
-        match &self.mode {
-            Mode::Active { paxos, .. } => paxos.get_current_leader().map(|(pid, _)| pid - 1),
-            Mode::Solo => Some(self.index as u64),
-            Mode::Recovering(_) => None,
+        if self.solo() {
+            Some(self.index as u64)
+        } else {
+            self.node.leader()
         }
     }
-
     /// Asks every peer that has not yet answered with a state for its state.
     fn query(&self, ctx: &mut Context) {
-        if let Mode::Recovering(r) = &self.mode {
-            for i in r.to_ask(self.index, self.n()) {
-                ctx.send_physical(&self.peers[i], RecoverQuery { nonce: r.nonce });
+        if let Some((nonce, peers)) = self.node.to_ask() {
+            for i in peers {
+                ctx.send_physical(&self.peers[i], RecoverQuery { nonce });
             }
         }
     }
-
-    /// Joins consensus if the answers allow it (see the module docs).
-    fn try_activate(&mut self, ctx: &mut Context) -> Result<(), Error> {
-        let Mode::Recovering(r) = &self.mode else {
-            return Ok(());
-        };
-        // f+1 peers' states, or the system's first start (see the module docs).
-        let Some(state) = r.state(self.n()) else {
-            return Ok(());
-        };
-        tracing::info!(proxy = %self.me, entries = state.log.len(), decided = state.decided, "replica proxy recovered its state from its peers");
-        self.mode = self.build(state, true)?;
-        self.pump(ctx);
-        Ok(())
-    }
-
-    /// The acceptor state in the durable store, if there is one and it holds a state. An
-    /// unreadable store counts as a lost disk: the proxy recovers from its peers, then
-    /// rewrites it.
-    fn load(&self, ctx: &mut Context) -> Option<PaxosState> {
-        let log = ctx.durable()?;
-        match SharedStore::load(log) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::error!(proxy = %self.me, error = %e, "durable store unreadable; recovering from peers");
-                None
-            }
-        }
-    }
-
-    /// Makes the acceptor's changes durable. False if they cannot be: then nothing that
-    /// depends on them may be sent, and the proxy stops (as if its box had crashed).
-    fn flush(&mut self, ctx: &mut Context) -> bool {
-        let Mode::Active { store, .. } = &self.mode else {
-            return true;
-        };
-        let Some(log) = ctx.durable() else {
-            return true;
-        };
-        match store.flush(log) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(proxy = %self.me, error = %e, "cannot write the durable store; stopping");
-                ctx.finish();
-                false
-            }
-        }
-    }
-
-    /// After anything that may have moved omnipaxos: propose again on a leader change, send
-    /// what omnipaxos wants sent, apply what it decided.
+    /// After anything that may have moved omnipaxos: send what it wants sent, apply what it
+    /// decided (what waits here is proposed again when the leader changes).
     fn pump(&mut self, ctx: &mut Context) {
-        if let Mode::Active { paxos, .. } = &mut self.mode {
-            let promise = paxos.get_promise();
-            if self.last_promise != Some(promise) {
-                // A new leader (or the first): what was proposed through the old one may be
-                // lost. Duplicates are harmless: the applier runs each request once.
-                self.last_promise = Some(promise);
-                for (key, (_, cmd)) in &self.waiting {
-                    if !self.applier.seen(&key.0, key.1) {
-                        let _ = paxos.append(cmd.clone());
-                    }
-                }
-            }
-        }
-        // What omnipaxos is about to send (a promise, an acceptance, a decision) must be on
-        // disk before anyone hears of it.
-        if !self.flush(ctx) {
+        let (waiting, applier) = (&self.waiting, &self.applier);
+        let pending = || {
+            waiting
+                .iter()
+                .filter(|(key, _)| !applier.seen(&key.0, key.1))
+                .map(|(_, (_, cmd))| cmd.clone())
+                .collect()
+        };
+        let Some(step) = self.node.pump(ctx, self.applier.applied as usize, pending) else {
             return;
+        };
+        for (i, messages) in step.outgoing {
+            if let Some(peer) = self.peers.get(i) {
+                ctx.send_physical(peer, Paxos { messages });
+            }
         }
-        if let Mode::Active { paxos, .. } = &mut self.mode {
-            paxos.take_outgoing_messages(&mut self.outgoing);
-            let mut by_peer: BTreeMap<u64, Vec<OpMessage<Command>>> = BTreeMap::new();
-            for m in self.outgoing.drain(..) {
-                by_peer.entry(m.get_receiver()).or_default().push(m);
-            }
-            for (pid, messages) in by_peer {
-                if let Some(peer) = (pid as usize)
-                    .checked_sub(1)
-                    .and_then(|i| self.peers.get(i))
-                {
-                    ctx.send_physical(peer, Paxos { messages });
+        for entry in step.decided {
+            let index = self.applier.applied;
+            match entry {
+                LogEntry::Decided(cmd) | LogEntry::Undecided(cmd) => {
+                    self.applier.apply(index, cmd, &mut self.steps)
                 }
-            }
-            let decided = paxos.get_decided_idx() as u64;
-            if decided > self.applier.applied {
-                for entry in paxos
-                    .read_decided_suffix(self.applier.applied as usize)
-                    .unwrap_or_default()
-                {
-                    let index = self.applier.applied;
-                    match entry {
-                        LogEntry::Decided(cmd) | LogEntry::Undecided(cmd) => {
-                            self.applier.apply(index, cmd, &mut self.steps)
-                        }
-                        // Never produced: replicate neither compacts nor reconfigures.
-                        _ => self.applier.applied += 1,
-                    }
-                }
+                // Never produced: replicate neither compacts nor reconfigures.
+                _ => self.applier.applied += 1,
             }
         }
         self.run_steps(ctx);
     }
-
     /// Carries out what the applier decided.
     fn run_steps(&mut self, ctx: &mut Context) {
         let leader = self.leader();
@@ -365,34 +265,27 @@ impl ReplicaProxy {
             // Already in the decided log; its outcome comes when the replica replies.
             return;
         }
-        match &mut self.mode {
-            Mode::Active { paxos, .. } => {
-                if let Err(e) = paxos.append(cmd) {
-                    tracing::warn!(proxy = %self.me, error = ?e, "omnipaxos refused a proposal");
-                }
-                self.pump(ctx);
-            }
-            Mode::Solo => {
-                let index = self.applier.applied;
-                self.applier.apply(index, cmd, &mut self.steps);
-                self.run_steps(ctx);
-            }
-            // Proposed once this proxy has recovered (`pump` proposes what waits).
-            Mode::Recovering(_) => {}
+        if self.solo() {
+            let index = self.applier.applied;
+            self.applier.apply(index, cmd, &mut self.steps);
+            self.run_steps(ctx);
+        } else if self.node.is_active() {
+            self.node.append(cmd);
+            self.pump(ctx);
         }
+        // Otherwise proposed once this proxy has recovered (`pump` proposes what waits).
     }
 
     fn status(&self) -> ReplicaStatus {
-        let (decided, log_len) = match &self.mode {
-            Mode::Active { paxos, store } => {
-                (paxos.get_decided_idx() as u64, store.log_len() as u64)
-            }
-            Mode::Solo => (self.applier.applied, self.applier.applied),
-            Mode::Recovering(_) => (0, 0),
+        let (decided, log_len) = if self.solo() {
+            (self.applier.applied, self.applier.applied)
+        } else {
+            let (decided, log_len) = self.node.progress();
+            (decided as u64, log_len as u64)
         };
         ReplicaStatus {
             index: self.index as u64,
-            active: !matches!(self.mode, Mode::Recovering(_)),
+            active: self.solo() || self.node.is_active(),
             leader: self.leader(),
             decided,
             applied: self.applier.applied,
@@ -405,51 +298,29 @@ impl ReplicaProxy {
 
 impl Agent for ReplicaProxy {
     fn on_start(&mut self, ctx: &mut Context) {
-        if self.n() == 1 {
-            self.mode = Mode::Solo;
+        if self.solo() {
             return;
         }
-        self.durable = ctx.durable().is_some();
-        if let Mode::Active { store, .. } = &self.mode {
-            // Restored from a snapshot: omnipaxos recovers from its own state, which the
-            // durable store does not hold yet.
-            if self.durable {
-                store.journal(true);
-            }
+        // A number for this incarnation that an earlier one is unlikely to have had.
+        let nonce = ctx.now_millis().rotate_left(20) ^ ctx.random(i64::MAX) as u64;
+        if self.node.start(ctx, nonce) {
             self.pump(ctx);
-        } else if let Some(state) = self.load(ctx) {
-            tracing::info!(proxy = %self.me, entries = state.log.len(), decided = state.decided, "replica proxy restored its state from its durable store");
-            match self.build(state, false) {
-                Ok(mode) => self.mode = mode,
-                Err(e) => {
-                    tracing::error!(proxy = %self.me, error = %e, "replica proxy cannot start")
-                }
-            }
-            self.pump(ctx);
-        } else if let Mode::Recovering(r) = &mut self.mode {
-            // A number for this incarnation that an earlier one is unlikely to have had.
-            r.nonce = ctx.now_millis().rotate_left(20) ^ ctx.random(i64::MAX) as u64;
+        } else {
             self.query(ctx);
         }
         ctx.set_timer(TICK, self.timing.tick);
     }
 
     fn on_timer(&mut self, ctx: &mut Context, name: &str) {
-        if name != TICK {
+        if name != TICK || self.solo() {
             return;
         }
         self.ticks += 1;
-        match &mut self.mode {
-            Mode::Active { paxos, .. } => {
-                paxos.tick();
-                self.pump(ctx);
-            }
-            Mode::Recovering(_) => {
-                if self.ticks.is_multiple_of(self.timing.recover_ticks) {
-                    self.query(ctx);
-                }
-            }
-            Mode::Solo => return,
+        if self.node.is_active() {
+            self.node.tick();
+            self.pump(ctx);
+        } else if self.ticks.is_multiple_of(self.timing.recover_ticks) {
+            self.query(ctx);
         }
         ctx.set_timer(TICK, self.timing.tick);
     }
@@ -467,14 +338,8 @@ impl Agent for ReplicaProxy {
             self.run_steps(ctx);
         } else if message.is::<Paxos>() {
             let paxos_msg = message.decode::<Paxos>()?;
-            if let Mode::Active { paxos, .. } = &mut self.mode {
-                for m in paxos_msg.messages {
-                    if m.get_receiver() == self.index as u64 + 1
-                        && !ovid::paxos::is_stale_accept_sync(&m, paxos.get_decided_idx())
-                    {
-                        paxos.handle_incoming(m);
-                    }
-                }
+            if self.node.is_active() {
+                self.node.handle(paxos_msg.messages);
                 self.pump(ctx);
             }
         } else if message.is::<Submit>() {
@@ -482,10 +347,10 @@ impl Agent for ReplicaProxy {
             self.on_submit(ctx, submit.command);
         } else if message.is::<RecoverQuery>() {
             let q = message.decode::<RecoverQuery>()?;
-            let (state, history) = match &self.mode {
-                Mode::Active { store, .. } => paxos::answer(Some(store), false),
-                Mode::Recovering(r) => paxos::answer(None, r.history),
-                Mode::Solo => (None, true),
+            let (state, history) = if self.solo() {
+                (None, true)
+            } else {
+                self.node.answer()
             };
             ctx.reply(RecoverState {
                 nonce: q.nonce,
@@ -495,18 +360,12 @@ impl Agent for ReplicaProxy {
             });
         } else if message.is::<RecoverState>() {
             let answer = message.decode::<RecoverState>()?;
-            let (n, me) = (self.n(), self.index);
-            if let Mode::Recovering(r) = &mut self.mode
-                && r.take(
-                    answer.nonce,
-                    answer.index as usize,
-                    me,
-                    n,
-                    answer.state,
-                    answer.history,
-                )
+            let from = answer.index as usize;
+            if self
+                .node
+                .take_answer(answer.nonce, from, answer.state, answer.history)?
             {
-                self.try_activate(ctx)?;
+                self.pump(ctx);
             }
         } else if message.is::<Status>() {
             let status = self.status();
@@ -531,12 +390,8 @@ impl Agent for ReplicaProxy {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, Error> {
-        let paxos = match &self.mode {
-            Mode::Active { store, .. } => Some(store.state()),
-            _ => None,
-        };
         postcard::to_stdvec(&Saved {
-            paxos,
+            paxos: self.node.state(),
             applier: self.applier.clone(),
         })
         .map_err(|e| Error::Snapshot(e.to_string()))
@@ -549,7 +404,7 @@ impl Agent for ReplicaProxy {
         if let Some(state) = saved.paxos {
             // The acceptor's own state, captured while it was wedged: not an amnesiac restart,
             // so omnipaxos's own fail-recovery applies.
-            self.mode = self.build(state, true)?;
+            self.node.activate(state, true)?;
         }
         Ok(())
     }

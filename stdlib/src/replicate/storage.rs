@@ -5,6 +5,3 @@ use super::messages::Command;
 
 /// Everything a Paxos acceptor of `replicate` must remember (see [`ovid::paxos::PaxosState`]).
 pub type PaxosState = ovid::paxos::PaxosState<Command>;
-
-/// The omnipaxos `Storage` of a replica proxy, which the proxy reads too.
-pub(crate) type SharedStore = ovid::paxos::SharedStore<Command>;
