@@ -13,6 +13,7 @@ const SYSTEMS: &[&str] = &[
     "examples/webkvs/webkvs.ovid",
     "tests/ui/every_transformation.ovid",
     "tests/ui/nested_pipeline.ovid",
+    "tests/ui/literals.ovid",
 ];
 
 fn root() -> &'static Path {

@@ -72,6 +72,21 @@ fn assert_no_warnings(stderr: &str) {
 }
 
 #[test]
+fn literal_arithmetic_compiles_cleanly_and_computes_what_it_says() {
+    let out = run_to_end("tests/ui/literals.ovid");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // a = 0 - 1 + -5; b = 6 - 12; c = 5 * 3 + 1 + 4; d = -4 + 7 / 0 (0); e = 1 + 255 wraps
+    // in a U8; f = !(a == b) && ..; g = -2 * 3; r = random(1).
+    let line = "[main] a -6 b -6 c 20 d -4 e 0 f false g -6 r 0";
+    assert!(
+        stdout.contains(line),
+        "missing `{line}` in:\n{stdout}\n{stderr}"
+    );
+    assert_no_warnings(&stderr);
+}
+
+#[test]
 fn kvs_prints_what_its_client_got() {
     let out = run_to_end("examples/kvs/kvs.ovid");
     let (stdout, stderr) = text(&out);

@@ -351,14 +351,23 @@ impl Context {
         }
     }
 
-    /// A pseudo-random number in `0..n` (`0` if `n <= 0`), repeatable for a given agent.
-    pub fn random(&mut self, n: i64) -> i64 {
+    /// A pseudo-random number in `0..n` (`0` if `n` is 0), repeatable for a given agent.
+    pub fn random_below(&mut self, n: u64) -> u64 {
         // xorshift64*: tiny, fast, and good enough for picking replicas or jitter.
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
         let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        if n <= 0 { 0 } else { (r % n as u64) as i64 }
+        r.checked_rem(n).unwrap_or(0)
+    }
+
+    /// A number in `0..n` from the agent's random stream (0 if `n <= 0`): [`Self::random_below`]
+    /// for signed bounds.
+    pub fn random(&mut self, n: i64) -> i64 {
+        match u64::try_from(n) {
+            Ok(n) => self.random_below(n) as i64,
+            Err(_) => 0,
+        }
     }
 
     /// Records an effect that another context recorded: a wrapper agent that drives an inner

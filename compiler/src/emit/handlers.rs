@@ -58,18 +58,79 @@ fn is_copy(t: &Type) -> bool {
 /// Rust names for language names that are Rust keywords.
 pub fn ident(name: &str) -> proc_macro2::Ident {
     const RESERVED: &[&str] = &[
-        "as", "async", "await", "break", "const", "continue", "crate", "dyn", "enum", "extern",
-        "fn", "gen", "impl", "loop", "mod", "move", "mut", "pub", "ref", "return", "static",
-        "struct", "trait", "type", "unsafe", "use", "where", "while", "yield", "box", "abstract",
-        "become", "do", "final", "macro", "override", "priv", "try", "typeof", "unsized",
-        "virtual",
+        "as", "async", "await", "break", "const", "continue", "dyn", "enum", "extern", "fn", "gen",
+        "impl", "loop", "mod", "move", "mut", "pub", "ref", "return", "static", "struct", "trait",
+        "type", "unsafe", "use", "where", "while", "yield", "box", "abstract", "become", "do",
+        "final", "macro", "override", "priv", "try", "typeof", "unsized", "virtual",
     ];
-    if name == "self" || name == "Self" || name == "super" {
+    // These cannot be raw identifiers.
+    if matches!(name, "self" | "Self" | "super" | "crate") {
         format_ident!("{}_", name)
     } else if RESERVED.contains(&name) {
         proc_macro2::Ident::new_raw(name, RustSpan::call_site())
     } else {
         format_ident!("{}", name)
+    }
+}
+
+/// The value of an integer expression of literals alone (`-5`, `0 - 1`, `2 * 3`), if it has
+/// one that fits an `i64` at every step, as the wrapping arithmetic of the generated code
+/// would compute it then.
+fn literal_value(e: &Expr) -> Option<i128> {
+    let fits = |v: i128| (i128::from(i64::MIN)..=i128::from(i64::MAX)).contains(&v);
+    let v = match &e.kind {
+        ExprKind::Literal(Literal::Int(v)) => *v,
+        ExprKind::Unary(UnOp::Neg, inner) => literal_value(inner)?.checked_neg()?,
+        ExprKind::Binary(op, l, r) => {
+            let (a, b) = (literal_value(l)?, literal_value(r)?);
+            match op {
+                BinOp::Add => a.checked_add(b)?,
+                BinOp::Sub => a.checked_sub(b)?,
+                BinOp::Mul => a.checked_mul(b)?,
+                // As the generated code does: dividing by zero gives zero.
+                BinOp::Div => a.checked_div(b).unwrap_or(0),
+                BinOp::Rem => a.checked_rem(b).unwrap_or(0),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    fits(v).then_some(v)
+}
+
+/// `v` wrapped into the integer type `t`, as its wrapping arithmetic would leave it.
+fn wrap(v: i128, t: &Type) -> i128 {
+    let bits = match t {
+        Type::Int(IntTy::U8) => 8,
+        Type::Int(IntTy::U16) => 16,
+        Type::Int(IntTy::U32) => 32,
+        Type::Int(IntTy::U64) => 64,
+        Type::Int(IntTy::I32) => return i128::from(v as i32),
+        _ => return v,
+    };
+    v.rem_euclid(1 << bits)
+}
+
+/// An integer literal: unsuffixed, its type inferred where it stands (`-5`); or, as the
+/// receiver of a method, with the suffix of type `t` (`(-5i64)`).
+fn typed_literal(v: i128, t: Option<&Type>) -> TokenStream {
+    let suffix = match t {
+        Some(Type::Int(IntTy::I32)) => "i32",
+        Some(Type::Int(IntTy::U8)) => "u8",
+        Some(Type::Int(IntTy::U16)) => "u16",
+        Some(Type::Int(IntTy::U32)) => "u32",
+        Some(Type::Int(IntTy::U64)) => "u64",
+        Some(_) => "i64",
+        None => "",
+    };
+    let lit = syn::LitInt::new(
+        &format!("{}{suffix}", v.unsigned_abs()),
+        RustSpan::call_site(),
+    );
+    match (v < 0, t.is_some()) {
+        (false, _) => quote!(#lit),
+        (true, false) => quote!(-#lit),
+        (true, true) => quote!((-#lit)),
     }
 }
 
@@ -350,7 +411,12 @@ impl<'a> HandlerCompiler<'a> {
     }
 
     /// A place expression (no clone) if `e` is a name or a field path, else its value.
+    /// A place, or a value that methods can be called on (a literal gets its type).
     fn place_or_value(&mut self, e: &Expr) -> TokenStream {
+        if let Some(v) = literal_value(e) {
+            let t = self.ty(e);
+            return typed_literal(wrap(v, &t), Some(&t));
+        }
         self.place(e).unwrap_or_else(|| self.value(e))
     }
 
@@ -382,6 +448,13 @@ impl<'a> HandlerCompiler<'a> {
         let t = self.ty(e);
         if let Some(p) = self.place(e) {
             return if is_copy(&t) { p } else { quote!(#p.clone()) };
+        }
+        // Integer arithmetic on literals alone is computed here: Rust cannot call
+        // `wrapping_add` on a literal whose type it has not inferred yet.
+        if !matches!(e.kind, ExprKind::Literal(_))
+            && let Some(v) = literal_value(e)
+        {
+            return typed_literal(wrap(v, &t), None);
         }
         match &e.kind {
             ExprKind::Literal(Literal::String(s)) => quote!(#s.to_string()),
@@ -419,11 +492,11 @@ impl<'a> HandlerCompiler<'a> {
                 quote!(vec![#(#vs),*])
             }
             ExprKind::Unary(UnOp::Not, inner) => {
-                let v = self.value(inner);
+                let v = self.operand(inner);
                 quote!(!#v)
             }
             ExprKind::Unary(UnOp::Neg, inner) => {
-                let v = self.value(inner);
+                let v = self.operand(inner);
                 quote!(#v.wrapping_neg())
             }
             ExprKind::Binary(op, l, r) => self.binary(*op, l, r),
@@ -432,12 +505,19 @@ impl<'a> HandlerCompiler<'a> {
         }
     }
 
+    /// A value as the operand of an operator: comparisons and logic in parentheses
+    /// (arithmetic is a method call chain, string `+` a `format!`, neither needs them).
     fn operand(&mut self, e: &Expr) -> TokenStream {
         let v = self.value(e);
-        if matches!(e.kind, ExprKind::Binary(..)) {
-            quote!((#v))
-        } else {
-            v
+        let arithmetic = |op: &BinOp| {
+            matches!(
+                op,
+                BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem
+            )
+        };
+        match &e.kind {
+            ExprKind::Binary(op, ..) if !arithmetic(op) => quote!((#v)),
+            _ => v,
         }
     }
 
@@ -462,7 +542,25 @@ impl<'a> HandlerCompiler<'a> {
             let (fmt, values) = self.format_args(&parts, "");
             return quote!(format!(#fmt #(, #values)*));
         }
-        let (a, b) = (self.operand(l), self.operand(r));
+        let arithmetic = matches!(
+            op,
+            BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem
+        );
+        let (a, b) = if arithmetic {
+            // A method call: the receiver is a call chain or a place, the other side an
+            // argument, so neither needs parentheses; but a literal receiver needs its type
+            // spelled out (the other side's).
+            let a = match literal_value(l) {
+                Some(v) if matches!(self.ty(r), Type::Int(_)) => {
+                    typed_literal(v, Some(&self.ty(r)))
+                }
+                Some(v) => typed_literal(v, Some(&Type::IntLiteral)),
+                None => self.value(l),
+            };
+            (a, self.value(r))
+        } else {
+            (self.operand(l), self.operand(r))
+        };
         match op {
             BinOp::Add => quote!(#a.wrapping_add(#b)),
             BinOp::Sub => quote!(#a.wrapping_sub(#b)),
@@ -484,13 +582,20 @@ impl<'a> HandlerCompiler<'a> {
         let vs: Vec<TokenStream> = args.iter().map(|a| self.value(a)).collect();
         match (f.name.as_str(), vs.as_slice()) {
             ("now", []) => quote!(ctx.now_millis()),
-            ("random", [n]) => quote!(ctx.random(#n)),
+            ("random", [n]) => quote!(ctx.random_below(#n)),
             ("str", [_]) => {
                 let p = self.place_or_value(&args[0]);
                 quote!(#p.to_string())
             }
-            ("min", [a, b]) => quote!(#a.min(#b)),
-            ("max", [a, b]) => quote!(#a.max(#b)),
+            ("min" | "max", [a, b]) => {
+                let m = format_ident!("{}", f.name);
+                // A literal receiver needs its type spelled out: the other argument's.
+                let a = match literal_value(&args[0]) {
+                    Some(v) => typed_literal(v, Some(&self.ty(&args[1]))),
+                    None => a.clone(),
+                };
+                quote!(#a.#m(#b))
+            }
             ("sender", []) => quote!(ctx.sender().to_string()),
             ("me", []) => quote!(ctx.me().to_string()),
             _ => unreachable!("the checker admits only known builtins"),
