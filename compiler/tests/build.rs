@@ -7,6 +7,7 @@ use std::path::Path;
 const SYSTEMS: &[&str] = &[
     "examples/kvs/kvs.ovid",
     "examples/disk/disk.ovid",
+    "examples/chain-kvs/chain-kvs.ovid",
     "examples/ha-kvs/ha-kvs.ovid",
     "examples/lockservice/lockservice.ovid",
     "examples/pipeline/pipeline.ovid",

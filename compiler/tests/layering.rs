@@ -132,7 +132,7 @@ fn only_the_standard_library_names_a_transformation_or_a_proxy() {
     let hooks: Arc<dyn ovid_stdlib::proxy::Hooks> = Arc::new(ovid_stdlib::proxy::NoHooks);
     let mut names: Vec<String> = ovid_stdlib::ALL
         .iter()
-        .map(|t| format!("\"{}", t.spec().name))
+        .map(|t| format!("\"{}\"", t.spec().name))
         .collect();
     names.extend(
         ovid_stdlib::proxy::kinds(hooks)
@@ -147,7 +147,7 @@ fn only_the_standard_library_names_a_transformation_or_a_proxy() {
                     !code.contains(name.as_str()),
                     "{} names `{}`: only stdlib may (call the Transformation trait instead)",
                     file.display(),
-                    name.trim_start_matches('"')
+                    name.trim_matches('"')
                 );
             }
         }

@@ -10,6 +10,11 @@
 //! transformation with all agents in one box, and of plain and sharded across two boxes. The
 //! added latency per hop is (p50 − baseline p50) / number of proxies on the request's path.
 //!
+//! Replicated stores: the p50 of a `Put` and of a `Get` round trip (same counts), all agents in
+//! one box, for the plain store, `replicate(3)` (consensus: the leader answers once a majority
+//! accepted), `primary_backup(3)` and `chain(3)` (a request goes through the head and every
+//! member, and the tail answers; a `Get` travels the chain like a `Put`, see stdlib/src/chain).
+//!
 //! Throughput: 200,000 one-way `Item`s from an endpoint in box `a` to a sink in box `b`, then a
 //! `Flush` the sink answers; plain, behind `batch(64, 1ms)`, and behind `batch(64, 1ms)` with
 //! `compress(lz4)`.
@@ -38,6 +43,16 @@ struct PutOk {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
+struct Get {
+    key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+struct GetOk {
+    value: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
 struct Item {
     n: u64,
     text: String,
@@ -61,6 +76,12 @@ impl Kvs {
     fn on_put(&mut self, _ctx: &mut Context, put: Put) -> PutOk {
         self.store.insert(put.key.clone(), put.value);
         PutOk { key: put.key }
+    }
+
+    fn on_get(&mut self, _ctx: &mut Context, get: Get) -> GetOk {
+        GetOk {
+            value: self.store.get(&get.key).cloned(),
+        }
     }
 }
 
@@ -228,21 +249,45 @@ async fn start(placement: Placement, two_boxes: bool) -> (Vec<BoxHandle>, Endpoi
 /// p50 of a PUT round trip, in microseconds, measured in a task of its own (the main task of
 /// `#[tokio::main]` runs outside the runtime's workers: every wake-up would cross threads).
 async fn put_p50(placement: Placement, two_boxes: bool) -> f64 {
-    tokio::spawn(put_p50_in_task(placement, two_boxes))
+    tokio::spawn(p50_in_task(placement, two_boxes, Op::Put))
         .await
         .expect("the measurement runs")
 }
 
-async fn put_p50_in_task(placement: Placement, two_boxes: bool) -> f64 {
+/// p50s of a PUT and of a GET round trip, in microseconds, each on a system of its own (in a
+/// task of its own, as [`put_p50`]).
+async fn put_get_p50(placement: Placement) -> (f64, f64) {
+    let put = tokio::spawn(p50_in_task(placement.clone(), false, Op::Put));
+    let put = put.await.expect("the measurement runs");
+    let get = tokio::spawn(p50_in_task(placement, false, Op::Get));
+    (put, get.await.expect("the measurement runs"))
+}
+
+/// The request a latency measurement repeats.
+#[derive(Clone, Copy)]
+enum Op {
+    Put,
+    Get,
+}
+
+async fn p50_in_task(placement: Placement, two_boxes: bool, op: Op) -> f64 {
     let (boxes, mut ep) = start(placement, two_boxes).await;
     let mut times = Vec::with_capacity(10_000);
     for i in 0..12_000u64 {
-        let put = Put {
-            key: format!("k{}", i % 64),
-            value: "v".into(),
-        };
+        let key = format!("k{}", i % 64);
         let t = Instant::now();
-        let _: PutOk = ep.request("X", put).await.unwrap();
+        match op {
+            Op::Put => {
+                let put = Put {
+                    key,
+                    value: "v".into(),
+                };
+                let _: PutOk = ep.request("X", put).await.unwrap();
+            }
+            Op::Get => {
+                let _: GetOk = ep.request("X", Get { key }).await.unwrap();
+            }
+        }
         if i >= 2_000 {
             times.push(t.elapsed());
         }
@@ -358,6 +403,28 @@ async fn main() {
         p50 - base2,
         (p50 - base2) / hops as f64
     );
+
+    println!("\nReplicated stores, one box: PUT and GET round trips, p50 (as above)\n");
+    let (plain, _) = placement("Kvs", &[], false);
+    let (put, get) = put_get_p50(plain).await;
+    println!(
+        "{:<44} PUT {put:>8.2} µs   GET {get:>8.2} µs",
+        "plain (baseline)"
+    );
+    let n3 = args(&[("n", Value::Int(3))]);
+    let replicated: Vec<(&str, Stage)> = vec![
+        ("replicate(3)", (ovid_stdlib::replicate::expand, n3.clone())),
+        (
+            "primary_backup(3)",
+            (ovid_stdlib::primary_backup::expand, n3.clone()),
+        ),
+        ("chain(3)", (ovid_stdlib::chain::expand, n3)),
+    ];
+    for (name, stage) in replicated {
+        let (p, _) = placement("Kvs", &[stage], false);
+        let (put, get) = put_get_p50(p).await;
+        println!("{name:<44} PUT {put:>8.2} µs   GET {get:>8.2} µs");
+    }
 
     const N: u64 = 200_000;
     println!("\nOne-way stream of {N} small messages between two boxes\n");

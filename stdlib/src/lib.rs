@@ -13,6 +13,7 @@ pub mod transformation;
 
 pub mod audit;
 pub mod batch;
+pub mod chain;
 pub mod compress;
 pub mod encrypt;
 pub mod load_balance;
@@ -28,6 +29,7 @@ pub static ALL: &[&dyn Transformation] = &[
     &shard::ShardTransformation,
     &replicate::ReplicateTransformation,
     &primary_backup::PrimaryBackupTransformation,
+    &chain::ChainTransformation,
     &load_balance::LoadBalanceTransformation,
     &batch::BatchTransformation,
     &compress::CompressTransformation,
