@@ -10,6 +10,7 @@ pub mod refinement;
 pub mod spec;
 pub mod state;
 pub mod transformation;
+mod view_member;
 
 pub mod audit;
 pub mod batch;

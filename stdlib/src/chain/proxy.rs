@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ovid::views::{JoinGroup, NewView, View};
+use ovid::views::{JoinGroup, View};
 use ovid::{Agent, CONTROLLER, Context, Error, Id, Payload};
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,7 @@ use crate::primary_backup::messages::digest;
 use crate::proxy;
 use crate::replicate::messages::{Command, Outcome, Reply, Submit};
 use crate::replicate::{Applier, Step};
+use crate::view_member::{self, Early, PeerMessage, ViewMember};
 
 /// The proxy's kind, as the expansion names it.
 pub const KIND: &str = "ChainProxy";
@@ -64,10 +65,6 @@ const TICK: &str = "chain::tick";
 /// Ticks a stream waits for an acknowledgement before sending again what was not acknowledged
 /// (it may have been dropped with a view change).
 const RESEND_TICKS: u32 = 5;
-
-/// At most this many messages of views not yet installed are kept (the oldest go first; the
-/// senders repeat what matters).
-const EARLY_LIMIT: usize = 256;
 
 /// At most this many writes are held while the head drains the chain to add a member (the
 /// oldest go first; their ingress proxies submit them again).
@@ -182,10 +179,8 @@ pub struct ChainProxy {
     nonce: u64,
     /// The newest view heard of.
     view: Option<View>,
-    /// The newest view number seen on a message from a peer, and asked about at the controller.
-    asked: u64,
-    /// Messages from peers stamped with a view not installed yet: (sender, message).
-    early: Vec<(String, Peer)>,
+    /// Peer messages of views not installed here yet.
+    early: Early<Peer>,
     /// The log: requests, and (by the same index) the ingress proxy each came from.
     log: Vec<Command>,
     origins: Vec<String>,
@@ -246,8 +241,7 @@ impl ChainProxy {
             role: Role::Starting,
             nonce: 0,
             view: None,
-            asked: 0,
-            early: Vec::new(),
+            early: Early::default(),
             log: Vec::new(),
             origins: Vec::new(),
             applier: Applier::default(),
@@ -634,7 +628,7 @@ pub(crate) fn chain_of(view: &View) -> Vec<usize> {
 }
 
 /// The messages between proxies, each stamped with the sender's view.
-enum Peer {
+pub(crate) enum Peer {
     Entries(Entries),
     Ack(Ack),
     Join(Join),
@@ -642,8 +636,7 @@ enum Peer {
     Refused(Refused),
 }
 
-impl Peer {
-    /// The message, if it is one of the proxies' own (`None` for any other).
+impl PeerMessage for Peer {
     fn decode(message: Payload) -> Result<Option<Peer>, Error> {
         Ok(Some(if message.is::<Entries>() {
             Peer::Entries(message.decode()?)
@@ -734,6 +727,53 @@ impl ChainProxy {
     }
 }
 
+impl ViewMember for ChainProxy {
+    type Peer = Peer;
+    type Query = Status;
+    type Status = ChainStatus;
+
+    fn me(&self) -> &Id {
+        &self.me
+    }
+
+    fn copy(&self) -> &Id {
+        &self.copy
+    }
+
+    fn on_copy_reply(&mut self, ctx: &mut Context, tag: u64, reply: Reply) {
+        self.applier.reply(tag, reply, &mut self.steps);
+        self.run_steps(ctx);
+    }
+
+    fn on_submit(&mut self, ctx: &mut Context, ingress: Id, cmd: Command) {
+        ChainProxy::on_submit(self, ctx, ingress, cmd);
+    }
+
+    fn on_view(&mut self, ctx: &mut Context, view: View) {
+        ChainProxy::on_view(self, ctx, view);
+    }
+
+    fn view_number(&self) -> u64 {
+        ChainProxy::view_number(self)
+    }
+
+    fn on_peer(&mut self, ctx: &mut Context, from: &str, m: Peer) {
+        ChainProxy::on_peer(self, ctx, from, m);
+    }
+
+    fn join_group(&self, ctx: &mut Context) {
+        ChainProxy::join_group(self, ctx);
+    }
+
+    fn status(&self) -> ChainStatus {
+        ChainProxy::status(self)
+    }
+
+    fn early(&mut self) -> &mut Early<Peer> {
+        &mut self.early
+    }
+}
+
 impl Agent for ChainProxy {
     fn on_start(&mut self, ctx: &mut Context) {
         self.nonce = (ctx.now_millis().rotate_left(20) ^ ctx.random(i64::MAX) as u64) | 1;
@@ -759,62 +799,7 @@ impl Agent for ChainProxy {
     }
 
     fn on_message(&mut self, ctx: &mut Context, message: Payload) -> Result<(), Error> {
-        // From the copy, or from what it was transformed into (`X/Copy0 |> monitor`).
-        if ovid::routing::is_refinement(&self.copy, ctx.sender()) {
-            let reply = Reply {
-                name: message.name().to_string(),
-                bytes: message.to_bytes()?.to_vec(),
-            };
-            self.applier.reply(ctx.tag(), reply, &mut self.steps);
-            self.run_steps(ctx);
-        } else if message.is::<Submit>() {
-            let submit = message.decode::<Submit>()?;
-            let ingress = ctx
-                .sender_id()
-                .ok_or_else(|| Error::Invalid("a request without a sender".into()))?;
-            self.on_submit(ctx, ingress, submit.command);
-        } else if message.is::<NewView>() {
-            if ctx.sender() == CONTROLLER {
-                let v = message.decode::<NewView>()?;
-                self.on_view(ctx, v.view);
-                // What peers sent in this view before it was installed here.
-                let now = self.view_number();
-                let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early)
-                    .into_iter()
-                    .partition(|(_, m)| m.view() <= now);
-                self.early = later;
-                for (from, m) in ready {
-                    self.on_peer(ctx, &from, m);
-                }
-            }
-        } else if message.is::<Status>() {
-            let status = self.status();
-            ctx.reply(status);
-        } else {
-            let name = message.name().to_string();
-            let Some(m) = Peer::decode(message)? else {
-                return Err(Error::UnknownMessage {
-                    agent: self.me.to_string(),
-                    name,
-                });
-            };
-            let from = ctx.sender().to_string();
-            if m.view() > self.view_number() {
-                // Sent in a view not heard of yet: kept until it is, and the controller asked
-                // (rather than waiting for its news, or for the peer to send it again).
-                if m.view() > self.asked {
-                    self.asked = m.view();
-                    self.join_group(ctx);
-                }
-                if self.early.len() >= EARLY_LIMIT {
-                    self.early.remove(0);
-                }
-                self.early.push((from, m));
-            } else {
-                self.on_peer(ctx, &from, m);
-            }
-        }
-        Ok(())
+        view_member::dispatch(self, ctx, message)
     }
 
     fn accepts(&self) -> &'static [&'static str] {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use ovid::Effect;
-use ovid::views::{AddBackup, Member};
+use ovid::views::{AddBackup, Member, NewView};
 
 use super::*;
 use crate::expansion::Value;
