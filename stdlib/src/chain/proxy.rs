@@ -253,10 +253,6 @@ impl ChainProxy {
         })
     }
 
-    fn view_number(&self) -> u64 {
-        self.view.as_ref().map_or(0, |v| v.number)
-    }
-
     fn len(&self) -> u64 {
         self.log.len() as u64
     }
@@ -301,18 +297,6 @@ impl ChainProxy {
     fn head(&self) -> Option<usize> {
         let p = self.view.as_ref()?.primary.index as usize;
         (p != self.index && p < self.peers.len()).then_some(p)
-    }
-
-    fn join_group(&self, ctx: &mut Context) {
-        ctx.send_physical(
-            CONTROLLER,
-            JoinGroup {
-                group: self.group.clone(),
-                members: self.peers.iter().map(|p| p.to_string()).collect(),
-                index: self.index as u64,
-                nonce: self.nonce,
-            },
-        );
     }
 
     fn join_head(&self, ctx: &mut Context) {
@@ -452,6 +436,105 @@ impl ChainProxy {
         }
     }
 
+    fn peer_index(&self, id: &str) -> Option<usize> {
+        self.peers.iter().position(|p| &**p == id)
+    }
+
+    fn on_tick(&mut self, ctx: &mut Context) {
+        let round = self.ticks.is_multiple_of(self.timing.hello_ticks);
+        match &self.role {
+            Role::Starting if round => self.join_group(ctx),
+            Role::Joining if round => self.join_head(ctx),
+            Role::Head(_) | Role::Link => {
+                let len = self.len();
+                if let Some(s) = &mut self.down
+                    && s.tick(len)
+                {
+                    self.send_down(ctx);
+                }
+                if round {
+                    self.ack_up(ctx);
+                }
+                self.on_head_tick(ctx);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The group of a proxy `X/ChainProxy{i}`: `X`.
+fn group_of(proxy: &str) -> String {
+    proxy
+        .rsplit_once('/')
+        .map_or(proxy, |(group, _)| group)
+        .to_string()
+}
+
+/// The member indices of a view, head first: the primary, then the backups as listed.
+pub(crate) fn chain_of(view: &View) -> Vec<usize> {
+    std::iter::once(&view.primary)
+        .chain(view.backups.iter())
+        .map(|m| m.index as usize)
+        .collect()
+}
+
+/// The messages between proxies, each stamped with the sender's view.
+pub(crate) enum Peer {
+    Entries(Entries),
+    Ack(Ack),
+    Join(Join),
+    CatchUp(CatchUp),
+    Refused(Refused),
+}
+
+impl PeerMessage for Peer {
+    fn decode(message: Payload) -> Result<Option<Peer>, Error> {
+        Ok(Some(if message.is::<Entries>() {
+            Peer::Entries(message.decode()?)
+        } else if message.is::<Ack>() {
+            Peer::Ack(message.decode()?)
+        } else if message.is::<Join>() {
+            Peer::Join(message.decode()?)
+        } else if message.is::<CatchUp>() {
+            Peer::CatchUp(message.decode()?)
+        } else if message.is::<Refused>() {
+            Peer::Refused(message.decode()?)
+        } else {
+            return Ok(None);
+        }))
+    }
+
+    fn view(&self) -> u64 {
+        match self {
+            Peer::Entries(m) => m.view,
+            Peer::Ack(m) => m.view,
+            Peer::Join(m) => m.view,
+            Peer::CatchUp(m) => m.view,
+            Peer::Refused(m) => m.view,
+        }
+    }
+}
+
+impl ChainProxy {}
+
+impl ViewMember for ChainProxy {
+    type Peer = Peer;
+    type Query = Status;
+    type Status = ChainStatus;
+
+    fn me(&self) -> &Id {
+        &self.me
+    }
+
+    fn copy(&self) -> &Id {
+        &self.copy
+    }
+
+    fn on_copy_reply(&mut self, ctx: &mut Context, tag: u64, reply: Reply) {
+        self.applier.reply(tag, reply, &mut self.steps);
+        self.run_steps(ctx);
+    }
+
     fn on_submit(&mut self, ctx: &mut Context, ingress: Id, cmd: Command) {
         let Role::Head(head) = &mut self.role else {
             // Not for us: on to the head, as if the ingress proxy had sent it there (if there
@@ -555,116 +638,10 @@ impl ChainProxy {
         }
     }
 
-    fn status(&self) -> ChainStatus {
-        let position = match &self.role {
-            Role::Starting => Position::Starting,
-            Role::Head(_) if self.is_tail() => Position::Tail,
-            Role::Head(_) => Position::Head,
-            Role::Link if self.is_tail() => Position::Tail,
-            Role::Link => Position::Middle,
-            Role::Joining => Position::Joining,
-            Role::Fenced => Position::Fenced,
-        };
-        let adding = match &self.role {
-            Role::Head(h) => h.adding.map(|a| a.index as u64),
-            _ => None,
-        };
-        ChainStatus {
-            index: self.index as u64,
-            position,
-            view: self.view_number(),
-            log_len: self.len(),
-            committed: if self.is_tail() {
-                self.len()
-            } else {
-                self.committed
-            },
-            executed: self.applier.executed,
-            completed: self.applier.completed(),
-            adding,
-        }
+    fn view_number(&self) -> u64 {
+        self.view.as_ref().map_or(0, |v| v.number)
     }
 
-    fn peer_index(&self, id: &str) -> Option<usize> {
-        self.peers.iter().position(|p| &**p == id)
-    }
-
-    fn on_tick(&mut self, ctx: &mut Context) {
-        let round = self.ticks.is_multiple_of(self.timing.hello_ticks);
-        match &self.role {
-            Role::Starting if round => self.join_group(ctx),
-            Role::Joining if round => self.join_head(ctx),
-            Role::Head(_) | Role::Link => {
-                let len = self.len();
-                if let Some(s) = &mut self.down
-                    && s.tick(len)
-                {
-                    self.send_down(ctx);
-                }
-                if round {
-                    self.ack_up(ctx);
-                }
-                self.on_head_tick(ctx);
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The group of a proxy `X/ChainProxy{i}`: `X`.
-fn group_of(proxy: &str) -> String {
-    proxy
-        .rsplit_once('/')
-        .map_or(proxy, |(group, _)| group)
-        .to_string()
-}
-
-/// The member indices of a view, head first: the primary, then the backups as listed.
-pub(crate) fn chain_of(view: &View) -> Vec<usize> {
-    std::iter::once(&view.primary)
-        .chain(view.backups.iter())
-        .map(|m| m.index as usize)
-        .collect()
-}
-
-/// The messages between proxies, each stamped with the sender's view.
-pub(crate) enum Peer {
-    Entries(Entries),
-    Ack(Ack),
-    Join(Join),
-    CatchUp(CatchUp),
-    Refused(Refused),
-}
-
-impl PeerMessage for Peer {
-    fn decode(message: Payload) -> Result<Option<Peer>, Error> {
-        Ok(Some(if message.is::<Entries>() {
-            Peer::Entries(message.decode()?)
-        } else if message.is::<Ack>() {
-            Peer::Ack(message.decode()?)
-        } else if message.is::<Join>() {
-            Peer::Join(message.decode()?)
-        } else if message.is::<CatchUp>() {
-            Peer::CatchUp(message.decode()?)
-        } else if message.is::<Refused>() {
-            Peer::Refused(message.decode()?)
-        } else {
-            return Ok(None);
-        }))
-    }
-
-    fn view(&self) -> u64 {
-        match self {
-            Peer::Entries(m) => m.view,
-            Peer::Ack(m) => m.view,
-            Peer::Join(m) => m.view,
-            Peer::CatchUp(m) => m.view,
-            Peer::Refused(m) => m.view,
-        }
-    }
-}
-
-impl ChainProxy {
     /// A message from peer `from`, stamped with a view this proxy has installed (an older one
     /// is dropped by the checks below).
     fn on_peer(&mut self, ctx: &mut Context, from: &str, m: Peer) {
@@ -725,48 +702,47 @@ impl ChainProxy {
             }
         }
     }
-}
-
-impl ViewMember for ChainProxy {
-    type Peer = Peer;
-    type Query = Status;
-    type Status = ChainStatus;
-
-    fn me(&self) -> &Id {
-        &self.me
-    }
-
-    fn copy(&self) -> &Id {
-        &self.copy
-    }
-
-    fn on_copy_reply(&mut self, ctx: &mut Context, tag: u64, reply: Reply) {
-        self.applier.reply(tag, reply, &mut self.steps);
-        self.run_steps(ctx);
-    }
-
-    fn on_submit(&mut self, ctx: &mut Context, ingress: Id, cmd: Command) {
-        ChainProxy::on_submit(self, ctx, ingress, cmd);
-    }
-
-    fn on_view(&mut self, ctx: &mut Context, view: View) {
-        ChainProxy::on_view(self, ctx, view);
-    }
-
-    fn view_number(&self) -> u64 {
-        ChainProxy::view_number(self)
-    }
-
-    fn on_peer(&mut self, ctx: &mut Context, from: &str, m: Peer) {
-        ChainProxy::on_peer(self, ctx, from, m);
-    }
 
     fn join_group(&self, ctx: &mut Context) {
-        ChainProxy::join_group(self, ctx);
+        ctx.send_physical(
+            CONTROLLER,
+            JoinGroup {
+                group: self.group.clone(),
+                members: self.peers.iter().map(|p| p.to_string()).collect(),
+                index: self.index as u64,
+                nonce: self.nonce,
+            },
+        );
     }
 
     fn status(&self) -> ChainStatus {
-        ChainProxy::status(self)
+        let position = match &self.role {
+            Role::Starting => Position::Starting,
+            Role::Head(_) if self.is_tail() => Position::Tail,
+            Role::Head(_) => Position::Head,
+            Role::Link if self.is_tail() => Position::Tail,
+            Role::Link => Position::Middle,
+            Role::Joining => Position::Joining,
+            Role::Fenced => Position::Fenced,
+        };
+        let adding = match &self.role {
+            Role::Head(h) => h.adding.map(|a| a.index as u64),
+            _ => None,
+        };
+        ChainStatus {
+            index: self.index as u64,
+            position,
+            view: self.view_number(),
+            log_len: self.len(),
+            committed: if self.is_tail() {
+                self.len()
+            } else {
+                self.committed
+            },
+            executed: self.applier.executed,
+            completed: self.applier.completed(),
+            adding,
+        }
     }
 
     fn early(&mut self) -> &mut Early<Peer> {

@@ -206,10 +206,6 @@ impl PrimaryBackupProxy {
         self.peers.len()
     }
 
-    fn view_number(&self) -> u64 {
-        self.view.as_ref().map_or(0, |v| v.number)
-    }
-
     /// The primary of the newest view, if that is another proxy.
     fn primary(&self) -> Option<Id> {
         let v = self.view.as_ref()?;
@@ -235,18 +231,6 @@ impl PrimaryBackupProxy {
         r.sort_unstable();
         r.dedup();
         r
-    }
-
-    fn join_group(&self, ctx: &mut Context) {
-        ctx.send_physical(
-            CONTROLLER,
-            JoinGroup {
-                group: self.group.clone(),
-                members: self.peers.iter().map(|p| p.to_string()).collect(),
-                index: self.index as u64,
-                nonce: self.nonce,
-            },
-        );
     }
 
     fn join_primary(&self, ctx: &mut Context) {
@@ -396,6 +380,156 @@ impl PrimaryBackupProxy {
         );
     }
 
+    /// While syncing: once every backup of the view has answered, serve.
+    fn finish_sync(&mut self, ctx: &mut Context) {
+        let Some(view) = self.view.clone() else {
+            return;
+        };
+        if self.role != Role::Syncing
+            || view
+                .backups
+                .iter()
+                .any(|m| !self.answers.contains_key(&(m.index as usize)))
+        {
+            return;
+        }
+        let answers = std::mem::take(&mut self.answers);
+        if let Some(log) = answers
+            .values()
+            .max_by_key(|l| l.len())
+            .filter(|l| l.len() > self.log.len())
+        {
+            let from = self.log.len() as u64;
+            self.append(from, log[from as usize..].to_vec());
+        }
+        self.role = Role::Primary;
+        tracing::info!(proxy = %self.me, view = view.number, entries = self.log.len(), "primary_backup: serving as primary");
+        for (i, log) in answers {
+            self.followers
+                .insert(i, Follower::at(log.len() as u64, None));
+            self.send_entries(ctx, i);
+        }
+        self.run_steps(ctx);
+    }
+
+    fn peer_index(&self, id: &str) -> Option<usize> {
+        self.peers.iter().position(|p| &**p == id)
+    }
+
+    fn on_primary_tick(&mut self, ctx: &mut Context) {
+        let len = self.log.len() as u64;
+        let committed = self.committed();
+        let required = self.required();
+        let drop_ticks = self.timing.drop_ticks;
+        let mut lagging = Vec::new();
+        for (i, f) in self.followers.iter_mut() {
+            let target = if required.contains(i) { len } else { committed };
+            if f.acked >= target {
+                f.silent = 0;
+                continue;
+            }
+            f.silent += 1;
+            if f.silent.is_multiple_of(RESEND_TICKS) {
+                // What it did not acknowledge may have been dropped (sent in a view it had not
+                // heard of yet): send it again.
+                f.sent = f.acked;
+            }
+            if f.silent >= drop_ticks && f.silent.is_multiple_of(drop_ticks) {
+                lagging.push(*i);
+            }
+        }
+        for i in self.followers.keys().copied().collect::<Vec<_>>() {
+            self.send_entries(ctx, i);
+        }
+        let view = self.view_number();
+        for i in lagging {
+            if required.contains(&i) && !self.adding.contains_key(&i) {
+                tracing::warn!(proxy = %self.me, backup = %self.peers[i], "primary_backup: backup does not keep up; asking the controller for a view without it");
+                ctx.send_physical(
+                    CONTROLLER,
+                    RemoveBackup {
+                        group: self.group.clone(),
+                        view,
+                        index: i as u64,
+                    },
+                );
+            } else if !required.contains(&i) {
+                // A joiner that went silent: it joins again if it comes back.
+                self.followers.remove(&i);
+            }
+        }
+    }
+}
+
+/// The messages between proxies, each stamped with the sender's view.
+pub(crate) enum Peer {
+    Entries(Entries),
+    Ack(Ack),
+    Join(Join),
+    Refused(Refused),
+    Hello(Hello),
+    HelloState(HelloState),
+}
+
+impl PeerMessage for Peer {
+    fn decode(message: Payload) -> Result<Option<Peer>, Error> {
+        Ok(Some(if message.is::<Entries>() {
+            Peer::Entries(message.decode()?)
+        } else if message.is::<Ack>() {
+            Peer::Ack(message.decode()?)
+        } else if message.is::<Join>() {
+            Peer::Join(message.decode()?)
+        } else if message.is::<Refused>() {
+            Peer::Refused(message.decode()?)
+        } else if message.is::<Hello>() {
+            Peer::Hello(message.decode()?)
+        } else if message.is::<HelloState>() {
+            Peer::HelloState(message.decode()?)
+        } else {
+            return Ok(None);
+        }))
+    }
+
+    fn view(&self) -> u64 {
+        match self {
+            Peer::Entries(m) => m.view,
+            Peer::Ack(m) => m.view,
+            Peer::Join(m) => m.view,
+            Peer::Refused(m) => m.view,
+            Peer::Hello(m) => m.view,
+            Peer::HelloState(m) => m.view,
+        }
+    }
+}
+
+impl PrimaryBackupProxy {}
+
+/// The group of a proxy `X/PrimaryBackupProxy{i}`: `X`.
+pub(crate) fn group_of(proxy: &str) -> String {
+    proxy
+        .rsplit_once('/')
+        .map_or(proxy, |(group, _)| group)
+        .to_string()
+}
+
+impl ViewMember for PrimaryBackupProxy {
+    type Peer = Peer;
+    type Query = Status;
+    type Status = PbStatus;
+
+    fn me(&self) -> &Id {
+        &self.me
+    }
+
+    fn copy(&self) -> &Id {
+        &self.copy
+    }
+
+    fn on_copy_reply(&mut self, ctx: &mut Context, tag: u64, reply: Reply) {
+        self.applier.reply(tag, reply, &mut self.steps);
+        self.run_steps(ctx);
+    }
+
     fn on_submit(&mut self, ctx: &mut Context, ingress: Id, cmd: Command) {
         if self.role != Role::Primary {
             // Not for us: on to the primary, as if the ingress proxy had sent it there (if
@@ -525,145 +659,10 @@ impl PrimaryBackupProxy {
         }
     }
 
-    /// While syncing: once every backup of the view has answered, serve.
-    fn finish_sync(&mut self, ctx: &mut Context) {
-        let Some(view) = self.view.clone() else {
-            return;
-        };
-        if self.role != Role::Syncing
-            || view
-                .backups
-                .iter()
-                .any(|m| !self.answers.contains_key(&(m.index as usize)))
-        {
-            return;
-        }
-        let answers = std::mem::take(&mut self.answers);
-        if let Some(log) = answers
-            .values()
-            .max_by_key(|l| l.len())
-            .filter(|l| l.len() > self.log.len())
-        {
-            let from = self.log.len() as u64;
-            self.append(from, log[from as usize..].to_vec());
-        }
-        self.role = Role::Primary;
-        tracing::info!(proxy = %self.me, view = view.number, entries = self.log.len(), "primary_backup: serving as primary");
-        for (i, log) in answers {
-            self.followers
-                .insert(i, Follower::at(log.len() as u64, None));
-            self.send_entries(ctx, i);
-        }
-        self.run_steps(ctx);
+    fn view_number(&self) -> u64 {
+        self.view.as_ref().map_or(0, |v| v.number)
     }
 
-    fn status(&self) -> PbStatus {
-        PbStatus {
-            index: self.index as u64,
-            role: self.role,
-            view: self.view_number(),
-            log_len: self.log.len() as u64,
-            executed: self.applier.executed,
-            completed: self.applier.completed(),
-            live: if self.role == Role::Primary {
-                self.required().into_iter().map(|i| i as u64).collect()
-            } else {
-                Vec::new()
-            },
-        }
-    }
-
-    fn peer_index(&self, id: &str) -> Option<usize> {
-        self.peers.iter().position(|p| &**p == id)
-    }
-
-    fn on_primary_tick(&mut self, ctx: &mut Context) {
-        let len = self.log.len() as u64;
-        let committed = self.committed();
-        let required = self.required();
-        let drop_ticks = self.timing.drop_ticks;
-        let mut lagging = Vec::new();
-        for (i, f) in self.followers.iter_mut() {
-            let target = if required.contains(i) { len } else { committed };
-            if f.acked >= target {
-                f.silent = 0;
-                continue;
-            }
-            f.silent += 1;
-            if f.silent.is_multiple_of(RESEND_TICKS) {
-                // What it did not acknowledge may have been dropped (sent in a view it had not
-                // heard of yet): send it again.
-                f.sent = f.acked;
-            }
-            if f.silent >= drop_ticks && f.silent.is_multiple_of(drop_ticks) {
-                lagging.push(*i);
-            }
-        }
-        for i in self.followers.keys().copied().collect::<Vec<_>>() {
-            self.send_entries(ctx, i);
-        }
-        let view = self.view_number();
-        for i in lagging {
-            if required.contains(&i) && !self.adding.contains_key(&i) {
-                tracing::warn!(proxy = %self.me, backup = %self.peers[i], "primary_backup: backup does not keep up; asking the controller for a view without it");
-                ctx.send_physical(
-                    CONTROLLER,
-                    RemoveBackup {
-                        group: self.group.clone(),
-                        view,
-                        index: i as u64,
-                    },
-                );
-            } else if !required.contains(&i) {
-                // A joiner that went silent: it joins again if it comes back.
-                self.followers.remove(&i);
-            }
-        }
-    }
-}
-
-/// The messages between proxies, each stamped with the sender's view.
-pub(crate) enum Peer {
-    Entries(Entries),
-    Ack(Ack),
-    Join(Join),
-    Refused(Refused),
-    Hello(Hello),
-    HelloState(HelloState),
-}
-
-impl PeerMessage for Peer {
-    fn decode(message: Payload) -> Result<Option<Peer>, Error> {
-        Ok(Some(if message.is::<Entries>() {
-            Peer::Entries(message.decode()?)
-        } else if message.is::<Ack>() {
-            Peer::Ack(message.decode()?)
-        } else if message.is::<Join>() {
-            Peer::Join(message.decode()?)
-        } else if message.is::<Refused>() {
-            Peer::Refused(message.decode()?)
-        } else if message.is::<Hello>() {
-            Peer::Hello(message.decode()?)
-        } else if message.is::<HelloState>() {
-            Peer::HelloState(message.decode()?)
-        } else {
-            return Ok(None);
-        }))
-    }
-
-    fn view(&self) -> u64 {
-        match self {
-            Peer::Entries(m) => m.view,
-            Peer::Ack(m) => m.view,
-            Peer::Join(m) => m.view,
-            Peer::Refused(m) => m.view,
-            Peer::Hello(m) => m.view,
-            Peer::HelloState(m) => m.view,
-        }
-    }
-}
-
-impl PrimaryBackupProxy {
     /// A message from peer `from`, stamped with a view this proxy has installed (an older one
     /// is dropped by the checks below).
     fn on_peer(&mut self, ctx: &mut Context, from: &str, m: Peer) {
@@ -767,56 +766,33 @@ impl PrimaryBackupProxy {
             }
         }
     }
-}
-
-/// The group of a proxy `X/PrimaryBackupProxy{i}`: `X`.
-pub(crate) fn group_of(proxy: &str) -> String {
-    proxy
-        .rsplit_once('/')
-        .map_or(proxy, |(group, _)| group)
-        .to_string()
-}
-
-impl ViewMember for PrimaryBackupProxy {
-    type Peer = Peer;
-    type Query = Status;
-    type Status = PbStatus;
-
-    fn me(&self) -> &Id {
-        &self.me
-    }
-
-    fn copy(&self) -> &Id {
-        &self.copy
-    }
-
-    fn on_copy_reply(&mut self, ctx: &mut Context, tag: u64, reply: Reply) {
-        self.applier.reply(tag, reply, &mut self.steps);
-        self.run_steps(ctx);
-    }
-
-    fn on_submit(&mut self, ctx: &mut Context, ingress: Id, cmd: Command) {
-        PrimaryBackupProxy::on_submit(self, ctx, ingress, cmd);
-    }
-
-    fn on_view(&mut self, ctx: &mut Context, view: View) {
-        PrimaryBackupProxy::on_view(self, ctx, view);
-    }
-
-    fn view_number(&self) -> u64 {
-        PrimaryBackupProxy::view_number(self)
-    }
-
-    fn on_peer(&mut self, ctx: &mut Context, from: &str, m: Peer) {
-        PrimaryBackupProxy::on_peer(self, ctx, from, m);
-    }
 
     fn join_group(&self, ctx: &mut Context) {
-        PrimaryBackupProxy::join_group(self, ctx);
+        ctx.send_physical(
+            CONTROLLER,
+            JoinGroup {
+                group: self.group.clone(),
+                members: self.peers.iter().map(|p| p.to_string()).collect(),
+                index: self.index as u64,
+                nonce: self.nonce,
+            },
+        );
     }
 
     fn status(&self) -> PbStatus {
-        PrimaryBackupProxy::status(self)
+        PbStatus {
+            index: self.index as u64,
+            role: self.role,
+            view: self.view_number(),
+            log_len: self.log.len() as u64,
+            executed: self.applier.executed,
+            completed: self.applier.completed(),
+            live: if self.role == Role::Primary {
+                self.required().into_iter().map(|i| i as u64).collect()
+            } else {
+                Vec::new()
+            },
+        }
     }
 
     fn early(&mut self) -> &mut Early<Peer> {

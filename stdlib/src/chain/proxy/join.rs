@@ -12,6 +12,7 @@ use super::{ChainProxy, RESEND_TICKS, Role, Stream};
 use crate::chain::messages::{CatchUp, Join, Refused};
 use crate::primary_backup::messages::digest;
 use crate::replicate::messages::Command;
+use crate::view_member::ViewMember;
 
 /// A joiner the head streams committed entries to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
