@@ -22,6 +22,33 @@ pub(crate) trait PeerMessage: Sized {
     fn view(&self) -> u64;
 }
 
+/// Declares a group's peer messages: an enum with one variant per message type (each type
+/// has a `view` field), and its [`PeerMessage`] implementation.
+macro_rules! peer_messages {
+    ($(#[$doc:meta])* $name:ident { $($m:ident),* $(,)? }) => {
+        $(#[$doc])*
+        pub(crate) enum $name {
+            $($m($m)),*
+        }
+
+        impl $crate::view_member::PeerMessage for $name {
+            fn decode(message: ovid::Payload) -> Result<Option<Self>, ovid::Error> {
+                $(if message.is::<$m>() {
+                    return Ok(Some($name::$m(message.decode()?)));
+                })*
+                Ok(None)
+            }
+
+            fn view(&self) -> u64 {
+                match self {
+                    $($name::$m(m) => m.view),*
+                }
+            }
+        }
+    };
+}
+pub(crate) use peer_messages;
+
 /// Peer messages sent in a view this member has not installed yet, kept until it has.
 pub(crate) struct Early<P> {
     held: Vec<(String, P)>,

@@ -478,42 +478,10 @@ pub(crate) fn chain_of(view: &View) -> Vec<usize> {
         .collect()
 }
 
-/// The messages between proxies, each stamped with the sender's view.
-pub(crate) enum Peer {
-    Entries(Entries),
-    Ack(Ack),
-    Join(Join),
-    CatchUp(CatchUp),
-    Refused(Refused),
-}
-
-impl PeerMessage for Peer {
-    fn decode(message: Payload) -> Result<Option<Peer>, Error> {
-        Ok(Some(if message.is::<Entries>() {
-            Peer::Entries(message.decode()?)
-        } else if message.is::<Ack>() {
-            Peer::Ack(message.decode()?)
-        } else if message.is::<Join>() {
-            Peer::Join(message.decode()?)
-        } else if message.is::<CatchUp>() {
-            Peer::CatchUp(message.decode()?)
-        } else if message.is::<Refused>() {
-            Peer::Refused(message.decode()?)
-        } else {
-            return Ok(None);
-        }))
-    }
-
-    fn view(&self) -> u64 {
-        match self {
-            Peer::Entries(m) => m.view,
-            Peer::Ack(m) => m.view,
-            Peer::Join(m) => m.view,
-            Peer::CatchUp(m) => m.view,
-            Peer::Refused(m) => m.view,
-        }
-    }
-}
+view_member::peer_messages!(
+    /// The messages between proxies, each stamped with the sender's view.
+    Peer { Entries, Ack, Join, CatchUp, Refused }
+);
 
 impl ChainProxy {}
 

@@ -43,7 +43,7 @@ use crate::expansion::{Args, int};
 use crate::proxy;
 use crate::replicate::messages::{Command, Outcome, Reply, Submit};
 use crate::replicate::{Applier, Step};
-use crate::view_member::{self, Early, PeerMessage, ViewMember};
+use crate::view_member::{self, Early, ViewMember};
 
 /// The proxy's kind, as the expansion names it.
 pub const KIND: &str = "PrimaryBackupProxy";
@@ -461,46 +461,10 @@ impl PrimaryBackupProxy {
     }
 }
 
-/// The messages between proxies, each stamped with the sender's view.
-pub(crate) enum Peer {
-    Entries(Entries),
-    Ack(Ack),
-    Join(Join),
-    Refused(Refused),
-    Hello(Hello),
-    HelloState(HelloState),
-}
-
-impl PeerMessage for Peer {
-    fn decode(message: Payload) -> Result<Option<Peer>, Error> {
-        Ok(Some(if message.is::<Entries>() {
-            Peer::Entries(message.decode()?)
-        } else if message.is::<Ack>() {
-            Peer::Ack(message.decode()?)
-        } else if message.is::<Join>() {
-            Peer::Join(message.decode()?)
-        } else if message.is::<Refused>() {
-            Peer::Refused(message.decode()?)
-        } else if message.is::<Hello>() {
-            Peer::Hello(message.decode()?)
-        } else if message.is::<HelloState>() {
-            Peer::HelloState(message.decode()?)
-        } else {
-            return Ok(None);
-        }))
-    }
-
-    fn view(&self) -> u64 {
-        match self {
-            Peer::Entries(m) => m.view,
-            Peer::Ack(m) => m.view,
-            Peer::Join(m) => m.view,
-            Peer::Refused(m) => m.view,
-            Peer::Hello(m) => m.view,
-            Peer::HelloState(m) => m.view,
-        }
-    }
-}
+view_member::peer_messages!(
+    /// The messages between proxies, each stamped with the sender's view.
+    Peer { Entries, Ack, Join, Refused, Hello, HelloState }
+);
 
 impl PrimaryBackupProxy {}
 
