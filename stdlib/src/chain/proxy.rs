@@ -483,8 +483,6 @@ view_member::peer_messages!(
     Peer { Entries, Ack, Join, CatchUp, Refused }
 );
 
-impl ChainProxy {}
-
 impl ViewMember for ChainProxy {
     type Peer = Peer;
     type Query = Status;

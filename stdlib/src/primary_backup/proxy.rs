@@ -466,8 +466,6 @@ view_member::peer_messages!(
     Peer { Entries, Ack, Join, Refused, Hello, HelloState }
 );
 
-impl PrimaryBackupProxy {}
-
 /// The group of a proxy `X/PrimaryBackupProxy{i}`: `X`.
 pub(crate) fn group_of(proxy: &str) -> String {
     proxy
