@@ -15,6 +15,7 @@ const SYSTEMS: &[&str] = &[
     "tests/ui/every_transformation.ovid",
     "tests/ui/nested_pipeline.ovid",
     "tests/ui/literals.ovid",
+    "tests/ui/identity.ovid",
 ];
 
 fn root() -> &'static Path {

@@ -222,6 +222,14 @@ impl Context {
         &self.me
     }
 
+    /// The identifier of the agent as the system names it (`KVS`, `client[1]`): what every copy
+    /// a transformation made of it stands for. A copy's physical identifier is under it
+    /// (`KVS/Shard1`, `KVS/Shard1/Replica0`), so it is the first segment of [`Self::me`].
+    /// The handler language's `me()`.
+    pub fn identity(&self) -> &str {
+        self.me.split('/').next().unwrap_or(&self.me)
+    }
+
     /// The physical identifier of whoever sent the message being handled (`""` if none).
     pub fn sender(&self) -> &str {
         self.sender.as_deref().unwrap_or("")

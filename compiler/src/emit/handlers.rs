@@ -310,7 +310,7 @@ impl<'a> HandlerCompiler<'a> {
             // `me()` and `sender()` are `&str` already: formatting needs no `String`.
             values.push(match &a.kind {
                 ExprKind::Call(name, args) if args.is_empty() && name.name == "me" => {
-                    quote!(ctx.me())
+                    quote!(ctx.identity())
                 }
                 ExprKind::Call(name, args) if args.is_empty() && name.name == "sender" => {
                     quote!(ctx.sender())
@@ -597,7 +597,8 @@ impl<'a> HandlerCompiler<'a> {
                 quote!(#a.#m(#b))
             }
             ("sender", []) => quote!(ctx.sender().to_string()),
-            ("me", []) => quote!(ctx.me().to_string()),
+            // What the agent stands for, not which copy of it runs (docs/language.md).
+            ("me", []) => quote!(ctx.identity().to_string()),
             _ => unreachable!("the checker admits only known builtins"),
         }
     }
