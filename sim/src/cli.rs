@@ -85,8 +85,8 @@ fn run_test(system: &System, args: TestArgs) -> ExitCode {
     match crate::test_system(system, &options) {
         Ok(report) => {
             print!("{}", report.render(&program));
-            if report.targets.is_empty() {
-                println!("no transformed agents to test");
+            if report.targets.is_empty() && report.unchecked.is_empty() {
+                println!("nothing to test: the system transforms nothing");
             }
             if report.passed() {
                 ExitCode::SUCCESS
