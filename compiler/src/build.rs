@@ -25,6 +25,8 @@ pub struct Built {
     pub package: String,
     /// The deployment it runs.
     pub deployment: Deployment,
+    /// What its binary says it runs ([`krate::fingerprint`]).
+    pub fingerprint: String,
 }
 
 /// Checks, expands and places `file`, and writes its crate into `out`.
@@ -40,6 +42,7 @@ pub fn generate(file: &Path, out: &Path) -> Result<Built, Failure> {
         dir: out.to_path_buf(),
         package,
         deployment,
+        fingerprint: krate::fingerprint(&files),
     })
 }
 
@@ -49,8 +52,23 @@ pub fn crate_files(file: &Path) -> Result<(String, Deployment, Vec<GeneratedFile
     let deployment = deployment::deployment(&model, &expanded, &boxes);
     let mut paths = Paths::of_this_checkout();
     paths.rust_crates = rust_crates(&program, &model, file)?;
+    paths.source = Some(source_key(file));
     let files = krate::generate(&model, &expanded, &deployment, &paths).map_err(Failure::Io)?;
     Ok((krate::package_name(&expanded.system), deployment, files))
+}
+
+/// `file` relative to the Ovid workspace if it is inside it (the same on every machine), else
+/// its full path.
+fn source_key(file: &Path) -> PathBuf {
+    let full = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    let root = Paths::of_this_checkout()
+        .runtime
+        .parent()
+        .and_then(|r| std::fs::canonicalize(r).ok());
+    match root.and_then(|r| full.strip_prefix(r).ok().map(Path::to_path_buf)) {
+        Some(relative) => relative,
+        None => full,
+    }
 }
 
 /// The target directory builds share: `$CARGO_TARGET_DIR`, else the Ovid checkout's.
@@ -73,11 +91,39 @@ pub fn cargo_build(built: &Built) -> Result<PathBuf, Failure> {
         built.package,
         target.display()
     );
+    let binary = target.join("debug").join(&built.package);
+    run_cargo(built, &target)?;
+    if runs_its_system(&binary, built)? {
+        return Ok(binary);
+    }
+    // Another crate with this package name (another file declaring a system of this name)
+    // was built into the shared target directory since, and cargo, finding this crate's
+    // build fresh, left that one's binary in place. Without it, cargo puts this one back.
+    std::fs::remove_file(&binary).map_err(|e| {
+        Failure::Io(format!(
+            "cannot remove the stale `{}`: {e}",
+            binary.display()
+        ))
+    })?;
+    run_cargo(built, &target)?;
+    if runs_its_system(&binary, built)? {
+        return Ok(binary);
+    }
+    Err(Failure::Io(format!(
+        "`{}` does not run the system of `{}`: another build of a system named `{}` replaced it; run one build at a time",
+        binary.display(),
+        built.dir.display(),
+        built.deployment.system
+    )))
+}
+
+/// `cargo build` of the generated crate, into `target`.
+fn run_cargo(built: &Built, target: &Path) -> Result<(), Failure> {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .arg("build")
         .arg("--manifest-path")
         .arg(built.dir.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
+        .env("CARGO_TARGET_DIR", target)
         .status()
         .map_err(|e| {
             Failure::Io(format!(
@@ -90,7 +136,16 @@ pub fn cargo_build(built: &Built) -> Result<PathBuf, Failure> {
             built.dir.display()
         )));
     }
-    Ok(target.join("debug").join(&built.package))
+    Ok(())
+}
+
+/// Whether `binary` runs `built`'s system: it says the fingerprint of its files.
+fn runs_its_system(binary: &Path, built: &Built) -> Result<bool, Failure> {
+    let out = Command::new(binary)
+        .arg("fingerprint")
+        .output()
+        .map_err(|e| Failure::Io(format!("cannot run `{}`: {e}", binary.display())))?;
+    Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == built.fingerprint)
 }
 
 /// Writes every file, leaving those whose contents did not change untouched.

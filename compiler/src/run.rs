@@ -68,14 +68,22 @@ pub fn test(file: &Path, args: &[String]) -> ExitCode {
 
 /// Generates and compiles the crate of `file` under the shared target directory.
 fn build_for_run(file: &Path) -> Result<(Built, std::path::PathBuf), Failure> {
+    let out = build::target_dir().join("ovid").join(crate_dir_name(file));
+    let built = build::generate(file, &out)?;
+    let binary = build::cargo_build(&built)?;
+    Ok((built, binary))
+}
+
+/// The directory of a file's crate under `<target>/ovid`: its stem and a hash of its full
+/// path, so that two files of one name in different folders never share a crate.
+fn crate_dir_name(file: &Path) -> String {
     let stem = file
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "system".into());
-    let out = build::target_dir().join("ovid").join(&stem);
-    let built = build::generate(file, &out)?;
-    let binary = build::cargo_build(&built)?;
-    Ok((built, binary))
+    let full = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    let hash = ovid_stdlib::proxy::fnv1a(full.to_string_lossy().as_bytes());
+    format!("{stem}-{:08x}", hash as u32)
 }
 
 #[allow(clippy::option_option)]

@@ -87,6 +87,36 @@ fn literal_arithmetic_compiles_cleanly_and_computes_what_it_says() {
 }
 
 #[test]
+fn two_files_declaring_one_system_name_each_run_their_own_code() {
+    let dir = std::env::temp_dir().join(format!("ovid-same-name-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let program = |word: &str| {
+        format!(
+            "message Ping {{ n: Int }}\nmessage Pong {{ n: Int }}\n\
+             agent Ponger {{ accepts Ping -> Pong; on Ping(p) {{ reply Pong {{ n: p.n }}; }} }}\n\
+             agent Pinger {{ uses peer; on start {{ send peer Ping {{ n: 1 }}; }} \
+             on Pong(p) {{ print(\"ran {word}\"); finish; }} }}\n\
+             system Same {{ instance ponger: Ponger; instance pinger: Pinger {{ peer = ponger }}; }}\n"
+        )
+    };
+    let (a, b) = (dir.join("a.ovid"), dir.join("b.ovid"));
+    std::fs::write(&a, program("a")).unwrap();
+    std::fs::write(&b, program("b")).unwrap();
+    // Run after run, each file's binary runs its own code, never the other's.
+    for (file, word) in [(&a, "a"), (&b, "b"), (&a, "a")] {
+        let out = run_to_end(file.to_str().unwrap());
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(&format!("ran {word}")),
+            "{} ran the other's code:\n{stdout}\n{stderr}",
+            file.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn kvs_prints_what_its_client_got() {
     let out = run_to_end("examples/kvs/kvs.ovid");
     let (stdout, stderr) = text(&out);

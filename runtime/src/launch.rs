@@ -40,6 +40,9 @@ pub struct System {
     /// The `test` command (the simulator, in the `ovid-sim` crate, which the generated binary
     /// links through its `check` module): the system and the arguments after `test`.
     pub test: Option<TestCommand>,
+    /// A hash of the system's generated files: `fingerprint` prints it, so that whoever built
+    /// the binary can tell that it runs this system and not another of the same name.
+    pub fingerprint: &'static str,
 }
 
 /// Runs `<bin> test ARGS…` for a system.
@@ -91,6 +94,9 @@ enum Command {
     Local,
     /// Prints the deployment description.
     Deployment,
+    /// Prints the fingerprint of the system's generated files.
+    #[command(hide = true)]
+    Fingerprint,
     /// Checks every transformed agent in a deterministic simulation against the original agent
     /// (linearizability, then refinement at quiescence); see docs/verification.md and
     /// `<bin> test --help`.
@@ -167,6 +173,10 @@ pub fn main(system: System) -> ExitCode {
             Command::Local => run_local(&deployment, kinds).await,
             Command::Deployment => {
                 println!("{deployment_json}");
+                Ok(())
+            }
+            Command::Fingerprint => {
+                println!("{}", system.fingerprint);
                 Ok(())
             }
             Command::Test { .. } => unreachable!("handled before the runtime starts"),
