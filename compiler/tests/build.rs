@@ -16,6 +16,7 @@ const SYSTEMS: &[&str] = &[
     "tests/ui/nested_pipeline.ovid",
     "tests/ui/literals.ovid",
     "tests/ui/identity.ovid",
+    "tests/ui/names.ovid",
 ];
 
 fn root() -> &'static Path {

@@ -87,6 +87,15 @@ fn literal_arithmetic_compiles_cleanly_and_computes_what_it_says() {
 }
 
 #[test]
+fn names_rust_reserves_or_generated_code_uses_build_cleanly_and_run() {
+    let out = run_to_end("tests/ui/names.ovid");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("[main] n 2"), "{stdout}\n{stderr}");
+    assert_no_warnings(&stderr);
+}
+
+#[test]
 fn two_files_declaring_one_system_name_each_run_their_own_code() {
     let dir = std::env::temp_dir().join(format!("ovid-same-name-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -12,7 +12,7 @@ use quote::{format_ident, quote};
 
 use ovid::latt::NodeKind;
 
-use super::handlers::{ident, rust_type};
+use super::handlers::{agent_ident, ident, message_ident, rust_type};
 use crate::check::model::{AgentInfo, Behaviour, Model};
 use crate::check::types::Type;
 use crate::expand::Expanded;
@@ -49,7 +49,7 @@ pub fn check_rs(model: &Model, expanded: &Expanded) -> TokenStream {
             .collect();
         let id = &node.id;
         let request_fn = format_ident!("request_{}", rust_name(id));
-        let ty = format_ident!("{}", agent);
+        let ty = agent_ident(agent);
         let n = requests.len() as u64;
         let arms = requests.iter().enumerate().map(|(i, m)| {
             let value = message_value(model, m, 0);
@@ -147,7 +147,7 @@ fn rust_name(id: &str) -> String {
 
 /// `impl State for Agent`: its keyed maps taken out entry by entry, the rest as one snapshot.
 fn state_impl(agent: &str, info: &AgentInfo) -> TokenStream {
-    let ty = format_ident!("{}", agent);
+    let ty = agent_ident(agent);
     let keyed: Vec<(proc_macro2::Ident, &str)> = info
         .state
         .iter()
@@ -208,7 +208,7 @@ fn helpers(used: &str) -> TokenStream {
 
 /// A generated value of message `m`, as a struct literal.
 fn message_value(model: &Model, m: &str, depth: usize) -> TokenStream {
-    let ty = format_ident!("{}", m);
+    let ty = message_ident(m);
     let fields = model
         .messages
         .get(m)

@@ -32,7 +32,7 @@ pub fn rust_type(t: &Type) -> TokenStream {
             quote!(BTreeMap<#k, #v>)
         }
         Type::Message(m) => {
-            let m = format_ident!("{}", m);
+            let m = message_ident(m);
             quote!(#m)
         }
         Type::Unit => quote!(()),
@@ -55,7 +55,61 @@ fn is_copy(t: &Type) -> bool {
     matches!(t, Type::Int(_) | Type::IntLiteral | Type::Bool | Type::Unit)
 }
 
-/// Rust names for language names that are Rust keywords.
+/// Names the generated code uses for items of its own (the prelude, the runtime's and the
+/// standard library's types): a message or an agent of one of these names gets a suffixed
+/// Rust name (`Option` → `OptionMessage`), its name in the system unchanged.
+const TAKEN_TYPES: &[&str] = &[
+    "Agent",
+    "Arc",
+    "BTreeMap",
+    "Bindings",
+    "Box",
+    "BoxBuilder",
+    "Context",
+    "Deserialize",
+    "Err",
+    "Error",
+    "Hooks",
+    "Json",
+    "JsonCodec",
+    "Message",
+    "None",
+    "Ok",
+    "Option",
+    "Parts",
+    "Payload",
+    "Result",
+    "Rng",
+    "Self",
+    "Serialize",
+    "Some",
+    "State",
+    "String",
+    "SystemHooks",
+    "Target",
+    "Vec",
+];
+
+/// The Rust name of the message `name`.
+pub fn message_ident(name: &str) -> proc_macro2::Ident {
+    type_ident(name, "Message")
+}
+
+/// The Rust name of the agent type `name`.
+pub fn agent_ident(name: &str) -> proc_macro2::Ident {
+    type_ident(name, "Agent")
+}
+
+fn type_ident(name: &str, suffix: &str) -> proc_macro2::Ident {
+    if TAKEN_TYPES.contains(&name) {
+        format_ident!("{name}{suffix}")
+    } else {
+        ident(name)
+    }
+}
+
+/// Rust names for language names that are Rust keywords, or that generated code uses itself
+/// (`ctx`, the context of every handler).
 pub fn ident(name: &str) -> proc_macro2::Ident {
     const RESERVED: &[&str] = &[
         "as", "async", "await", "break", "const", "continue", "dyn", "enum", "extern", "fn", "gen",
@@ -64,7 +118,7 @@ pub fn ident(name: &str) -> proc_macro2::Ident {
         "final", "macro", "override", "priv", "try", "typeof", "unsized", "virtual",
     ];
     // These cannot be raw identifiers.
-    if matches!(name, "self" | "Self" | "super" | "crate") {
+    if matches!(name, "self" | "Self" | "super" | "crate" | "ctx") {
         format_ident!("{}_", name)
     } else if RESERVED.contains(&name) {
         proc_macro2::Ident::new_raw(name, RustSpan::call_site())
@@ -470,7 +524,7 @@ impl<'a> HandlerCompiler<'a> {
             }
             ExprKind::Name(_) | ExprKind::Field(..) => unreachable!("places are handled above"),
             ExprKind::Record(name, fields) => {
-                let n = ident(&name.name);
+                let n = message_ident(&name.name);
                 let fs: Vec<TokenStream> = fields
                     .iter()
                     .map(|(f, v)| {

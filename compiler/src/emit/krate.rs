@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use super::handlers::ident;
+use super::handlers::{agent_ident, ident, message_ident};
 use super::{format_file, rust};
 use crate::check::model::{Behaviour, Model};
 use crate::expand::Expanded;
@@ -200,6 +200,12 @@ fn messages_rs(model: &Model) -> TokenStream {
     });
     quote! {
         //! The messages of the system.
+        #![allow(
+            dead_code,
+            non_camel_case_types,
+            non_snake_case,
+            reason = "the names are the .ovid program's, and it may declare a message no agent of this system sends"
+        )]
         #map_import
         use ovid::Message;
         use serde::{Deserialize, Serialize};
@@ -223,10 +229,15 @@ fn agents_rs(model: &Model) -> TokenStream {
     let messages = model
         .messages
         .keys()
-        .filter(|m| mentions(&text, m))
-        .map(|m| format_ident!("{}", m));
+        .map(|m| message_ident(m))
+        .filter(|m| mentions(&text, &m.to_string()));
     quote! {
         //! The agents written with inline handlers, compiled to Rust.
+        #![allow(
+            non_camel_case_types,
+            non_snake_case,
+            reason = "the names of agents, state and locals are the .ovid program's"
+        )]
         #map_import
         use ovid::Context;
         use serde::{Deserialize, Serialize};
@@ -258,7 +269,7 @@ fn system_rs(model: &Model, expanded: &Expanded) -> TokenStream {
                 !agent.uses.is_empty() || !matches!(agent.behaviour, Behaviour::Handlers { .. });
             let make = match &agent.behaviour {
                 Behaviour::Handlers { .. } => {
-                    let t = format_ident!("{}", kind);
+                    let t = agent_ident(kind);
                     quote!(agents::#t::new(#(#uses),*))
                 }
                 Behaviour::Rust { path } => {
@@ -393,7 +404,7 @@ fn key_hash_arms(model: &Model) -> Vec<TokenStream> {
     for field in &fields {
         for (message, fs) in &model.messages {
             if fs.iter().any(|(f, _)| f == field) {
-                let m = format_ident!("{}", message);
+                let m = message_ident(message);
                 let f = ident(field);
                 arms.push(
                     quote!((#field, #message) => payload.peek::<#m>().map(|m| stable_hash(&m.#f)),),
@@ -407,11 +418,11 @@ fn key_hash_arms(model: &Model) -> Vec<TokenStream> {
 /// The JSON form of every message, for external agents.
 fn json_codec(model: &Model) -> TokenStream {
     let to = model.messages.keys().map(|m| {
-        let t = format_ident!("{}", m);
+        let t = message_ident(m);
         quote!(#m => serde_json::to_value(payload.decode::<#t>()?),)
     });
     let from = model.messages.keys().map(|m| {
-        let t = format_ident!("{}", m);
+        let t = message_ident(m);
         quote!(#m => serde_json::from_value::<#t>(body).map(Payload::new),)
     });
     quote! {

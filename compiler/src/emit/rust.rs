@@ -3,24 +3,29 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use super::handlers::{HandlerCompiler, ident, rust_type};
+use super::handlers::{HandlerCompiler, agent_ident, ident, message_ident, rust_type};
 use crate::check::model::{AgentInfo, Model};
 use crate::syntax::ast::Trigger;
 
 /// `#[derive(.., Message)] pub struct Put { pub key: String, .. }` for every message.
 pub fn messages(model: &Model) -> TokenStream {
     let items = model.messages.iter().map(|(name, fields)| {
-        let n = ident(name);
+        let n = message_ident(name);
         let doc = format!(" The `{name}` message.");
         let fs = fields.iter().map(|(f, t)| {
             let fi = ident(f);
             let ft = rust_type(t);
             let fdoc = format!(" `{f}: {t}`");
-            quote!(#[doc = #fdoc] pub #fi: #ft)
+            // Its name on the wire stays the field's, whatever Rust calls it.
+            let rename = (fi.to_string().trim_start_matches("r#") != f.as_str())
+                .then(|| quote!(#[serde(rename = #f)]));
+            quote!(#[doc = #fdoc] #rename pub #fi: #ft)
         });
+        let rename = (n != name.as_str()).then(|| quote!(#[message(name = #name)]));
         quote! {
             #[doc = #doc]
             #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Message)]
+            #rename
             pub struct #n { #(#fs,)* }
         }
     });
@@ -30,7 +35,7 @@ pub fn messages(model: &Model) -> TokenStream {
 /// The struct of an inline-handler agent: its state fields and its `uses` identifiers, with
 /// a constructor taking the wiring and one method per handler.
 pub fn inline_agent(name: &str, agent: &AgentInfo) -> TokenStream {
-    let n = ident(name);
+    let n = agent_ident(name);
     let mut compiler = HandlerCompiler::new(agent);
     let doc = format!(" The `{name}` agent, compiled from its inline handlers.");
     let state_fields = agent.state.iter().map(|s| {
@@ -77,7 +82,7 @@ pub fn inline_agent(name: &str, agent: &AgentInfo) -> TokenStream {
             }
         }
         Trigger::Message { message, binding } => {
-            let m = format_ident!("{}", message.name);
+            let m = message_ident(&message.name);
             let method = format_ident!("on_{}", snake(&message.name));
             let body = compiler.body(&h.body, Some((&binding.name, &message.name)));
             let b = used_or_underscore(&binding.name, &body);
@@ -121,7 +126,12 @@ fn used_or_underscore(name: &str, body: &TokenStream) -> proc_macro2::Ident {
         })
     }
     if uses(body.clone(), name) {
-        ident(name)
+        // `ctx` is the context parameter's own name (a language name `ctx` is `ctx_`).
+        if name == "ctx" {
+            format_ident!("ctx")
+        } else {
+            ident(name)
+        }
     } else {
         format_ident!("_{}", name)
     }
