@@ -65,6 +65,10 @@ struct TestArgs {
     /// Print every event of the run, with --seed or --replay (or of the shrunk failure).
     #[arg(long)]
     trace: bool,
+    /// Seeds run at once, on as many threads (0: one per core). The report is the same
+    /// whatever the number.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
 }
 
 /// `test`: runs the simulator (no tokio, no sockets, one thread), prints its report, and exits
@@ -124,5 +128,9 @@ fn test_options(args: TestArgs) -> Result<crate::Options, Error> {
         replay,
         shrink: !args.no_shrink,
         trace: args.trace,
+        jobs: match args.jobs {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        },
     })
 }

@@ -203,6 +203,9 @@ pub struct Options {
     pub shrink: bool,
     /// Keep a line per event of the reported run.
     pub trace: bool,
+    /// Seeds run at once, on as many threads (1: one after the other). The report is the same
+    /// whatever the number: the first failing seed is the lowest.
+    pub jobs: usize,
 }
 
 impl Default for Options {
@@ -222,6 +225,7 @@ impl Default for Options {
             replay: None,
             shrink: true,
             trace: false,
+            jobs: 1,
         }
     }
 }
@@ -539,6 +543,52 @@ struct Outcome {
     injected: [u64; 3],
 }
 
+/// Runs `scenarios` on `jobs` threads, each taking the next seed; once one fails, the seeds
+/// after it are not started. The outcome of every seed up to the first failing one, in order
+/// (`None` after it), so that the report does not depend on `jobs`.
+fn run_all(
+    setup: &setup::Setup,
+    scenarios: &[Scenario],
+    trace: bool,
+    jobs: usize,
+) -> Vec<Option<Result<Outcome, Error>>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    // The index of the first failing (or erring) seed so far.
+    let first_failure = AtomicUsize::new(usize::MAX);
+    let results: Mutex<Vec<Option<Result<Outcome, Error>>>> =
+        Mutex::new((0..scenarios.len()).map(|_| None).collect());
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            if i >= scenarios.len() || i > first_failure.load(Ordering::SeqCst) {
+                return;
+            }
+            let outcome = run_one(setup, &scenarios[i], trace);
+            if outcome.as_ref().map_or(true, |o| o.violation.is_some()) {
+                first_failure.fetch_min(i, Ordering::SeqCst);
+            }
+            results.lock().expect("results poisoned")[i] = Some(outcome);
+        }
+    };
+    if jobs <= 1 {
+        work();
+    } else {
+        std::thread::scope(|scope| {
+            for _ in 0..jobs {
+                scope.spawn(work);
+            }
+        });
+    }
+    let mut results = results.into_inner().expect("results poisoned");
+    let cut = first_failure.into_inner();
+    if cut < results.len() {
+        results.truncate(cut + 1);
+    }
+    results
+}
+
 fn run_one(setup: &setup::Setup, scenario: &Scenario, trace: bool) -> Result<Outcome, Error> {
     let out = world::run(setup, scenario, trace)?;
     let checked = check::check(setup, &out)?;
@@ -777,10 +827,15 @@ fn test_target(setup: &setup::Setup, options: &Options) -> Result<TargetReport, 
         )
     };
     let single = scenarios.len() == 1;
-    for scenario in scenarios {
+    for scenario in &scenarios {
         validate_events(setup, &scenario.events)?;
+    }
+    let mut outcomes = run_all(setup, &scenarios, options.trace && single, options.jobs);
+    for (scenario, outcome) in scenarios.into_iter().zip(outcomes.iter_mut()) {
         report.seeds += 1;
-        let outcome = run_one(setup, &scenario, options.trace && single)?;
+        let outcome = outcome
+            .take()
+            .expect("every seed up to the first failure ran")?;
         report.ops += outcome.ops;
         report.inconclusive += u64::from(outcome.inconclusive);
         report.unanswered += outcome.unanswered;

@@ -884,3 +884,28 @@ fn bad_arguments_are_refused() {
     .unwrap_err();
     assert!(e.to_string().contains("no box `nowhere`"), "{e}");
 }
+
+#[test]
+fn seeds_run_on_several_threads_give_the_same_report() {
+    for (system, faults, passes) in [
+        // A pass: every seed's figures add up the same.
+        (replica_system("ok"), "delay,reorder,crash", true),
+        // A failure: the same first failing seed, shrunk the same.
+        (
+            shard_system("early_ack", shard_targets),
+            "delay,reorder",
+            false,
+        ),
+    ] {
+        let one = report(&system, &options(30, faults));
+        let four = report(
+            &system,
+            &Options {
+                jobs: 4,
+                ..options(30, faults)
+            },
+        );
+        assert_eq!(one.passed(), passes, "{}", one.render("store"));
+        assert_eq!(one.render("store"), four.render("store"));
+    }
+}
