@@ -17,6 +17,7 @@ const SYSTEMS: &[&str] = &[
     "tests/ui/literals.ovid",
     "tests/ui/identity.ovid",
     "tests/ui/names.ovid",
+    "tests/ui/channel.ovid",
 ];
 
 fn root() -> &'static Path {

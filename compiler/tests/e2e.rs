@@ -608,6 +608,8 @@ fn ovidc_test_checks_every_transformation_and_a_nested_pipeline() {
         ("tests/ui/nested_pipeline.ovid", &["KVS"][..]),
         // `me()` inside a copy is what the copy stands for, so copies answer as the original.
         ("tests/ui/identity.ovid", &["workers", "store"][..]),
+        // A pipeline on a channel only: the agent behind the channel's proxies.
+        ("tests/ui/channel.ovid", &["store"][..]),
     ] {
         for target in targets {
             let child = ovidc()

@@ -301,7 +301,7 @@ impl Report {
         for (id, transform) in &self.unchecked {
             let _ = writeln!(
                 out,
-                "{id}: NOT CHECKED ({transform}): channel transformations, and agents that use other agents or are not written in handlers, are not simulated yet (docs/verification.md)"
+                "{id}: NOT CHECKED ({transform}): agents that use other agents or are not written in handlers are not simulated yet, nor channels into them (docs/verification.md)"
             );
         }
         if self.targets.is_empty() && !self.unchecked.is_empty() {
@@ -769,7 +769,12 @@ pub fn test_system(system: &System, options: &Options) -> Result<Report, Error> 
             .latt
             .children
             .iter()
-            .filter(|n| !targets.iter().any(|t| t.id == n.id))
+            // A channel into a target is checked with it.
+            .filter(|n| {
+                !targets.iter().any(|t| {
+                    t.id == n.id || n.id.strip_prefix(&t.id).is_some_and(|r| r.starts_with('/'))
+                })
+            })
             .filter_map(|n| Some((n.id.clone(), describe(n.transform()?))))
             .collect();
     }

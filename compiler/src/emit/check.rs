@@ -31,9 +31,20 @@ pub fn check_rs(model: &Model, expanded: &Expanded) -> TokenStream {
     let mut targets = Vec::new();
     let mut items = Vec::new();
     let mut states = BTreeMap::new();
+    // A transformed channel into an agent is checked with the agent: the agent behind the
+    // channel's proxies must answer as the agent alone (every message arrives once, in each
+    // sender's order).
+    let behind_channel = |id: &str| {
+        expanded.latt.children.iter().any(|c| {
+            matches!(c.kind, NodeKind::Channel { .. })
+                && c.id.strip_prefix(id).is_some_and(|r| r.starts_with('/'))
+        })
+    };
     for node in &expanded.latt.children {
-        let NodeKind::Transformed { agent, .. } = &node.kind else {
-            continue;
+        let agent = match &node.kind {
+            NodeKind::Transformed { agent, .. } => agent,
+            NodeKind::Agent { agent } if behind_channel(&node.id) => agent,
+            _ => continue,
         };
         let Some(info) = model.agents.get(agent) else {
             continue;
