@@ -115,3 +115,49 @@ pub fn build(path: &Path, out: &Path, compile: bool) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+/// `ovidc plan OLD NEW [--format json]`: the steps that change the running OLD into NEW, or
+/// why it cannot be done live.
+pub fn plan(old: &Path, new: &Path, json: bool) -> ExitCode {
+    let load = |path: &Path| -> Result<_, Failure> {
+        let (program, model, expanded, boxes) = load_expanded(path)?;
+        let deployment = crate::emit::deployment::deployment(&model, &expanded, &boxes);
+        Ok((program, model, deployment))
+    };
+    let (o, n) = match (load(old), load(new)) {
+        (Ok(o), Ok(n)) => (o, n),
+        (Err(f), _) | (_, Err(f)) => {
+            report(&f, json);
+            return ExitCode::FAILURE;
+        }
+    };
+    let (ov, nv) = (
+        crate::plan::Version {
+            program: &o.0,
+            model: &o.1,
+            deployment: &o.2,
+        },
+        crate::plan::Version {
+            program: &n.0,
+            model: &n.1,
+            deployment: &n.2,
+        },
+    );
+    match crate::plan::plan(&ov, &nv) {
+        Ok(plan) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&plan).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(plan) => {
+            print!("{}", crate::plan::text(&plan));
+            ExitCode::SUCCESS
+        }
+        Err(diagnostics) => {
+            report(&Failure::Diagnostics(n.0.sources, diagnostics), json);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -80,6 +80,9 @@ codes! {
     ShardStateNotKeyed => "ovid::shard::state_not_keyed", "`shard(by: f)` where the state is not partitioned by `f`";
     LoadBalanceStateful => "ovid::load_balance::stateful", "`load_balance` on an agent that has state";
     ReplicateNondeterministic => "ovid::replicate::nondeterministic", "`replicate` or `primary_backup` on an agent that is not deterministic";
+    PlanOtherSystem => "ovid::plan::other_system", "`ovidc plan`: the new file declares another system than the old one";
+    PlanAgentChanged => "ovid::plan::agent_changed", "`ovidc plan`: an instance runs another agent type than before, so its state cannot be carried over";
+    PlanStateChanged => "ovid::plan::state_changed", "`ovidc plan`: an agent's state fields changed, and there is no migration between them";
 }
 
 impl fmt::Display for Code {

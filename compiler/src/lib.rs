@@ -10,6 +10,7 @@ pub mod emit;
 pub mod expand;
 pub mod graph;
 pub mod pipeline;
+pub mod plan;
 pub mod place;
 pub mod run;
 pub mod source;

@@ -58,6 +58,17 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Print the steps that change a running system from OLD to NEW (start, wedge, capture,
+    /// map, restore, switch routes, unwedge, stop), or why it cannot be done live.
+    Plan {
+        /// The version that runs.
+        old: PathBuf,
+        /// The version to change it into.
+        new: PathBuf,
+        /// How to print the plan (and diagnostics).
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
     /// Draw the system: its LATT and its boxes with their agents and message edges.
     Graph {
         /// The .ovid file.
@@ -119,6 +130,9 @@ fn run(cli: Cli) -> ExitCode {
         } => ovidc::cli::build(&file, &output, !no_compile),
         Command::Run { file, data_dir } => ovidc::run::run(&file, data_dir),
         Command::Test { file, args } => ovidc::run::test(&file, &args),
+        Command::Plan { old, new, format } => {
+            ovidc::cli::plan(&old, &new, matches!(format, Format::Json))
+        }
         Command::Graph {
             file,
             format,

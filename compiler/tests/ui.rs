@@ -65,7 +65,11 @@ fn failing_files_render_their_diagnostics() {
 
 #[test]
 fn every_error_code_has_a_failing_file_that_reports_it() {
-    for code in Code::ALL {
+    // `ovidc plan`'s refusals compare two files: compiler/tests/plan.rs has one per code.
+    for code in Code::ALL
+        .iter()
+        .filter(|c| !c.as_str().starts_with("ovid::plan::"))
+    {
         let name = code
             .as_str()
             .trim_start_matches("ovid::")
