@@ -117,6 +117,11 @@ impl InstanceInfo {
     }
 }
 
+/// The instance an element identifier belongs to: `client` for `client[2]` and for `client`.
+pub fn instance_name(id: &str) -> &str {
+    id.split_once('[').map_or(id, |(name, _)| name)
+}
+
 /// Messages flowing from one instance to another through one `uses` binding.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChannelInfo {

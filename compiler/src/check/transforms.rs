@@ -1,14 +1,14 @@
 //! Checks transformation pipelines against the standard library's signatures and
 //! preconditions.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ovid_stdlib::spec::{ParamKind, Precondition, Spec, Target};
 use ovid_stdlib::transformation::Transformation;
 
 use super::agents::Checked;
 use super::handlers::{closest, list};
-use super::model::{PipelineInfo, PipelineTargetInfo, TransformInfo};
+use super::model::{ChannelInfo, PipelineInfo, PipelineTargetInfo, TransformInfo, instance_name};
 use super::types::Type;
 use super::wiring::{CheckedSystem, resolve_ref};
 use crate::diagnostic::{Code, Diagnostic};
@@ -29,8 +29,12 @@ pub fn check_pipelines(
         .iter()
         .map(|i| (i.name.name.clone(), i))
         .collect();
-    // What each checked pipeline transforms: (sender or agent, receiver for a channel), span.
-    let mut targets: Vec<(Covered, Span)> = Vec::new();
+    // What each checked pipeline transforms, by the instance names it covers (only targets
+    // with the same names can overlap), in source order.
+    let mut targets: HashMap<Names, Vec<(Covered, Span)>> = HashMap::new();
+    // Every (sender, receiver) a channel connects, each end as its element and as its whole
+    // array, built on the first channel pipeline.
+    let mut connections: Option<HashSet<(&str, &str)>> = None;
     let mut pipelines = Vec::new();
     for p in &system.ast.pipelines {
         if is_controller(&p.target, &instances) {
@@ -72,10 +76,9 @@ pub fn check_pipelines(
                     continue;
                 };
                 let (from_id, to_id) = (ref_id(from), ref_id(to));
-                let connected = system.info.channels.iter().any(|c| {
-                    (c.from == from_id || c.from.starts_with(&format!("{from_id}[")))
-                        && (c.to == to_id || c.to.starts_with(&format!("{to_id}[")))
-                });
+                let connected = connections
+                    .get_or_insert_with(|| connected_pairs(&system.info.channels))
+                    .contains(&(from_id.as_str(), to_id.as_str()));
                 if !connected {
                     out.push(
                         Diagnostic::new(
@@ -99,11 +102,12 @@ pub fn check_pipelines(
                 )
             }
         };
-        if let Some((first, first_span)) = targets.iter().find(|(t, _)| t.overlaps(&key)) {
+        let same_names = targets.entry(key.names()).or_default();
+        if let Some((first, first_span)) = same_names.iter().find(|(t, _)| t.overlaps(&key)) {
             out.push(overlap(&key, p.span, first, *first_span));
             continue;
         }
-        targets.push((key, p.span));
+        same_names.push((key, p.span));
 
         let mut transforms = Vec::new();
         for t in &p.transforms {
@@ -256,6 +260,9 @@ enum Covered {
     Channel(InstanceRef, InstanceRef),
 }
 
+/// The instance names a pipeline covers: the agent's, or the sender's and the receiver's.
+type Names = (String, Option<String>);
+
 /// Whether two references reach a common agent: the same one, or an array and its element.
 fn share(a: &InstanceRef, b: &InstanceRef) -> bool {
     a.name.name == b.name.name && (a.index.is_none() || b.index.is_none() || a.index == b.index)
@@ -275,12 +282,35 @@ impl Covered {
         }
     }
 
+    /// The instance names it covers: two targets overlap only if these are equal.
+    fn names(&self) -> Names {
+        match self {
+            Covered::Agent(a) => (a.name.name.clone(), None),
+            Covered::Channel(f, t) => (f.name.name.clone(), Some(t.name.name.clone())),
+        }
+    }
+
     fn name(&self) -> String {
         match self {
             Covered::Agent(a) => ref_id(a),
             Covered::Channel(f, t) => format!("{} -> {}", ref_id(f), ref_id(t)),
         }
     }
+}
+
+/// Every (sender, receiver) some channel connects, each end spelled as its element
+/// (`client[2]`) and as its whole array (`client`): a channel pipeline `a -> b` needs one.
+fn connected_pairs(channels: &[ChannelInfo]) -> HashSet<(&str, &str)> {
+    let mut pairs = HashSet::new();
+    for c in channels {
+        let (from, to) = (c.from.as_str(), c.to.as_str());
+        for f in [from, instance_name(from)] {
+            for t in [to, instance_name(to)] {
+                pairs.insert((f, t));
+            }
+        }
+    }
+    pairs
 }
 
 /// Two pipelines for one target: the same target twice, or an array and one of its elements

@@ -34,12 +34,15 @@ pub fn check_rs(model: &Model, expanded: &Expanded) -> TokenStream {
     // A transformed channel into an agent is checked with the agent: the agent behind the
     // channel's proxies must answer as the agent alone (every message arrives once, in each
     // sender's order).
-    let behind_channel = |id: &str| {
-        expanded.latt.children.iter().any(|c| {
-            matches!(c.kind, NodeKind::Channel { .. })
-                && c.id.strip_prefix(id).is_some_and(|r| r.starts_with('/'))
-        })
-    };
+    // A channel's identifier is `{receiver}/{sender}`, and an element's has no `/`.
+    let receivers: std::collections::BTreeSet<&str> = expanded
+        .latt
+        .children
+        .iter()
+        .filter(|c| matches!(c.kind, NodeKind::Channel { .. }))
+        .filter_map(|c| c.id.split_once('/').map(|(to, _)| to))
+        .collect();
+    let behind_channel = |id: &str| receivers.contains(id);
     for node in &expanded.latt.children {
         let agent = match &node.kind {
             NodeKind::Transformed { agent, .. } => agent,

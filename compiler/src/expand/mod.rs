@@ -10,14 +10,15 @@
 //! proxies, so the copies that run each agent's code are found first (they do not depend on
 //! who sends to them), then transformed channels, then agents.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ovid::deployment::{AgentSpec, Runs};
 use ovid::latt::{LattNode, NodeKind, Transform};
 use ovid_stdlib::expansion::{Request, Role, Value};
 use serde::Serialize;
 
-use crate::check::model::{Model, PipelineTargetInfo, TransformInfo};
+use crate::check::model::{InstanceInfo, Model, PipelineTargetInfo, TransformInfo, instance_name};
 
 /// The result of expansion.
 #[derive(Debug, Clone, Serialize)]
@@ -290,31 +291,61 @@ fn nest_in_channel(
 
 /// A transformed channel from one sender element to one receiver element.
 struct ChannelPlan {
-    from: String,
     to: String,
     node: Node,
     /// The proxies at the receiving end of the chain (they send to the receiver).
     last: Vec<String>,
 }
 
+/// The element identifiers of `inst` that a pipeline on `target` (`client` or `client[2]`)
+/// transforms; only the named element of an array, so `x[i] |> ..` for every `i` of a large
+/// array does not list the whole array each time.
+fn targeted(inst: &InstanceInfo, target: &str) -> Vec<String> {
+    if inst.name == target {
+        return inst.identifiers();
+    }
+    let index = target
+        .strip_prefix(inst.name.as_str())
+        .and_then(|r| r.strip_prefix('['))
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse::<u32>().ok());
+    match (index, inst.count) {
+        (Some(i), Some(n)) if i < n && format!("{}[{i}]", inst.name) == target => {
+            vec![target.to_string()]
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Expands a checked model.
+///
+/// Every lookup by identifier goes through a map built once, so expansion grows linearly with
+/// the number of instances, bindings and pipelines.
 pub fn expand(model: &Model) -> Result<Expanded, ExpandError> {
     let system = model.system.as_ref().ok_or(ExpandError::NoSystem)?;
+    let mut by_name: HashMap<&str, Vec<&InstanceInfo>> = HashMap::new();
+    for inst in &system.instances {
+        by_name.entry(inst.name.as_str()).or_default().push(inst);
+    }
     // Agent pipelines by element id (a pipeline on an array applies to every element).
     let mut agent_pipes: BTreeMap<String, &[TransformInfo]> = BTreeMap::new();
-    let mut channel_pipes: Vec<(&str, &str, &[TransformInfo])> = Vec::new();
-    for p in &system.pipelines {
+    // Channel pipelines by (sender, receiver) as written, with their place in the source: of
+    // two that apply to one channel, the first written wins.
+    let mut channel_pipes: HashMap<(&str, &str), (usize, &[TransformInfo])> = HashMap::new();
+    for (k, p) in system.pipelines.iter().enumerate() {
         match &p.target {
             PipelineTargetInfo::Agent(a) => {
-                for inst in &system.instances {
-                    for id in inst.identifiers() {
-                        if id == *a || inst.name == *a {
-                            agent_pipes.insert(id, &p.transforms);
-                        }
+                for inst in by_name.get(instance_name(a)).into_iter().flatten() {
+                    for id in targeted(inst, a) {
+                        agent_pipes.insert(id, &p.transforms);
                     }
                 }
             }
-            PipelineTargetInfo::Channel(f, t) => channel_pipes.push((f, t, &p.transforms)),
+            PipelineTargetInfo::Channel(f, t) => {
+                channel_pipes
+                    .entry((f.as_str(), t.as_str()))
+                    .or_insert((k, &p.transforms));
+            }
         }
     }
     let elements: Vec<(String, &str, &BTreeMap<String, String>)> = system
@@ -339,28 +370,29 @@ pub fn expand(model: &Model) -> Result<Expanded, ExpandError> {
         })
         .collect();
 
-    // 2. Transformed channels, for every sender element bound to a receiver element.
-    let in_channel = |element: &str, name: &str| {
-        element == name
-            || element
-                .strip_prefix(name)
-                .is_some_and(|r| r.starts_with('['))
+    // 2. Transformed channels, for every sender element bound to a receiver element. A
+    // channel pipeline names each end as the element or its whole array.
+    let channel_pipe = |from: &str, to: &str| {
+        let (froms, tos) = ([from, instance_name(from)], [to, instance_name(to)]);
+        froms
+            .iter()
+            .flat_map(|f| tos.iter().map(move |t| (*f, *t)))
+            .filter_map(|key| channel_pipes.get(&key))
+            .min_by_key(|(k, _)| *k)
+            .map(|(_, transforms)| *transforms)
     };
     let mut channels: Vec<ChannelPlan> = Vec::new();
+    // (sender, receiver) → its plan in `channels`.
+    let mut channel_at: HashMap<(&str, &str), usize> = HashMap::new();
     for (from_id, _, bindings) in &elements {
         for to_id in bindings.values() {
-            let Some((_, _, transforms)) = channel_pipes
-                .iter()
-                .find(|(f, t, _)| in_channel(from_id, f) && in_channel(to_id, t))
-            else {
+            let Some(transforms) = channel_pipe(from_id, to_id) else {
                 continue;
             };
-            if channels
-                .iter()
-                .any(|c| c.from == *from_id && c.to == *to_id)
-            {
+            let Entry::Vacant(slot) = channel_at.entry((from_id.as_str(), to_id.as_str())) else {
                 continue;
-            }
+            };
+            slot.insert(channels.len());
             let node = expand_node(
                 &format!("{to_id}/{from_id}"),
                 transforms,
@@ -369,24 +401,30 @@ pub fn expand(model: &Model) -> Result<Expanded, ExpandError> {
             );
             let last = node.copies.clone();
             channels.push(ChannelPlan {
-                from: from_id.clone(),
                 to: to_id.clone(),
                 node,
                 last,
             });
         }
     }
+    let channel = |from: &str, to: &str| channel_at.get(&(from, to)).map(|&k| &channels[k]);
 
-    // 3. Agents, with the physical agents that send to each.
+    // 3. Agents, with the physical agents that send to each. Senders by receiver, each
+    // sender once however many of its bindings name the receiver.
+    let mut senders_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (from_id, _, bindings) in &elements {
+        let targets: BTreeSet<&str> = bindings.values().map(String::as_str).collect();
+        for t in targets {
+            senders_of.entry(t).or_default().push(from_id);
+        }
+    }
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     for (id, agent, _) in &elements {
         let mut senders: Vec<String> = Vec::new();
-        for (from_id, _, bindings) in &elements {
-            if bindings.values().any(|t| t == id) {
-                match channels.iter().find(|c| c.from == *from_id && c.to == *id) {
-                    Some(c) => senders.extend(c.last.iter().cloned()),
-                    None => senders.extend(copies[from_id].iter().cloned()),
-                }
+        for from_id in senders_of.get(id.as_str()).into_iter().flatten() {
+            match channel(from_id, id) {
+                Some(c) => senders.extend(c.last.iter().cloned()),
+                None => senders.extend(copies[*from_id].iter().cloned()),
             }
         }
         senders.sort();
@@ -420,8 +458,7 @@ pub fn expand(model: &Model) -> Result<Expanded, ExpandError> {
                 leaf.bindings = (*bindings).clone();
                 let table = routes.entry(leaf.id.clone()).or_default();
                 for target in bindings.values() {
-                    let physical = match channels.iter().find(|c| c.from == *id && c.to == *target)
-                    {
+                    let physical = match channel(id, target) {
                         Some(c) => c
                             .node
                             .entry
