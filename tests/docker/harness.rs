@@ -56,13 +56,18 @@ pub fn build_example(ovidc: &str, dir: &str, file: &str) -> PathBuf {
     assert!(status.success(), "ovidc build --no-compile failed");
     let manifest =
         std::fs::read_to_string(krate.join("Cargo.toml")).expect("the generated Cargo.toml");
+    // The binary's name (the system's), from the `[[bin]]` section: the package's name carries
+    // a hash of the source file too.
     let package = manifest
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("name = \"")
-                .and_then(|rest| rest.strip_suffix('"'))
+        .split("[[bin]]")
+        .nth(1)
+        .and_then(|bin| {
+            bin.lines().find_map(|l| {
+                l.strip_prefix("name = \"")
+                    .and_then(|rest| rest.strip_suffix('"'))
+            })
         })
-        .expect("a package name")
+        .expect("a binary name")
         .to_string();
     let target = root.join("target/e2e");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
