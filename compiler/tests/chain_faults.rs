@@ -12,118 +12,9 @@
 #[path = "../../tests/docker/harness.rs"]
 mod harness;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::*;
-
-/// The processes of one run, each with its log; killed (SIGKILL) and reaped when dropped, so a
-/// failing test leaves nothing behind. On a panic it prints the end of every log.
-struct Processes {
-    children: Vec<(String, Child, PathBuf)>,
-}
-
-impl Processes {
-    fn get(&mut self, name: &str) -> &mut (String, Child, PathBuf) {
-        self.children
-            .iter_mut()
-            .rev()
-            .find(|(n, _, _)| n == name)
-            .unwrap_or_else(|| panic!("no process {name}"))
-    }
-
-    /// Starts `bin args…` as `name`, its stdout and stderr into `<logs>/<name>.log` (`<name>.2.log`
-    /// when started again), and waits until that log holds `ready`.
-    fn start(
-        &mut self,
-        logs: &Path,
-        name: &str,
-        bin: &Path,
-        args: &[&str],
-        env: &[(&str, &str)],
-        ready: &str,
-    ) {
-        let n = self.children.iter().filter(|(c, _, _)| c == name).count();
-        let log = logs.join(match n {
-            0 => format!("{name}.log"),
-            n => format!("{name}.{}.log", n + 1),
-        });
-        let file = File::create(&log).unwrap();
-        let child = Command::new(bin)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        self.children.push((name.to_string(), child, log));
-        let started = Instant::now();
-        let (_, child, log) = self.get(name);
-        while started.elapsed() < Duration::from_secs(30) {
-            if std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains(ready)
-            {
-                return;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "{name} exited ({status}) before `{ready}`:\n{}",
-                    tail(log, 30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{name} did not print `{ready}` in time:\n{}", tail(log, 30));
-    }
-
-    /// `kill -9`, and reap it.
-    fn kill(&mut self, name: &str) {
-        let (_, child, _) = self.get(name);
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
-    }
-
-    /// Panics if a process the test did not kill last stopped on its own (only the latest
-    /// process of each name counts).
-    fn check_alive(&mut self, killed: &[&str]) {
-        let mut seen = std::collections::BTreeSet::new();
-        for (name, child, log) in self.children.iter_mut().rev() {
-            if !seen.insert(name.clone()) || killed.contains(&name.as_str()) {
-                continue;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("{name} stopped on its own ({status}):\n{}", tail(log, 40));
-            }
-        }
-    }
-
-    fn log(&mut self, name: &str) -> String {
-        std::fs::read_to_string(&self.get(name).2).unwrap_or_default()
-    }
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (_, child, _) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            for (name, _, log) in &self.children {
-                eprintln!(
-                    "---- end of {name}'s log ({}):\n{}",
-                    log.display(),
-                    tail(log, 40)
-                );
-            }
-        }
-    }
-}
 
 #[test]
 fn chain_survives_killing_the_head_then_the_tail_and_a_member_rejoins() {
@@ -137,22 +28,11 @@ fn chain_survives_killing_the_head_then_the_tail_and_a_member_rejoins() {
     let ports = free_ports(names.len() + 2);
     let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
     let (controller, web) = (addr(0), addr(names.len() + 1));
-    let logs = root().join("target/chain-faults/logs");
-    let _ = std::fs::remove_dir_all(&logs);
-    std::fs::create_dir_all(&logs).unwrap();
-
-    let mut p = Processes {
-        children: Vec::new(),
-    };
+    let mut p = Processes::new(root().join("target/chain-faults/logs"));
+    let ready_within = Duration::from_secs(30);
     let args = ["controller", "--listen", &controller];
-    p.start(
-        &logs,
-        "controller",
-        &bin,
-        &args,
-        &[],
-        "controller listening",
-    );
+    p.start("controller", &bin, &args, &[]);
+    p.wait_for("controller", "controller listening", ready_within);
     for (i, name) in names.iter().enumerate() {
         let listen = addr(i + 1);
         let args = [
@@ -164,14 +44,8 @@ fn chain_survives_killing_the_head_then_the_tail_and_a_member_rejoins() {
             &listen,
         ];
         let env = [("WEBKVS_ADDR", web.as_str())];
-        p.start(
-            &logs,
-            name,
-            &bin,
-            &args,
-            &env,
-            &format!("box {name} listening"),
-        );
+        p.start(name, &bin, &args, &env);
+        p.wait_for(name, &format!("box {name} listening"), ready_within);
     }
     let ready = wait_until_serving(&web, Duration::from_secs(60));
     println!(
@@ -208,7 +82,8 @@ fn chain_survives_killing_the_head_then_the_tail_and_a_member_rejoins() {
         &listen,
     ];
     let env = [("WEBKVS_ADDR", web.as_str())];
-    p.start(&logs, "store0", &bin, &args, &env, "box store0 listening");
+    p.start("store0", &bin, &args, &env);
+    p.wait_for("store0", "box store0 listening", ready_within);
     println!("restarted store0 at {:.2} s", restarted.as_secs_f64());
     std::thread::sleep(Duration::from_secs(5));
     let until = load.now();
@@ -220,18 +95,18 @@ fn chain_survives_killing_the_head_then_the_tail_and_a_member_rejoins() {
         controller_log.contains("box declared dead")
             && controller_log.contains("the primary failed"),
         "the controller did not replace the head:\n{}",
-        tail(&p.get("controller").2, 30)
+        tail(&p.latest("controller").2, 30)
     );
     assert!(
         controller_log.contains("a backup failed"),
         "the controller did not drop the tail:\n{}",
-        tail(&p.get("controller").2, 30)
+        tail(&p.latest("controller").2, 30)
     );
 
     assert!(
         controller_log.contains("a backup caught up"),
         "the restarted member was not added back:\n{}",
-        tail(&p.get("controller").2, 30)
+        tail(&p.latest("controller").2, 30)
     );
 
     let lost = lost_writes(&web, &attempts);

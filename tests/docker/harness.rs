@@ -1,6 +1,7 @@
-//! What the fault tests share (compiler/tests/faults.rs: boxes as processes;
-//! compiler/tests/docker.rs: boxes as containers), included by both with `#[path]`:
-//! building the webkvs binary, a client load over HTTP, and the figures drawn from it.
+//! What the fault tests share (compiler/tests/faults.rs and chain_faults.rs: boxes as
+//! processes; compiler/tests/docker.rs: boxes as containers), included by each with `#[path]`:
+//! building the webkvs binary, the processes of a run, a client load over HTTP, and the
+//! figures drawn from it.
 //!
 //! The load is one thread doing sequential `PUT /<key>` of distinct keys, each with a value of
 //! its own, and recording every attempt: when it started, how long it took, and whether it was
@@ -10,10 +11,11 @@
 
 #![allow(dead_code)] // each test uses a different part
 
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -492,4 +494,123 @@ pub fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The processes of one run; killed (SIGKILL) and reaped when dropped, so a failing test leaves
+/// nothing behind. On a panic it prints the end of every log.
+pub struct Processes {
+    logs: PathBuf,
+    /// Name, process, log file; a restarted process is a new entry with a log of its own.
+    children: Vec<(String, Child, PathBuf)>,
+}
+
+impl Processes {
+    pub fn new(logs: PathBuf) -> Processes {
+        let _ = std::fs::remove_dir_all(&logs);
+        std::fs::create_dir_all(&logs).unwrap();
+        Processes {
+            logs,
+            children: Vec::new(),
+        }
+    }
+
+    /// The latest process named `name`.
+    pub fn latest(&mut self, name: &str) -> &mut (String, Child, PathBuf) {
+        self.children
+            .iter_mut()
+            .rev()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no process {name}"))
+    }
+
+    /// Starts `bin args…` as `name`, its stdout and stderr into `<logs>/<name>.log` (or
+    /// `<name>.2.log`, … when started again).
+    pub fn start(&mut self, name: &str, bin: &Path, args: &[&str], env: &[(&str, &str)]) {
+        let n = self.children.iter().filter(|(c, _, _)| c == name).count();
+        let log = self.logs.join(if n == 0 {
+            format!("{name}.log")
+        } else {
+            format!("{name}.{}.log", n + 1)
+        });
+        let file = File::create(&log).unwrap();
+        let child = Command::new(bin)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        self.children.push((name.to_string(), child, log));
+    }
+
+    /// Waits until the log of the latest `name` holds `text`.
+    pub fn wait_for(&mut self, name: &str, text: &str, limit: Duration) {
+        let started = Instant::now();
+        let (_, child, log) = self.latest(name);
+        while started.elapsed() < limit {
+            if std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(text)
+            {
+                return;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "{name} exited ({status}) before printing `{text}`:\n{}",
+                    tail(log, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{name} did not print `{text}` within {limit:?}:\n{}",
+            tail(log, 30)
+        );
+    }
+
+    /// What the latest `name` has printed so far.
+    pub fn log(&mut self, name: &str) -> String {
+        std::fs::read_to_string(&self.latest(name).2).unwrap_or_default()
+    }
+
+    /// `kill -9`, and reap it.
+    pub fn kill(&mut self, name: &str) {
+        let (_, child, _) = self.latest(name);
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+    }
+
+    /// Panics if a process stopped on its own (none should).
+    pub fn check_alive(&mut self, killed: &[&str]) {
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, child, log) in self.children.iter_mut().rev() {
+            // Only the latest process of each name, and not the ones the test killed last.
+            if !seen.insert(name.clone()) || killed.contains(&name.as_str()) {
+                continue;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{name} stopped on its own ({status}):\n{}", tail(log, 40));
+            }
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child, _) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for (name, _, log) in &self.children {
+                eprintln!(
+                    "---- end of {name}'s log ({}):\n{}",
+                    log.display(),
+                    tail(log, 40)
+                );
+            }
+        }
+    }
 }
