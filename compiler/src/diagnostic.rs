@@ -57,6 +57,8 @@ codes! {
     ReplyType => "ovid::reply::wrong_type", "a handler replies with a message other than the one its `accepts` declares";
     ReplyOutsideHandler => "ovid::reply::no_request", "`reply` is used where there is no request to reply to";
     ReplyMissing => "ovid::reply::missing", "the handler of a request (`accepts M -> R`) has no `reply`";
+    ReplySomePaths => "ovid::reply::some_paths", "the handler of a request replies on some paths only";
+    ReplyTwice => "ovid::reply::twice", "the handler of a request may reply more than once to one request";
     SenderOutsideHandler => "ovid::sender::no_message", "`sender()` is used where no message is being handled";
     HandlerMissing => "ovid::handler::missing", "an accepted message has no handler";
     SendTarget => "ovid::send::unknown_target", "`send` names an identifier the agent does not declare in `uses`";

@@ -351,13 +351,28 @@ fn behaviour(
                         a.accepts
                             .iter()
                             .find(|acc| acc.message.name == message.name),
-                    ) && !handlers::replies(&h.body)
-                    {
-                        out.push(
-                            Diagnostic::new(Code::ReplyMissing, format!("`{}` never replies to `{}`", a.name.name, message.name), h.head_span, "this handler has no `reply`")
-                                .related(acc.span, format!("`{}` is answered with a `{reply}`", message.name))
-                                .help(format!("answer with `reply {reply} {{ .. }};` in this handler, or declare `accepts {};` if `{}` needs no answer", message.name, message.name)),
-                        );
+                    ) {
+                        let paths = handlers::reply_paths(&h.body);
+                        if paths.max == 0 {
+                            out.push(
+                                Diagnostic::new(Code::ReplyMissing, format!("`{}` never replies to `{}`", a.name.name, message.name), h.head_span, "this handler has no `reply`")
+                                    .related(acc.span, format!("`{}` is answered with a `{reply}`", message.name))
+                                    .help(format!("answer with `reply {reply} {{ .. }};` in this handler, or declare `accepts {};` if `{}` needs no answer", message.name, message.name)),
+                            );
+                        } else if let (0, Some((span, label))) = (paths.min, paths.missing) {
+                            out.push(
+                                Diagnostic::new(Code::ReplySomePaths, format!("`{}` answers some `{}` requests and not others", a.name.name, message.name), span, label)
+                                    .related(h.head_span, "in this handler")
+                                    .help(format!("reply with a `{reply}` on every path (an `else` that replies too), so that every request gets its answer")),
+                            );
+                        }
+                        if let (2, Some((span, label))) = (paths.max, paths.again) {
+                            out.push(
+                                Diagnostic::new(Code::ReplyTwice, format!("`{}` may answer one `{}` request more than once", a.name.name, message.name), span, label)
+                                    .related(h.head_span, "in this handler")
+                                    .help("reply once per request: keep one `reply` on each path (compute the answer first, then reply)"),
+                            );
+                        }
                     }
                 }
             }
