@@ -8,6 +8,8 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -229,11 +231,12 @@ impl System {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Failure::Io(format!("cannot start box `{name}`: {e}")))?;
+        let open = Arc::new(AtomicUsize::new(2));
         if let Some(out) = child.stdout.take() {
-            forward(name, out, false, self.tx.clone());
+            forward(name, out, false, self.tx.clone(), open.clone());
         }
         if let Some(err) = child.stderr.take() {
-            forward(name, err, true, self.tx.clone());
+            forward(name, err, true, self.tx.clone(), open);
         }
         self.children.push((name.to_string(), child));
         Ok(())
@@ -316,8 +319,16 @@ fn show(name: &str, line: &str, stderr: bool) {
     }
 }
 
-/// Reads a child's output line by line on a thread of its own.
-fn forward(name: &str, stream: impl Read + Send + 'static, stderr: bool, tx: mpsc::Sender<Event>) {
+/// Reads a child's output line by line on a thread of its own. `open` counts the child's
+/// streams still open: the reader that closes the last one says the child is gone, so no line
+/// of either stream (its last words are often on stderr) comes after that news.
+fn forward(
+    name: &str,
+    stream: impl Read + Send + 'static,
+    stderr: bool,
+    tx: mpsc::Sender<Event>,
+    open: Arc<AtomicUsize>,
+) {
     let name = name.to_string();
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
@@ -333,7 +344,7 @@ fn forward(name: &str, stream: impl Read + Send + 'static, stderr: bool, tx: mps
                 return;
             }
         }
-        if !stderr {
+        if open.fetch_sub(1, Ordering::SeqCst) == 1 {
             let _ = tx.send(Event::Closed { name });
         }
     });
