@@ -299,6 +299,9 @@ fn syntax_error(file: FileId, text: &str, error: pest::error::Error<Rule>) -> Di
         ErrorVariant::CustomError { message } => message.clone(),
     };
     let found = text[start.min(text.len())..].chars().next();
+    if let Some(d) = likely_slip(file, text, start, found, &label) {
+        return d;
+    }
     let message = match found {
         Some(c) if !c.is_whitespace() => format!("unexpected `{}`", c.escape_debug()),
         Some(_) => "unexpected text".to_string(),
@@ -306,6 +309,55 @@ fn syntax_error(file: FileId, text: &str, error: pest::error::Error<Rule>) -> Di
     };
     Diagnostic::new(Code::Syntax, message, Span { file, start, end }, label)
         .help("docs/language.md shows the syntax of every construct")
+}
+
+/// The usual slips, said as such: a statement missing its `;` (the parser stumbles on the
+/// next line, but the `;` belongs at the end of this one), and `=` written for `==`.
+fn likely_slip(
+    file: FileId,
+    text: &str,
+    at: usize,
+    found: Option<char>,
+    expected: &str,
+) -> Option<Diagnostic> {
+    let before = &text[..at.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let first_on_line = before[line_start..].trim().is_empty();
+    let previous = before.trim_end();
+    let ends_statement = previous.ends_with([';', '{', '}', ',', '(']);
+    if first_on_line && !ends_statement && expected.contains("an operator") {
+        let end = previous.len();
+        return Some(
+            Diagnostic::new(
+                Code::Syntax,
+                "missing `;`",
+                Span {
+                    file,
+                    start: end.saturating_sub(1),
+                    end,
+                },
+                "the statement ends here",
+            )
+            .help("end the statement with `;`"),
+        );
+    }
+    let rest = &text[at.min(text.len())..];
+    if found == Some('=') && !rest.starts_with("==") && !rest.starts_with("=>") {
+        return Some(
+            Diagnostic::new(
+                Code::Syntax,
+                "unexpected `=`",
+                Span {
+                    file,
+                    start: at,
+                    end: at + 1,
+                },
+                expected.to_string(),
+            )
+            .help("to compare, write `==`; to change a state field or a local, write `x = v;` as a statement of its own (a record's field cannot be assigned: build a new record, `Put { key: k, value: p.value }`)"),
+        );
+    }
+    None
 }
 
 fn join_or(names: &[&str]) -> String {
