@@ -188,6 +188,16 @@ fn typed_literal(v: i128, t: Option<&Type>) -> TokenStream {
     }
 }
 
+/// A literal of type `t` that is an argument, not a receiver: `-5i64`, no parentheses.
+fn typed_argument(v: i128, t: &Type) -> TokenStream {
+    if v < 0 {
+        let lit = typed_literal(-v, Some(t));
+        quote!(-#lit)
+    } else {
+        typed_literal(v, Some(t))
+    }
+}
+
 /// Compiles the body of one handler. `ctx` is the name of the context parameter.
 pub struct HandlerCompiler<'a> {
     agent: &'a AgentInfo,
@@ -377,7 +387,11 @@ impl<'a> HandlerCompiler<'a> {
 
     fn match_stmt(&mut self, scrutinee: &Expr, arms: &[MatchArm]) -> TokenStream {
         let t = self.ty(scrutinee);
-        let s = self.value(scrutinee);
+        let s = match &scrutinee.kind {
+            // `match none { .. }`, `match some(5) { .. }`: Rust needs the option's type.
+            ExprKind::None | ExprKind::Some(_) => self.place_or_value(scrutinee),
+            _ => self.value(scrutinee),
+        };
         let mut exhaustive = false;
         let mut has_none = false;
         let mut has_some_all = false;
@@ -467,11 +481,44 @@ impl<'a> HandlerCompiler<'a> {
     /// A place expression (no clone) if `e` is a name or a field path, else its value.
     /// A place, or a value that methods can be called on (a literal gets its type).
     fn place_or_value(&mut self, e: &Expr) -> TokenStream {
+        let t = self.ty(e);
         if let Some(v) = literal_value(e) {
-            let t = self.ty(e);
             return typed_literal(wrap(v, &t), Some(&t));
         }
-        self.place(e).unwrap_or_else(|| self.value(e))
+        if let Some(p) = self.place(e) {
+            return p;
+        }
+        match (&e.kind, &t) {
+            // A method needs the option's type: `None::<i64>`, `Some(8i64)`.
+            (ExprKind::None, Type::Option(inner)) => {
+                // Nothing says what a bare `none` holds: any type does, the integer one will.
+                let inner = match **inner {
+                    Type::Unknown | Type::IntLiteral => quote!(i64),
+                    ref t => rust_type(t),
+                };
+                quote!(None::<#inner>)
+            }
+            (ExprKind::Some(inner), Type::Option(it)) if literal_value(inner).is_some() => {
+                let v = literal_value(inner).map_or(0, |v| wrap(v, it));
+                let lit = typed_argument(v, it);
+                quote!(Some(#lit))
+            }
+            // `[2, 5].first()`: the first element says the list's type.
+            (ExprKind::List(items), Type::List(it))
+                if items.first().is_some_and(|i| literal_value(i).is_some()) =>
+            {
+                let first = literal_value(&items[0]).map_or(0, |v| wrap(v, it));
+                let first = typed_argument(first, it);
+                let rest: Vec<TokenStream> = items[1..].iter().map(|i| self.value(i)).collect();
+                quote!(vec![#first #(, #rest)*])
+            }
+            // `!b` and comparisons bind looser than a method call.
+            (ExprKind::Unary(UnOp::Not, _), _) => {
+                let v = self.value(e);
+                quote!((#v))
+            }
+            _ => self.operand(e),
+        }
     }
 
     fn place(&self, e: &Expr) -> Option<TokenStream> {
@@ -606,7 +653,7 @@ impl<'a> HandlerCompiler<'a> {
             // spelled out (the other side's).
             let a = match literal_value(l) {
                 Some(v) if matches!(self.ty(r), Type::Int(_)) => {
-                    typed_literal(v, Some(&self.ty(r)))
+                    typed_literal(wrap(v, &self.ty(r)), Some(&self.ty(r)))
                 }
                 Some(v) => typed_literal(v, Some(&Type::IntLiteral)),
                 None => self.value(l),
@@ -645,7 +692,7 @@ impl<'a> HandlerCompiler<'a> {
                 let m = format_ident!("{}", f.name);
                 // A literal receiver needs its type spelled out: the other argument's.
                 let a = match literal_value(&args[0]) {
-                    Some(v) => typed_literal(v, Some(&self.ty(&args[1]))),
+                    Some(v) => typed_literal(wrap(v, &self.ty(&args[1])), Some(&self.ty(&args[1]))),
                     None => a.clone(),
                 };
                 quote!(#a.#m(#b))
@@ -663,7 +710,8 @@ impl<'a> HandlerCompiler<'a> {
         let name = m.name.as_str();
         let mut arg = |i: usize| self.value(&args[i]);
         match (&rt, name) {
-            (_, "len") => quote!((#r.len() as i64)),
+            // A call, not a cast: it stands as a receiver or an argument without parentheses.
+            (_, "len") => quote!(i64::try_from(#r.len()).unwrap_or(i64::MAX)),
             (_, "is_empty") => quote!(#r.is_empty()),
             (Type::String, "contains" | "starts_with" | "ends_with") => {
                 let f = format_ident!("{}", name);

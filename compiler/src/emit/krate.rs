@@ -236,7 +236,8 @@ fn agents_rs(model: &Model) -> TokenStream {
         #![allow(
             non_camel_case_types,
             non_snake_case,
-            reason = "the names of agents, state and locals are the .ovid program's"
+            unused_variables,
+            reason = "the names of agents, state and locals are the .ovid program's, which may bind a local it does not read"
         )]
         #map_import
         use ovid::Context;
