@@ -132,6 +132,23 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// Whether the step concerns nothing (then the plan leaves it out).
+    fn is_empty(&self) -> bool {
+        match self {
+            Step::StartBoxes { boxes } | Step::StopBoxes { boxes } => boxes.is_empty(),
+            Step::StartAgents { agents } | Step::Replace { agents } => agents.is_empty(),
+            Step::Wedge { agents }
+            | Step::Capture { agents }
+            | Step::Restore { agents }
+            | Step::Unwedge { agents }
+            | Step::StopAgents { agents } => agents.is_empty(),
+            Step::SwitchRoutes { changes } => changes.is_empty(),
+            Step::MapState { .. } => false,
+        }
+    }
+}
+
 /// How a node is built, as a plan says it.
 fn built(node: Option<&LattNode>) -> String {
     match node.and_then(LattNode::transform) {
@@ -239,19 +256,8 @@ pub fn plan(old: &Version, new: &Version) -> Result<Plan, Vec<Diagnostic>> {
     wedged.extend(replaced.iter().map(|a| a.id.clone()));
     wedged.extend(rerouted.iter().cloned());
 
-    let mut steps = Vec::new();
-    let mut push = |step: Step, empty: bool| {
-        if !empty {
-            steps.push(step);
-        }
-    };
     let added: Vec<String> = nb.difference(&ob).cloned().collect();
-    push(
-        Step::StartBoxes {
-            boxes: added.clone(),
-        },
-        added.is_empty(),
-    );
+    let removed: Vec<String> = ob.difference(&nb).cloned().collect();
     let to_start = |agents: &[&AgentSpec]| -> Vec<Started> {
         agents
             .iter()
@@ -265,68 +271,29 @@ pub fn plan(old: &Version, new: &Version) -> Result<Plan, Vec<Diagnostic>> {
             })
             .collect()
     };
-    let starts = to_start(&started);
-    let replacements = to_start(&replaced);
-    push(
+    let mut steps = vec![
+        Step::StartBoxes { boxes: added },
         Step::StartAgents {
-            agents: starts.clone(),
+            agents: to_start(&started),
         },
-        starts.is_empty(),
-    );
-    push(
-        Step::Wedge {
-            agents: wedged.clone(),
-        },
-        wedged.is_empty(),
-    );
-    push(
-        Step::Capture {
-            agents: captured.clone(),
-        },
-        captured.is_empty(),
-    );
-    let no_maps = maps.is_empty();
-    for m in maps {
-        push(m, false);
-    }
-    push(
-        Step::Restore {
-            agents: restored.clone(),
-        },
-        restored.is_empty() || no_maps,
-    );
-    push(
+        Step::Wedge { agents: wedged },
+        Step::Capture { agents: captured },
+    ];
+    steps.extend(maps);
+    steps.extend([
+        Step::Restore { agents: restored },
         Step::Replace {
-            agents: replacements.clone(),
+            agents: to_start(&replaced),
         },
-        replacements.is_empty(),
-    );
-    push(
-        Step::SwitchRoutes {
-            changes: changes.clone(),
-        },
-        changes.is_empty(),
-    );
-    let unwedge: Vec<String> = rerouted.into_iter().collect();
-    push(
+        Step::SwitchRoutes { changes },
         Step::Unwedge {
-            agents: unwedge.clone(),
+            agents: rerouted.into_iter().collect(),
         },
-        unwedge.is_empty(),
-    );
-    push(
-        Step::StopAgents {
-            agents: stopped.clone(),
-        },
-        stopped.is_empty(),
-    );
-    let removed: Vec<String> = ob.difference(&nb).cloned().collect();
-    push(
-        Step::StopBoxes {
-            boxes: removed.clone(),
-        },
-        removed.is_empty(),
-    );
+        Step::StopAgents { agents: stopped },
+        Step::StopBoxes { boxes: removed },
+    ]);
+    // A step with nothing to do is left out.
+    steps.retain(|s| !s.is_empty());
     Ok(Plan {
         system: nd.system.clone(),
         steps,
