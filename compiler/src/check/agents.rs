@@ -352,7 +352,7 @@ fn behaviour(
                             .iter()
                             .find(|acc| acc.message.name == message.name),
                     ) {
-                        let paths = handlers::reply_paths(&h.body);
+                        let paths = super::replies::reply_paths(&h.body);
                         if paths.max == 0 {
                             out.push(
                                 Diagnostic::new(Code::ReplyMissing, format!("`{}` never replies to `{}`", a.name.name, message.name), h.head_span, "this handler has no `reply`")

@@ -8,6 +8,7 @@
 mod agents;
 pub mod handlers;
 pub mod model;
+pub mod replies;
 mod transforms;
 pub mod types;
 mod wiring;
